@@ -1,0 +1,180 @@
+//! The CloudEvents 1.0 envelope (structured mode) that is every saga record's value, and the
+//! Kafka headers that repeat its routing attributes so tools can filter without parsing JSON.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::events::SagaEvent;
+
+/// The only CloudEvents version this contract speaks.
+pub const SPEC_VERSION: &str = "1.0";
+/// The payload schema's major version; consumers reject any other as undecodable.
+pub const DATA_VERSION: u32 = 1;
+/// `datacontenttype` of every event: the payload is JSON.
+pub const DATA_CONTENT_TYPE: &str = "application/json";
+
+/// Kafka header names carried on every record.
+pub mod headers {
+    /// `application/cloudevents+json`: the value is a structured-mode CloudEvent.
+    pub const CONTENT_TYPE: &str = "content-type";
+    pub const CONTENT_TYPE_VALUE: &str = "application/cloudevents+json";
+    /// The CloudEvents `type`, e.g. `OrderCreated`.
+    pub const EVENT_TYPE: &str = "event_type";
+    /// The saga this event belongs to; absent on catalog events.
+    pub const SAGA_ID: &str = "saga_id";
+    /// W3C trace context of the transaction that wrote the event, when a trace was active.
+    pub const TRACEPARENT: &str = "traceparent";
+}
+
+/// A CloudEvent in structured mode. `type` and `data` come from the flattened [`SagaEvent`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub specversion: String,
+    /// A UUID v7, so event IDs sort by creation time.
+    pub id: Uuid,
+    /// The producing service, e.g. `orders-svc`.
+    pub source: String,
+    pub time: DateTime<Utc>,
+    pub datacontenttype: String,
+    /// Extension attribute: the saga this event belongs to. Catalog events have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sagaid: Option<Uuid>,
+    /// Extension attribute: the payload's schema major version, [`DATA_VERSION`].
+    pub dataversion: u32,
+    #[serde(flatten)]
+    pub event: SagaEvent,
+}
+
+/// Why a record's value is not an event this contract understands.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("value is not a CloudEvent of a known type: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("specversion {0:?} is not supported")]
+    SpecVersion(String),
+    #[error("dataversion {0} is not supported, expected {DATA_VERSION}")]
+    DataVersion(u32),
+}
+
+impl Envelope {
+    /// Wraps a saga event produced now by `source`.
+    pub fn new(source: &str, saga_id: Option<Uuid>, event: SagaEvent) -> Self {
+        Self {
+            specversion: SPEC_VERSION.to_owned(),
+            id: Uuid::now_v7(),
+            source: source.to_owned(),
+            time: Utc::now(),
+            datacontenttype: DATA_CONTENT_TYPE.to_owned(),
+            sagaid: saga_id,
+            dataversion: DATA_VERSION,
+            event,
+        }
+    }
+
+    /// The Kafka record key: the saga ID, or for catalog events the product ID.
+    pub fn key(&self) -> String {
+        match (&self.event, self.sagaid) {
+            (SagaEvent::ProductUpserted(p), _) => p.product_id.to_string(),
+            (_, Some(saga_id)) => saga_id.to_string(),
+            (_, None) => self.id.to_string(),
+        }
+    }
+
+    pub fn event_type(&self) -> &'static str {
+        self.event.event_type()
+    }
+
+    pub fn topic(&self) -> &'static str {
+        self.event.topic()
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    /// Parses a record value and checks the versions this consumer understands.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let envelope: Envelope = serde_json::from_slice(bytes)?;
+        if envelope.specversion != SPEC_VERSION {
+            return Err(DecodeError::SpecVersion(envelope.specversion));
+        }
+        if envelope.dataversion != DATA_VERSION {
+            return Err(DecodeError::DataVersion(envelope.dataversion));
+        }
+        Ok(envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{InventoryReserved, ProductUpserted};
+
+    fn reserved() -> Envelope {
+        Envelope::new(
+            "inventory-svc",
+            Some(Uuid::now_v7()),
+            SagaEvent::InventoryReserved(InventoryReserved { order_id: Uuid::now_v7() }),
+        )
+    }
+
+    #[test]
+    fn envelope_round_trips_as_structured_cloudevent() -> Result<(), Box<dyn std::error::Error>> {
+        let envelope = reserved();
+        let json: serde_json::Value = serde_json::from_slice(&envelope.encode()?)?;
+        assert_eq!(json["specversion"], "1.0");
+        assert_eq!(json["type"], "InventoryReserved");
+        assert_eq!(json["datacontenttype"], "application/json");
+        assert_eq!(json["sagaid"], envelope.sagaid.map(|id| id.to_string()).unwrap_or_default());
+        assert!(json["data"]["order_id"].is_string());
+        assert_eq!(Envelope::decode(&envelope.encode()?)?, envelope);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_payload_fields_are_ignored_for_forward_compatibility()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let mut json = serde_json::to_value(reserved())?;
+        json["data"]["added_in_a_later_minor_version"] = serde_json::json!(42);
+        json["someextension"] = serde_json::json!("x");
+        assert!(Envelope::decode(&serde_json::to_vec(&json)?).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_type_missing_data_and_wrong_versions_are_rejected()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let good = serde_json::to_value(reserved())?;
+        let mut unknown_type = good.clone();
+        unknown_type["type"] = serde_json::json!("OrderTeleported");
+        let mut missing_data = good.clone();
+        missing_data.as_object_mut().map(|o| o.remove("data"));
+        let mut wrong_data_version = good.clone();
+        wrong_data_version["dataversion"] = serde_json::json!(2);
+        let mut wrong_spec = good;
+        wrong_spec["specversion"] = serde_json::json!("0.3");
+        for bad in [unknown_type, missing_data, wrong_data_version, wrong_spec] {
+            assert!(Envelope::decode(&serde_json::to_vec(&bad)?).is_err(), "{bad}");
+        }
+        assert!(Envelope::decode(b"{not json").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn catalog_events_are_keyed_by_product() {
+        let product_id = Uuid::now_v7();
+        let envelope = Envelope::new(
+            "inventory-svc",
+            None,
+            SagaEvent::ProductUpserted(ProductUpserted {
+                product_id,
+                sku: "SKU-1".into(),
+                name: "Widget".into(),
+                price_cents: 100,
+            }),
+        );
+        assert_eq!(envelope.key(), product_id.to_string());
+        assert_eq!(envelope.topic(), crate::topics::INVENTORY_CATALOG);
+    }
+}

@@ -1,0 +1,14 @@
+//! Topic names. Saga events are keyed by saga ID so that one saga's events stay in one
+//! partition, in order; catalog events are keyed by product ID.
+
+/// Produced by orders-svc: `OrderCreated`, `OrderConfirmed`, `OrderFailed`.
+pub const ORDERS_EVENTS: &str = "orders.events";
+/// Produced by payments-svc: `PaymentSucceeded`, `PaymentFailed`, `PaymentRefunded`.
+pub const PAYMENTS_EVENTS: &str = "payments.events";
+/// Produced by inventory-svc: `InventoryReserved`, `InventoryReservationFailed`.
+pub const INVENTORY_EVENTS: &str = "inventory.events";
+/// Produced by inventory-svc: `ProductUpserted`, keyed by product ID.
+pub const INVENTORY_CATALOG: &str = "inventory.catalog";
+
+/// Every topic the system uses, for the deploy script's and the tests' topic creation.
+pub const ALL: [&str; 4] = [ORDERS_EVENTS, PAYMENTS_EVENTS, INVENTORY_EVENTS, INVENTORY_CATALOG];
