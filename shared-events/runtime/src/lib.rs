@@ -1,1 +1,25 @@
-pub fn placeholder() {}
+//! Plumbing that the three saga services share, written once. In reading order:
+//!
+//! - [`config`]: settings from environment variables, each with a documented default.
+//! - [`telemetry`]: `tracing` subscriber, OpenTelemetry tracer and W3C trace-context helpers.
+//! - [`db`]: the PostgreSQL pool with its timeouts.
+//! - [`schema`]: the outbox and inbox tables, for each service's migration crate.
+//! - [`outbox`]: writing an event in the caller's transaction, and the signal that wakes the relay.
+//! - [`relay`]: publishes outbox rows to Kafka and deletes them once delivered.
+//! - [`inbox`]: records a consumed event in the caller's transaction, at most once.
+//! - [`consumer`]: the Kafka consumer loop that hands events to a service's [`consumer::EventHandler`].
+//! - [`kafka`]: librdkafka client configuration shared by producer and consumer.
+//! - [`http`]: the one JSON error shape, the JSON extractor, `/health`, and serving with shutdown.
+//! - [`service`]: [`service::Infrastructure`] (pool, producer, signal) and [`service::run`].
+
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod http;
+pub mod inbox;
+pub mod kafka;
+pub mod outbox;
+pub mod relay;
+pub mod schema;
+pub mod service;
+pub mod telemetry;

@@ -1,0 +1,189 @@
+//! Settings read from environment variables. Every variable has a default that suits the
+//! single-machine stack that `deploy/stack` runs, and the README's configuration table lists
+//! them. Durations are given in milliseconds (`*_MS`) and held as [`Duration`].
+
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A variable was set to something that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?} is invalid: {reason}")]
+pub struct ConfigError {
+    pub name: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Reads `name`, falling back to `default` when it is unset or empty.
+pub fn var<T>(name: &str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => {
+            value.trim().parse().map_err(|e: T::Err| ConfigError {
+                name: name.to_owned(),
+                value,
+                reason: e.to_string(),
+            })
+        }
+        _ => Ok(default),
+    }
+}
+
+/// Reads a duration in milliseconds from `name`.
+pub fn millis(name: &str, default: Duration) -> Result<Duration, ConfigError> {
+    let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+    var(name, default_ms).map(Duration::from_millis)
+}
+
+/// Settings every service has. Each service adds its own port, database and group defaults.
+#[derive(Debug, Clone)]
+pub struct CommonSettings {
+    /// Names the service in events' `source`, logs, traces and the Kafka client ID.
+    pub service_name: &'static str,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub kafka: KafkaSettings,
+    pub relay: RelaySettings,
+    pub consumer: ConsumerSettings,
+}
+
+/// Per-service defaults that [`CommonSettings::from_env`] falls back to.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceDefaults {
+    pub service_name: &'static str,
+    pub http_port: u16,
+    pub database_url: &'static str,
+    pub max_connections: u32,
+}
+
+impl CommonSettings {
+    pub fn from_env(defaults: ServiceDefaults) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service_name: defaults.service_name,
+            http: HttpSettings {
+                host: var("HTTP_HOST", "127.0.0.1".to_owned())?,
+                port: var("HTTP_PORT", defaults.http_port)?,
+                request_timeout: millis("HTTP_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
+                shutdown_timeout: millis("SHUTDOWN_TIMEOUT_MS", Duration::from_secs(20))?,
+            },
+            database: DatabaseSettings {
+                url: var("DATABASE_URL", defaults.database_url.to_owned())?,
+                max_connections: var("DB_MAX_CONNECTIONS", defaults.max_connections)?,
+                min_connections: var("DB_MIN_CONNECTIONS", 1)?,
+                connect_timeout: millis("DB_CONNECT_TIMEOUT_MS", Duration::from_secs(5))?,
+                acquire_timeout: millis("DB_ACQUIRE_TIMEOUT_MS", Duration::from_secs(3))?,
+                idle_timeout: millis("DB_IDLE_TIMEOUT_MS", Duration::from_secs(300))?,
+                max_lifetime: millis("DB_MAX_LIFETIME_MS", Duration::from_secs(1800))?,
+                statement_timeout: millis("DB_STATEMENT_TIMEOUT_MS", Duration::from_secs(5))?,
+            },
+            kafka: KafkaSettings {
+                brokers: var("KAFKA_BROKERS", "127.0.0.1:9092".to_owned())?,
+                topic_prefix: var("KAFKA_TOPIC_PREFIX", String::new())?,
+                group_id: var("KAFKA_GROUP_ID", defaults.service_name.to_owned())?,
+                message_timeout: millis("KAFKA_MESSAGE_TIMEOUT_MS", Duration::from_secs(10))?,
+                session_timeout: millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
+                socket_timeout: millis("KAFKA_SOCKET_TIMEOUT_MS", Duration::from_secs(10))?,
+                metadata_timeout: millis("KAFKA_METADATA_TIMEOUT_MS", Duration::from_secs(3))?,
+            },
+            relay: RelaySettings {
+                batch_size: var("OUTBOX_BATCH_SIZE", 256)?,
+                poll_interval: millis("OUTBOX_POLL_INTERVAL_MS", Duration::from_millis(1000))?,
+                retry_backoff: millis("OUTBOX_RETRY_BACKOFF_MS", Duration::from_millis(500))?,
+            },
+            consumer: ConsumerSettings {
+                lanes: var("CONSUMER_LANES", 4)?,
+                retry_backoff_initial: millis(
+                    "CONSUMER_RETRY_BACKOFF_INITIAL_MS",
+                    Duration::from_millis(50),
+                )?,
+                retry_backoff_max: millis("CONSUMER_RETRY_BACKOFF_MAX_MS", Duration::from_secs(5))?,
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub host: String,
+    pub port: u16,
+    /// Upper bound on one request, database work included; past it the client gets 408.
+    pub request_timeout: Duration,
+    /// How long shutdown waits for in-flight requests, the record in hand and the relay.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: String,
+    /// The three services' pools together must fit this 2-core machine: 8 + 6 + 6 by default.
+    pub max_connections: u32,
+    pub min_connections: u32,
+    /// Bounds the first connection at start-up, so a missing database fails fast.
+    pub connect_timeout: Duration,
+    /// Bounds waiting for a pooled connection; past it a request fails instead of queueing.
+    pub acquire_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    /// PostgreSQL's `statement_timeout`, set on every connection.
+    pub statement_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    /// Prepended to every topic name, so a test run can have topics of its own. Empty by default.
+    pub topic_prefix: String,
+    pub group_id: String,
+    /// librdkafka's `message.timeout.ms`: how long a produce may take, retries included.
+    pub message_timeout: Duration,
+    /// librdkafka's `session.timeout.ms`: how long a silent consumer keeps its partitions.
+    pub session_timeout: Duration,
+    /// librdkafka's `socket.timeout.ms`.
+    pub socket_timeout: Duration,
+    /// How long `/health` waits for the broker's metadata.
+    pub metadata_timeout: Duration,
+}
+
+impl KafkaSettings {
+    /// The physical topic name for a logical one from `shared_events::topics`.
+    pub fn topic(&self, logical: &str) -> String {
+        format!("{}{}", self.topic_prefix, logical)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Rows claimed and published per transaction.
+    pub batch_size: u64,
+    /// Fallback wake-up for rows no in-process signal announced (e.g. left by a crash).
+    pub poll_interval: Duration,
+    /// Pause after a failed batch (Kafka or the database down) before trying again.
+    pub retry_backoff: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Records are processed in this many parallel lanes; one partition always maps to one
+    /// lane, so a partition's (and so a saga's) records stay in order.
+    pub lanes: usize,
+    pub retry_backoff_initial: Duration,
+    pub retry_backoff_max: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_variables_fall_back_to_defaults() -> Result<(), ConfigError> {
+        assert_eq!(var("SAGA_TEST_SURELY_UNSET_VARIABLE", 7u32)?, 7);
+        assert_eq!(
+            millis("SAGA_TEST_SURELY_UNSET_VARIABLE_MS", Duration::from_millis(250))?,
+            Duration::from_millis(250)
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! HTTP pieces every service shares: the one JSON error shape, a JSON extractor whose
+//! rejections use that shape, `GET /health`, and serving with a request timeout and graceful
+//! shutdown. Each service maps its own errors to [`ApiError`] in its `http/error.rs`.
+
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use rdkafka::producer::{FutureProducer, Producer};
+use sea_orm::DatabaseConnection;
+use serde::Serialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// An error response: `{"error": {"code": "...", "message": "..."}}` with `status`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// A stable, machine-readable code such as `unknown_product`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// Logs the cause and answers 500 without leaking it.
+    pub fn internal(cause: &dyn std::error::Error) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+
+    /// The database is out of reach or its pool is exhausted: worth retrying later.
+    pub fn unavailable(cause: &dyn std::error::Error) -> Self {
+        tracing::warn!(error = %cause, "request failed: dependency unavailable");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "service temporarily unavailable")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// `Json` whose rejections are [`ApiError`]s: malformed JSON is 400, a body of the wrong
+/// shape 422, a missing `content-type: application/json` 415.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for AppJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(AppJson(value)),
+            Err(rejection) => Err(rejection_to_error(&rejection)),
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for AppJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+fn rejection_to_error(rejection: &JsonRejection) -> ApiError {
+    let (status, code) = match rejection {
+        JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+        JsonRejection::MissingJsonContentType(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+        }
+        _ => (StatusCode::BAD_REQUEST, "bad_request"),
+    };
+    ApiError::new(status, code, rejection.body_text())
+}
+
+/// What `/health` checks: the pool answers a query and the broker answers a metadata request.
+#[derive(Clone)]
+pub struct HealthProbe {
+    pub db: DatabaseConnection,
+    pub producer: FutureProducer,
+    pub metadata_timeout: Duration,
+}
+
+/// `GET /health`: 200 `{"status":"ok"}` once the database and Kafka answer, else 503.
+pub fn health_router(probe: HealthProbe) -> Router {
+    Router::new().route("/health", get(health)).with_state(probe)
+}
+
+async fn health(State(probe): State<HealthProbe>) -> Response {
+    let database = probe.db.ping().await.map_err(|e| e.to_string());
+    let producer = probe.producer.clone();
+    let timeout = probe.metadata_timeout;
+    // Metadata fetches block, so they run off the async workers.
+    let kafka = tokio::task::spawn_blocking(move || {
+        producer.client().fetch_metadata(None, timeout).map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let status = if database.is_ok() && kafka.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let describe = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.clone(),
+    };
+    let body = json!({
+        "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
+        "database": describe(&database),
+        "kafka": describe(&kafka),
+    });
+    (status, Json(body)).into_response()
+}
+
+/// Serves `router` until `shutdown`, then lets in-flight requests finish. Every request is
+/// bounded by `request_timeout` (408 past it) and traced.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    request_timeout: Duration,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router.fallback(not_found).layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        request_timeout,
+    ))
+    .layer(TraceLayer::new_for_http());
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}

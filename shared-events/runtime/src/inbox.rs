@@ -1,0 +1,26 @@
+//! Recording consumed events. A handler calls [`record`] first inside its transaction; when it
+//! returns [`Delivery::Duplicate`] the event was applied before and the handler commits nothing.
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use shared_events::Envelope;
+
+/// Whether this service has seen an event before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    First,
+    Duplicate,
+}
+
+/// Inserts the event's ID into the inbox in the caller's transaction. If the transaction later
+/// rolls back, so does this row, and the redelivered event is applied then.
+pub async fn record<C: ConnectionTrait>(db: &C, event: &Envelope) -> Result<Delivery, DbErr> {
+    let result = db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO inbox (event_id, event_type, saga_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (event_id) DO NOTHING",
+            [event.id.into(), event.event_type().into(), event.sagaid.into()],
+        ))
+        .await?;
+    Ok(if result.rows_affected() == 1 { Delivery::First } else { Delivery::Duplicate })
+}

@@ -1,0 +1,79 @@
+//! librdkafka client configuration. Producer and consumer share the broker list, the client ID
+//! and the timeouts; librdkafka's own logs reach `tracing` through rdkafka's `tracing` feature.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+
+use crate::config::KafkaSettings;
+
+fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", client_id)
+        .set("socket.timeout.ms", millis(settings.socket_timeout))
+        .set("log.connection.close", "false");
+    config
+}
+
+fn millis(duration: Duration) -> String {
+    duration.as_millis().to_string()
+}
+
+/// An idempotent producer: `acks=all`, retries without duplicates or reordering within a
+/// partition, and a bounded `message.timeout.ms` after which the relay retries the batch.
+pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProducer, KafkaError> {
+    base_config(settings, client_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", millis(settings.message_timeout))
+        .set("linger.ms", "2")
+        .set("compression.type", "lz4")
+        .create()
+}
+
+/// A consumer that never stores an offset by itself: the consumer loop stores each record's
+/// offset after the record's transaction commits, and auto-commit then commits what is stored.
+pub fn consumer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
+    let mut config = base_config(settings, client_id);
+    config
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", millis(settings.session_timeout))
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    config
+}
+
+/// Commits stored offsets synchronously when partitions are taken away, so the next owner
+/// starts after the last committed record instead of redoing up to a second of work.
+#[derive(Debug, Default)]
+pub struct CommitOnRevoke;
+
+impl ClientContext for CommitOnRevoke {}
+
+impl ConsumerContext for CommitOnRevoke {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            tracing::info!(partitions = partitions.count(), "partitions revoked; committing stored offsets");
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => tracing::warn!(%error, "commit on revoke failed"),
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(partitions = partitions.count(), "partitions assigned");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Writing events to the outbox. A service's use case calls [`enqueue`] inside the transaction
+//! that makes the change, commits, then calls [`OutboxSignal::notify`] so the relay publishes
+//! at once instead of at its next poll.
+
+use std::sync::Arc;
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use shared_events::Envelope;
+use tokio::sync::Notify;
+
+use crate::telemetry;
+
+/// Wakes the relay after a commit. Cloning shares the signal.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    /// Call after the transaction that wrote outbox rows has committed. If the relay is busy,
+    /// the wake-up is kept for its next wait, so no commit goes unannounced.
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+
+    pub(crate) async fn notified(&self) {
+        self.0.notified().await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("event_id={0} cannot be encoded: {1}")]
+    Encode(uuid::Uuid, serde_json::Error),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// Adds `event` to the outbox through `db`, which should be the transaction that makes the
+/// change the event announces. The current trace context is stored with it.
+pub async fn enqueue<C: ConnectionTrait>(db: &C, event: &Envelope) -> Result<(), OutboxError> {
+    let payload = serde_json::to_value(event).map_err(|e| OutboxError::Encode(event.id, e))?;
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "INSERT INTO outbox (event_id, saga_id, topic, message_key, event_type, payload, traceparent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        [
+            event.id.into(),
+            event.sagaid.into(),
+            event.topic().into(),
+            event.key().into(),
+            event.event_type().into(),
+            payload.into(),
+            telemetry::current_traceparent().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Rows waiting to be published; the backlog that `/health` and future metrics report.
+pub async fn backlog<C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM outbox",
+        ))
+        .await?;
+    match row {
+        Some(row) => row.try_get("", "n"),
+        None => Ok(0),
+    }
+}

@@ -1,0 +1,197 @@
+//! The outbox relay: claims waiting rows, publishes them with the idempotent producer, waits
+//! for Kafka's acknowledgement and only then deletes them, all in one transaction.
+//!
+//! If the process dies between publish and delete, the rows are published again after restart;
+//! consumers' inboxes make that harmless (at least once). If Kafka is down, the batch's
+//! transaction rolls back, the rows stay, and the relay retries after a pause: nothing is lost.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement,
+    TransactionTrait,
+};
+use shared_events::envelope::headers;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::{KafkaSettings, RelaySettings};
+use crate::outbox::OutboxSignal;
+
+/// Publishes one service's outbox. Several relays (several instances of a service) may run
+/// against one database: `SKIP LOCKED` shares the rows out between them.
+pub struct Relay {
+    db: DatabaseConnection,
+    producer: FutureProducer,
+    signal: OutboxSignal,
+    settings: RelaySettings,
+    kafka: KafkaSettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox query failed: {0}")]
+    Db(#[from] DbErr),
+    #[error("event_id={event_id} payload cannot be encoded: {source}")]
+    Encode { event_id: Uuid, source: serde_json::Error },
+    #[error("{failed} of {claimed} events were not acknowledged by Kafka: {first_error}")]
+    Publish { claimed: usize, failed: usize, first_error: rdkafka::error::KafkaError },
+}
+
+/// One outbox row as the relay reads it.
+#[derive(Debug, FromQueryResult)]
+struct OutboxRow {
+    id: i64,
+    event_id: Uuid,
+    saga_id: Option<Uuid>,
+    topic: String,
+    message_key: String,
+    event_type: String,
+    payload: serde_json::Value,
+    traceparent: Option<String>,
+}
+
+/// Claims the oldest waiting rows, but of each key only its oldest row: a saga's second event
+/// is never published before its first, even when another relay holds the first.
+const CLAIM: &str = "\
+    SELECT id, event_id, saga_id, topic, message_key, event_type, payload, traceparent \
+    FROM outbox o \
+    WHERE NOT EXISTS (SELECT 1 FROM outbox earlier \
+                      WHERE earlier.message_key = o.message_key AND earlier.id < o.id) \
+    ORDER BY id \
+    LIMIT $1 \
+    FOR UPDATE SKIP LOCKED";
+
+impl Relay {
+    pub fn new(
+        db: DatabaseConnection,
+        producer: FutureProducer,
+        signal: OutboxSignal,
+        settings: RelaySettings,
+        kafka: KafkaSettings,
+    ) -> Self {
+        Self { db, producer, signal, settings, kafka }
+    }
+
+    /// Runs until `shutdown`, then publishes what is waiting once more (bounded by the
+    /// producer's message timeout) so a clean stop leaves the outbox drained.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!("outbox relay started");
+        loop {
+            match self.publish_batch().await {
+                // A full batch means more may be waiting: go again without waiting.
+                Ok(published) if published as u64 >= self.settings.batch_size => continue,
+                Ok(_) => {
+                    tokio::select! {
+                        () = self.signal.notified() => {}
+                        () = tokio::time::sleep(self.settings.poll_interval) => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "outbox batch failed; rows stay and are retried");
+                    tokio::select! {
+                        () = tokio::time::sleep(self.settings.retry_backoff) => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        match self.publish_batch().await {
+            Ok(published) => tracing::info!(published, "outbox relay stopped after a final flush"),
+            Err(error) => tracing::warn!(%error, "outbox relay stopped; final flush failed, rows stay"),
+        }
+    }
+
+    /// Publishes one batch and returns how many rows it published and deleted.
+    pub async fn publish_batch(&self) -> Result<usize, RelayError> {
+        let txn = self.db.begin().await?;
+        let rows = OutboxRow::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            CLAIM,
+            [self.settings.batch_size.into()],
+        ))
+        .all(&txn)
+        .await?;
+        if rows.is_empty() {
+            txn.commit().await?;
+            return Ok(0);
+        }
+
+        let payloads = rows
+            .iter()
+            .map(|row| {
+                serde_json::to_vec(&row.payload)
+                    .map_err(|source| RelayError::Encode { event_id: row.event_id, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let topics: Vec<String> = rows.iter().map(|row| self.kafka.topic(&row.topic)).collect();
+        // All sends are queued before any is awaited, so one batch costs one round trip.
+        let deliveries = rows.iter().zip(&payloads).zip(&topics).map(|((row, payload), topic)| {
+            let record = FutureRecord::to(topic)
+                .key(&row.message_key)
+                .payload(payload)
+                .headers(record_headers(row));
+            self.producer.send(record, Timeout::After(self.kafka.message_timeout))
+        });
+        let outcomes = join_all(deliveries).await;
+
+        let mut delivered = Vec::with_capacity(rows.len());
+        let mut first_error = None;
+        for (row, outcome) in rows.iter().zip(outcomes) {
+            match outcome {
+                Ok(_) => {
+                    tracing::trace!(event_id = %row.event_id, saga_id = ?row.saga_id, event_type = %row.event_type, "event acknowledged");
+                    delivered.push(row.id);
+                }
+                Err((error, _)) => {
+                    tracing::warn!(event_id = %row.event_id, saga_id = ?row.saga_id, %error, "event not acknowledged");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        // Only the oldest row of each key is in a batch, so deleting the delivered rows and
+        // keeping the failed ones cannot publish a saga's events out of order.
+        if !delivered.is_empty() {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "DELETE FROM outbox WHERE id = ANY($1)",
+                [delivered.clone().into()],
+            ))
+            .await?;
+        }
+        txn.commit().await?;
+        tracing::debug!(published = delivered.len(), "outbox batch published");
+        match first_error {
+            None => Ok(delivered.len()),
+            Some(first_error) => Err(RelayError::Publish {
+                claimed: rows.len(),
+                failed: rows.len() - delivered.len(),
+                first_error,
+            }),
+        }
+    }
+}
+
+fn record_headers(row: &OutboxRow) -> OwnedHeaders {
+    let saga_id = row.saga_id.map(|id| id.to_string());
+    let mut headers = OwnedHeaders::new_with_capacity(4)
+        .insert(Header { key: headers::CONTENT_TYPE, value: Some(headers::CONTENT_TYPE_VALUE) })
+        .insert(Header { key: headers::EVENT_TYPE, value: Some(row.event_type.as_str()) });
+    if let Some(saga_id) = &saga_id {
+        headers = headers.insert(Header { key: headers::SAGA_ID, value: Some(saga_id.as_str()) });
+    }
+    if let Some(traceparent) = &row.traceparent {
+        headers = headers.insert(Header { key: headers::TRACEPARENT, value: Some(traceparent.as_str()) });
+    }
+    headers
+}
+
+/// How long a relay may take to flush at shutdown, for callers that bound the whole stop.
+pub fn flush_bound(kafka: &KafkaSettings) -> Duration {
+    kafka.message_timeout + Duration::from_secs(1)
+}

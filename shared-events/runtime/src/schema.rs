@@ -1,0 +1,60 @@
+//! The outbox and inbox tables. Every service has both, with the same shape; each service's
+//! migration crate calls these from its first migration so the definition lives once.
+
+use sea_orm::ConnectionTrait;
+use sea_orm_migration::{DbErr, SchemaManager};
+
+/// Creates `outbox`: events written in the same transaction as the change they announce,
+/// waiting for the relay. A row is deleted once Kafka has acknowledged it, so the table's
+/// size is the relay's backlog.
+pub async fn create_outbox(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    manager
+        .get_connection()
+        .execute_unprepared(
+            r#"
+            CREATE TABLE outbox (
+                id           BIGSERIAL PRIMARY KEY,
+                event_id     UUID NOT NULL UNIQUE,
+                saga_id      UUID,
+                topic        TEXT NOT NULL,
+                message_key  TEXT NOT NULL,
+                event_type   TEXT NOT NULL,
+                payload      JSONB NOT NULL,
+                traceparent  TEXT,
+                created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+            );
+            -- The relay publishes only the oldest waiting row of each key, to keep a saga's
+            -- events in order even with several relays; this index answers that check.
+            CREATE INDEX outbox_key_order ON outbox (message_key, id);
+            "#,
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Creates `inbox`: the IDs of consumed events, inserted in the same transaction as their
+/// effect, so an event redelivered by Kafka is recognised and has no second effect.
+pub async fn create_inbox(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    manager
+        .get_connection()
+        .execute_unprepared(
+            r#"
+            CREATE TABLE inbox (
+                event_id      UUID PRIMARY KEY,
+                event_type    TEXT NOT NULL,
+                saga_id       UUID,
+                processed_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+            );
+            "#,
+        )
+        .await
+        .map(|_| ())
+}
+
+pub async fn drop_outbox_and_inbox(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    manager
+        .get_connection()
+        .execute_unprepared("DROP TABLE IF EXISTS outbox; DROP TABLE IF EXISTS inbox;")
+        .await
+        .map(|_| ())
+}

@@ -1,0 +1,150 @@
+//! What a service needs to start: the pool, the producer and the relay's wake-up signal, and
+//! [`run`], which drives the HTTP server, the relay and the consumer until shutdown.
+
+use std::time::Duration;
+
+use axum::Router;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CommonSettings;
+use crate::consumer::{EventConsumer, EventHandler};
+use crate::db::{self, ConnectError};
+use crate::http::{self, HealthProbe};
+use crate::kafka;
+use crate::outbox::OutboxSignal;
+use crate::relay::Relay;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] ConnectError),
+    #[error("migrations failed: {0}")]
+    Migration(sea_orm::DbErr),
+    #[error("kafka client setup failed: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+}
+
+/// The connections one service process holds.
+#[derive(Clone)]
+pub struct Infrastructure {
+    pub settings: CommonSettings,
+    pub db: DatabaseConnection,
+    pub producer: FutureProducer,
+    pub outbox_signal: OutboxSignal,
+}
+
+impl Infrastructure {
+    pub async fn connect(settings: CommonSettings) -> Result<Self, StartupError> {
+        let db = db::connect(&settings.database).await?;
+        let producer = kafka::producer(&settings.kafka, settings.service_name)?;
+        Ok(Self { settings, db, producer, outbox_signal: OutboxSignal::default() })
+    }
+
+    pub async fn listen(&self) -> Result<TcpListener, StartupError> {
+        let address = format!("{}:{}", self.settings.http.host, self.settings.http.port);
+        TcpListener::bind(&address).await.map_err(|source| StartupError::Bind { address, source })
+    }
+
+    pub fn relay(&self) -> Relay {
+        Relay::new(
+            self.db.clone(),
+            self.producer.clone(),
+            self.outbox_signal.clone(),
+            self.settings.relay.clone(),
+            self.settings.kafka.clone(),
+        )
+    }
+
+    pub fn consumer<H: EventHandler>(
+        &self,
+        topics: &[&str],
+        handler: H,
+    ) -> Result<EventConsumer<H>, StartupError> {
+        Ok(EventConsumer::subscribe(
+            &self.settings.kafka,
+            self.settings.consumer.clone(),
+            self.settings.service_name,
+            topics,
+            handler,
+        )?)
+    }
+
+    /// The service's routes plus `/health`.
+    pub fn router(&self, routes: Router) -> Router {
+        routes.merge(http::health_router(HealthProbe {
+            db: self.db.clone(),
+            producer: self.producer.clone(),
+            metadata_timeout: self.settings.kafka.metadata_timeout,
+        }))
+    }
+}
+
+/// Everything one service process runs.
+pub struct ServiceTasks<H> {
+    pub listener: TcpListener,
+    pub router: Router,
+    pub relay: Relay,
+    pub consumer: EventConsumer<H>,
+}
+
+/// Runs the service until `shutdown` is cancelled, then stops in order: HTTP stops taking
+/// requests, the consumer finishes the record in hand and commits, and the relay flushes.
+/// Each part gets at most `shutdown_timeout` after the signal.
+pub async fn run<H: EventHandler>(
+    tasks: ServiceTasks<H>,
+    settings: &CommonSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let ServiceTasks { listener, router, relay, consumer } = tasks;
+    let relay_stop = CancellationToken::new();
+    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+    let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
+    let http = http::serve(listener, router, settings.http.request_timeout, shutdown.clone());
+    let served = http.await;
+
+    let bound = settings.http.shutdown_timeout;
+    if tokio::time::timeout(bound, consumer_task).await.is_err() {
+        tracing::warn!(?bound, "consumer did not stop in time");
+    }
+    // The relay stops last so that events the consumer committed while stopping go out too.
+    relay_stop.cancel();
+    if tokio::time::timeout(bound + Duration::from_secs(1), relay_task).await.is_err() {
+        tracing::warn!(?bound, "relay did not flush in time");
+    }
+    served
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}
