@@ -1,6 +1,8 @@
 //! What a service needs to start: the pool, the producer and the relay's wake-up signal, and
 //! [`run`], which drives the HTTP server, the relay and the consumer until shutdown.
 
+use std::future::Future;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::Router;
@@ -10,7 +12,7 @@ use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::CommonSettings;
+use crate::config::{CommonSettings, ServiceDefaults};
 use crate::consumer::{EventConsumer, EventHandler};
 use crate::db::{self, ConnectError};
 use crate::http::{self, HealthProbe};
@@ -75,33 +77,100 @@ impl Infrastructure {
         )?)
     }
 
-    /// The service's routes plus `/health`.
-    pub fn router(&self, routes: Router) -> Router {
-        routes.merge(http::health_router(HealthProbe {
+    /// Binds the listener and subscribes the consumer: the service's `routes` (plus
+    /// `/health`) and `handler` for `topics` become a runnable [`Application`].
+    pub async fn application<H: EventHandler>(
+        self,
+        routes: Router,
+        topics: &[&str],
+        handler: H,
+    ) -> Result<Application<H>, StartupError> {
+        let listener = self.listen().await?;
+        let consumer = self.consumer(topics, handler)?;
+        let router = routes.merge(http::health_router(HealthProbe {
             db: self.db.clone(),
             producer: self.producer.clone(),
             metadata_timeout: self.settings.kafka.metadata_timeout,
-        }))
+        }));
+        let relay = self.relay();
+        Ok(Application { settings: self.settings, listener, router, relay, consumer })
     }
 }
 
-/// Everything one service process runs.
-pub struct ServiceTasks<H> {
+/// A built, not yet running service: migrated database, bound listener, subscribed consumer.
+/// Each service's `build` function makes one; `main` and the tests run it.
+pub struct Application<H> {
+    pub settings: CommonSettings,
     pub listener: TcpListener,
     pub router: Router,
     pub relay: Relay,
     pub consumer: EventConsumer<H>,
 }
 
+impl<H: EventHandler> Application<H> {
+    /// The port actually bound, which differs from the configured one when that was 0.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(self.settings.http.port)
+    }
+
+    /// Runs until `shutdown`; see [`run`].
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        run(self, shutdown).await
+    }
+}
+
+/// The whole of a service's `main`: settings from the environment, telemetry, `build`, then
+/// run until SIGTERM or Ctrl-C. Start-up failures are logged and give a failing exit code.
+pub async fn main<H, F, Fut>(defaults: ServiceDefaults, build: F) -> ExitCode
+where
+    H: EventHandler,
+    F: FnOnce(CommonSettings) -> Fut,
+    Fut: Future<Output = Result<Application<H>, StartupError>>,
+{
+    let name = defaults.service_name;
+    let settings = match CommonSettings::from_env(defaults) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _telemetry = match crate::telemetry::init(name) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = match build(settings).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(%error, "{name} failed to start");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(port = app.port(), "{name} listening");
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    match app.run_until_stopped(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "{name} stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the service until `shutdown` is cancelled, then stops in order: HTTP stops taking
 /// requests, the consumer finishes the record in hand and commits, and the relay flushes.
 /// Each part gets at most `shutdown_timeout` after the signal.
-pub async fn run<H: EventHandler>(
-    tasks: ServiceTasks<H>,
-    settings: &CommonSettings,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let ServiceTasks { listener, router, relay, consumer } = tasks;
+pub async fn run<H: EventHandler>(app: Application<H>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let Application { settings, listener, router, relay, consumer } = app;
+    let settings = &settings;
     let relay_stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));

@@ -1,0 +1,109 @@
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use saga_runtime::http::{ApiError, AppJson, AppPath};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::domain::{LineRequest, Order};
+use crate::service::PlaceOrder;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/orders", post(place_order)).route("/orders/{id}", get(get_order))
+}
+
+/// `POST /orders` body. Prices are never accepted from the client.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrderRequest {
+    pub customer_id: Uuid,
+    pub items: Vec<ItemRequest>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemRequest {
+    pub product_id: Uuid,
+    /// Signed so that a negative quantity is a 422 from the domain rather than a parse error.
+    pub quantity: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderAccepted {
+    pub id: Uuid,
+    pub saga_id: Uuid,
+    pub status: &'static str,
+    pub total_cents: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderResponse {
+    pub id: Uuid,
+    pub saga_id: Uuid,
+    pub customer_id: Uuid,
+    pub status: &'static str,
+    pub total_cents: i64,
+    pub items: Vec<ItemResponse>,
+    pub failure_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ItemResponse {
+    pub product_id: Uuid,
+    pub quantity: u32,
+    pub unit_price_cents: i64,
+}
+
+async fn place_order(
+    State(service): State<AppState>,
+    AppJson(request): AppJson<PlaceOrderRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let lines = request
+        .items
+        .iter()
+        .map(|item| LineRequest {
+            product_id: item.product_id,
+            // Out-of-range quantities become 0, which the domain rejects with its own message.
+            quantity: u32::try_from(item.quantity).unwrap_or(0),
+        })
+        .collect();
+    let order = service.place_order(PlaceOrder { customer_id: request.customer_id, lines }).await?;
+    let location = format!("/orders/{}", order.id);
+    let body = OrderAccepted {
+        id: order.id,
+        saga_id: order.saga_id,
+        status: order.status.as_str(),
+        total_cents: order.total_cents,
+    };
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)))
+}
+
+async fn get_order(State(service): State<AppState>, AppPath(id): AppPath<Uuid>) -> Result<Json<OrderResponse>, ApiError> {
+    let order = service.get_order(id).await?;
+    Ok(Json(OrderResponse::from(order)))
+}
+
+impl From<Order> for OrderResponse {
+    fn from(order: Order) -> Self {
+        Self {
+            id: order.id,
+            saga_id: order.saga_id,
+            customer_id: order.customer_id,
+            status: order.status.as_str(),
+            total_cents: order.total_cents,
+            items: order
+                .lines
+                .into_iter()
+                .map(|line| ItemResponse {
+                    product_id: line.product_id,
+                    quantity: line.quantity,
+                    unit_price_cents: line.unit_price_cents,
+                })
+                .collect(),
+            failure_reason: order.failure_reason,
+        }
+    }
+}
