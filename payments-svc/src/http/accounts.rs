@@ -1,0 +1,50 @@
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use saga_runtime::http::{ApiError, AppJson, AppPath};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::domain::Account;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/accounts", post(create_account)).route("/accounts/{customer_id}", get(get_account))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccountRequest {
+    pub customer_id: Uuid,
+    pub balance_cents: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountResponse {
+    pub customer_id: Uuid,
+    pub balance_cents: i64,
+}
+
+impl From<Account> for AccountResponse {
+    fn from(account: Account) -> Self {
+        Self { customer_id: account.customer_id, balance_cents: account.balance_cents }
+    }
+}
+
+async fn create_account(
+    State(service): State<AppState>,
+    AppJson(request): AppJson<CreateAccountRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let account = service.create_account(request.customer_id, request.balance_cents).await?;
+    let location = format!("/accounts/{}", account.customer_id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(AccountResponse::from(account))))
+}
+
+async fn get_account(
+    State(service): State<AppState>,
+    AppPath(customer_id): AppPath<Uuid>,
+) -> Result<Json<AccountResponse>, ApiError> {
+    Ok(Json(service.get_account(customer_id).await?.into()))
+}

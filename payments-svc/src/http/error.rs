@@ -1,0 +1,29 @@
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use saga_runtime::http::ApiError;
+
+use crate::domain::AccountError;
+use crate::service::ServiceError;
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        match &error {
+            ServiceError::Rejected(AccountError::NegativeBalance) => {
+                ApiError::unprocessable("negative_balance", error.to_string())
+            }
+            ServiceError::Rejected(_) => ApiError::unprocessable("invalid_amount", error.to_string()),
+            ServiceError::AccountExists(_) => ApiError::new(StatusCode::CONFLICT, "account_exists", error.to_string()),
+            ServiceError::NotFound(what) => ApiError::not_found(what),
+            ServiceError::Db(db) if matches!(db, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)) => {
+                ApiError::unavailable(&error)
+            }
+            ServiceError::Db(_) | ServiceError::Outbox(_) => ApiError::internal(&error),
+        }
+    }
+}
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}
