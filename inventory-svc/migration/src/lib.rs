@@ -1,0 +1,19 @@
+//! inventory-svc's migrations, oldest first. The service runs them at start-up.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_create_outbox_and_inbox;
+mod m20261128_000002_create_products_and_reservations;
+
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261128_000001_create_outbox_and_inbox::Migration),
+            Box::new(m20261128_000002_create_products_and_reservations::Migration),
+        ]
+    }
+}

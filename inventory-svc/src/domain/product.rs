@@ -1,0 +1,117 @@
+use uuid::Uuid;
+
+/// Bound on a product's attribute document, so one product cannot bloat every read.
+pub const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
+
+/// A catalog product and its stock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Product {
+    pub id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    /// Units that can still be reserved.
+    pub available: i64,
+    /// Units held for orders.
+    pub reserved: i64,
+    /// The flexible, per-category part of the product (colour, size, voltage...): a JSON object.
+    pub attributes: serde_json::Value,
+}
+
+/// A request to create a product, before validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewProduct {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub stock: i64,
+    pub attributes: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProductError {
+    #[error("sku must be 1 to 64 characters of letters, digits, '-', '_' or '.'")]
+    InvalidSku,
+    #[error("name must be 1 to 200 characters")]
+    InvalidName,
+    #[error("price_cents must not be negative")]
+    NegativePrice,
+    #[error("stock must not be negative")]
+    NegativeStock,
+    #[error("attributes must be a JSON object of at most {MAX_ATTRIBUTES_BYTES} bytes")]
+    InvalidAttributes,
+}
+
+impl NewProduct {
+    /// Validates the request into a product with all its stock available.
+    pub fn validate(self) -> Result<Product, ProductError> {
+        let sku = self.sku.trim();
+        let sku_ok = !sku.is_empty()
+            && sku.len() <= 64
+            && sku.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !sku_ok {
+            return Err(ProductError::InvalidSku);
+        }
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(ProductError::InvalidName);
+        }
+        if self.price_cents < 0 {
+            return Err(ProductError::NegativePrice);
+        }
+        if self.stock < 0 {
+            return Err(ProductError::NegativeStock);
+        }
+        let attributes = self.attributes.unwrap_or_else(|| serde_json::json!({}));
+        if !attributes.is_object() || attributes.to_string().len() > MAX_ATTRIBUTES_BYTES {
+            return Err(ProductError::InvalidAttributes);
+        }
+        Ok(Product {
+            id: Uuid::now_v7(),
+            sku: sku.to_owned(),
+            name: name.to_owned(),
+            price_cents: self.price_cents,
+            available: self.stock,
+            reserved: 0,
+            attributes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> NewProduct {
+        NewProduct {
+            sku: "WID-1".into(),
+            name: "Widget".into(),
+            price_cents: 1250,
+            stock: 10,
+            attributes: Some(serde_json::json!({"colour": "blue"})),
+        }
+    }
+
+    #[test]
+    fn a_valid_request_makes_a_product_with_all_stock_available() -> Result<(), ProductError> {
+        let product = request().validate()?;
+        assert_eq!((product.available, product.reserved), (10, 0));
+        assert_eq!(product.attributes["colour"], "blue");
+        Ok(())
+    }
+
+    #[test]
+    fn invalid_requests_are_rejected() {
+        let cases = [
+            (NewProduct { sku: " ".into(), ..request() }, ProductError::InvalidSku),
+            (NewProduct { sku: "has space".into(), ..request() }, ProductError::InvalidSku),
+            (NewProduct { name: String::new(), ..request() }, ProductError::InvalidName),
+            (NewProduct { price_cents: -1, ..request() }, ProductError::NegativePrice),
+            (NewProduct { stock: -1, ..request() }, ProductError::NegativeStock),
+            (NewProduct { attributes: Some(serde_json::json!([1])), ..request() }, ProductError::InvalidAttributes),
+        ];
+        for (bad, expected) in cases {
+            assert_eq!(bad.validate(), Err(expected));
+        }
+    }
+}

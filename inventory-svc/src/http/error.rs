@@ -1,0 +1,36 @@
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use saga_runtime::http::ApiError;
+
+use crate::domain::ProductError;
+use crate::service::ServiceError;
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        match &error {
+            ServiceError::Rejected(rejection) => ApiError::unprocessable(rejection_code(rejection), error.to_string()),
+            ServiceError::SkuTaken(_) => ApiError::new(StatusCode::CONFLICT, "sku_taken", error.to_string()),
+            ServiceError::NotFound(what) => ApiError::not_found(what),
+            ServiceError::Db(db) if matches!(db, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)) => {
+                ApiError::unavailable(&error)
+            }
+            ServiceError::Db(_) | ServiceError::Outbox(_) | ServiceError::StockRace(_) => ApiError::internal(&error),
+        }
+    }
+}
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}
+
+fn rejection_code(rejection: &ProductError) -> &'static str {
+    match rejection {
+        ProductError::InvalidSku => "invalid_sku",
+        ProductError::InvalidName => "invalid_name",
+        ProductError::NegativePrice => "invalid_price",
+        ProductError::NegativeStock => "invalid_stock",
+        ProductError::InvalidAttributes => "invalid_attributes",
+    }
+}

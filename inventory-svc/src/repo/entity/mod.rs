@@ -1,0 +1,4 @@
+//! sea-orm models of inventory-svc's tables. They never leave the `repo` layer.
+
+pub mod product;
+pub mod reservation;
