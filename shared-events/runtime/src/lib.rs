@@ -23,3 +23,5 @@ pub mod relay;
 pub mod schema;
 pub mod service;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,104 @@
+//! Test support (feature `testing`): throwaway PostgreSQL databases and Kafka topics on the
+//! real servers that `deploy/stack test` starts. Nothing here is faked.
+//!
+//! Reads `TEST_PG_HOST`, `TEST_PG_PORT` (default 127.0.0.1:5432) and `TEST_KAFKA_BROKERS`
+//! (default 127.0.0.1:9092). Databases are named `<service db>_it_<random>` or `_e2e_`, and
+//! `deploy/stack test` drops those left by earlier runs.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr};
+use uuid::Uuid;
+
+use crate::config::{DatabaseSettings, KafkaSettings};
+
+pub fn pg_host() -> String {
+    std::env::var("TEST_PG_HOST").unwrap_or_else(|_| "127.0.0.1".to_owned())
+}
+
+pub fn pg_port() -> u16 {
+    std::env::var("TEST_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5432)
+}
+
+pub fn kafka_brokers() -> String {
+    std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+/// The URL of database `database` for `role`, whose development password is its own name.
+pub fn database_url(role: &str, database: &str) -> String {
+    format!("postgres://{role}:{role}@{}:{}/{database}", pg_host(), pg_port())
+}
+
+/// Creates an empty database owned by `role` (e.g. `orders_svc`), named after the role's own
+/// database `home` with `kind` (`it` or `e2e`) and a random suffix, and returns its URL.
+pub async fn fresh_database(role: &str, home: &str, kind: &str) -> Result<String, DbErr> {
+    let name = format!("{home}_{kind}_{}", Uuid::new_v4().simple());
+    let admin = Database::connect(database_url(role, home)).await?;
+    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+    admin.execute_unprepared(&format!("REVOKE CONNECT ON DATABASE \"{name}\" FROM PUBLIC")).await?;
+    admin.close().await?;
+    Ok(database_url(role, &name))
+}
+
+/// A pool on a fresh database, with the given migrator already applied.
+pub async fn migrated_database<M: sea_orm_migration::MigratorTrait>(
+    role: &str,
+    home: &str,
+) -> Result<DatabaseConnection, DbErr> {
+    let url = fresh_database(role, home, "it").await?;
+    let db = crate::db::connect(&database_settings(url))
+        .await
+        .map_err(|e| DbErr::Custom(e.to_string()))?;
+    M::up(&db, None).await?;
+    Ok(db)
+}
+
+/// Pool settings for tests: small, with the production timeouts.
+pub fn database_settings(url: String) -> DatabaseSettings {
+    DatabaseSettings {
+        url,
+        max_connections: 8,
+        min_connections: 1,
+        connect_timeout: Duration::from_secs(5),
+        acquire_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(60),
+        max_lifetime: Duration::from_secs(600),
+        statement_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Kafka settings on the test broker, with every topic name behind `topic_prefix`.
+pub fn kafka_settings(topic_prefix: &str, group_id: &str) -> KafkaSettings {
+    KafkaSettings {
+        brokers: kafka_brokers(),
+        topic_prefix: topic_prefix.to_owned(),
+        group_id: group_id.to_owned(),
+        message_timeout: Duration::from_secs(10),
+        session_timeout: Duration::from_secs(10),
+        socket_timeout: Duration::from_secs(10),
+        metadata_timeout: Duration::from_secs(3),
+    }
+}
+
+/// Creates `prefix + name` for each logical topic, with 6 partitions like the real ones.
+pub async fn create_topics(prefix: &str, topics: &[&str]) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .map_err(|e| e.to_string())?;
+    let names: Vec<String> = topics.iter().map(|t| format!("{prefix}{t}")).collect();
+    let new_topics: Vec<NewTopic<'_>> =
+        names.iter().map(|n| NewTopic::new(n, 6, TopicReplication::Fixed(1))).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(&new_topics, &options).await.map_err(|e| e.to_string())?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(format!("topic {topic}: {code}")),
+        }
+    }
+    Ok(())
+}
