@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 /// An error response: `{"error": {"code": "...", "message": "..."}}` with `status`.
 #[derive(Debug)]
@@ -167,7 +167,8 @@ pub async fn serve(
         StatusCode::REQUEST_TIMEOUT,
         request_timeout,
     ))
-    .layer(TraceLayer::new_for_http());
+    // Request spans at INFO, so a trace (and the saga's `traceparent`) starts at the HTTP call.
+    .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)));
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 

@@ -1,0 +1,536 @@
+//! The end-to-end harness. It starts the three real service binaries on fresh databases and
+//! on Kafka topics of their own (`e2e-<run>.` prefix), talks to them over HTTP like a user,
+//! and reads every saga event back from Kafka.
+//!
+//! - [`Stack`]: the running services, started from `SAGA_BIN_DIR` (default `target/debug`).
+//! - [`Api`]: the HTTP calls a user makes.
+//! - [`EventLog`]: every record on the saga topics, by key, read as they arrive.
+//! - [`Suite`]: runs named scenarios and prints one line each and a summary.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use shared_events::{Envelope, topics};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+pub type TestError = Box<dyn std::error::Error + Send + Sync>;
+pub type TestResult<T = ()> = Result<T, TestError>;
+
+/// Fails the scenario with a message unless `condition` holds.
+#[macro_export]
+macro_rules! ensure {
+    ($condition:expr, $($message:tt)+) => {
+        if !$condition {
+            return Err(format!($($message)+).into());
+        }
+    };
+}
+
+/// Fails the scenario unless the two values are equal, showing both.
+#[macro_export]
+macro_rules! ensure_eq {
+    ($left:expr, $right:expr, $($message:tt)+) => {{
+        let (left, right) = (&$left, &$right);
+        if left != right {
+            return Err(format!("{}: expected {:?}, got {:?}", format!($($message)+), right, left).into());
+        }
+    }};
+}
+
+/// One service of the system, as the harness runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceName {
+    Orders,
+    Payments,
+    Inventory,
+}
+
+impl ServiceName {
+    pub const ALL: [ServiceName; 3] = [ServiceName::Inventory, ServiceName::Payments, ServiceName::Orders];
+
+    pub fn binary(self) -> &'static str {
+        match self {
+            ServiceName::Orders => "orders-svc",
+            ServiceName::Payments => "payments-svc",
+            ServiceName::Inventory => "inventory-svc",
+        }
+    }
+
+    fn database(self) -> (&'static str, &'static str) {
+        match self {
+            ServiceName::Orders => ("orders_svc", "orders"),
+            ServiceName::Payments => ("payments_svc", "payments"),
+            ServiceName::Inventory => ("inventory_svc", "inventory"),
+        }
+    }
+
+    /// The logical topics this service's consumer group reads.
+    pub fn consumed_topics(self) -> &'static [&'static str] {
+        match self {
+            ServiceName::Orders => &[topics::PAYMENTS_EVENTS, topics::INVENTORY_EVENTS, topics::INVENTORY_CATALOG],
+            ServiceName::Payments => &[topics::ORDERS_EVENTS, topics::INVENTORY_EVENTS],
+            ServiceName::Inventory => &[topics::PAYMENTS_EVENTS],
+        }
+    }
+}
+
+struct RunningService {
+    name: ServiceName,
+    port: u16,
+    database_url: String,
+    child: Child,
+}
+
+/// The three services, running on this run's databases and topics.
+pub struct Stack {
+    pub prefix: String,
+    services: Vec<RunningService>,
+    pub log_dir: PathBuf,
+}
+
+impl Stack {
+    /// Creates this run's topics and databases and starts the services, waiting for `/health`.
+    pub async fn start() -> TestResult<Stack> {
+        let run = Uuid::new_v4().simple().to_string();
+        let prefix = format!("e2e-{}.", &run[..8]);
+        saga_runtime::testing::create_topics(&prefix, &topics::ALL).await?;
+        let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-logs").join(&run[..8]);
+        std::fs::create_dir_all(&log_dir)?;
+        let mut stack = Stack { prefix, services: Vec::new(), log_dir };
+        for name in ServiceName::ALL {
+            let (role, home) = name.database();
+            let database_url = saga_runtime::testing::fresh_database(role, home, "e2e").await?;
+            let port = free_port()?;
+            let child = stack.spawn(name, port, &database_url)?;
+            stack.services.push(RunningService { name, port, database_url, child });
+        }
+        for name in ServiceName::ALL {
+            stack.wait_healthy(name, Duration::from_secs(60)).await?;
+        }
+        Ok(stack)
+    }
+
+    fn spawn(&self, name: ServiceName, port: u16, database_url: &str) -> TestResult<Child> {
+        let bin_dir = std::env::var("SAGA_BIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+        let binary = bin_dir.join(name.binary());
+        ensure!(binary.exists(), "{} is missing: build the services first (`cargo build --workspace --bins`; deploy/stack test does)", binary.display());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_dir.join(format!("{}.log", name.binary())))?;
+        let child = Command::new(binary)
+            .env("DATABASE_URL", database_url)
+            .env("HTTP_PORT", port.to_string())
+            .env("KAFKA_BROKERS", saga_runtime::testing::kafka_brokers())
+            .env("KAFKA_TOPIC_PREFIX", &self.prefix)
+            .env("KAFKA_GROUP_ID", self.group_id(name))
+            .env("RUST_LOG", std::env::var("E2E_SERVICE_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(child)
+    }
+
+    pub fn group_id(&self, name: ServiceName) -> String {
+        format!("{}{}", self.prefix, name.binary())
+    }
+
+    pub fn url(&self, name: ServiceName) -> String {
+        let port = self.services.iter().find(|s| s.name == name).map_or(0, |s| s.port);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    pub fn database_url(&self, name: ServiceName) -> Option<&str> {
+        self.services.iter().find(|s| s.name == name).map(|s| s.database_url.as_str())
+    }
+
+    pub fn topic(&self, logical: &str) -> String {
+        format!("{}{}", self.prefix, logical)
+    }
+
+    async fn wait_healthy(&self, name: ServiceName, within: Duration) -> TestResult {
+        let client = reqwest::Client::new();
+        let url = format!("{}/health", self.url(name));
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(response) = client.get(&url).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "{} not healthy within {within:?}; see {}", name.binary(), self.log_dir.display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every consumer group has committed offsets up to the end of each partition
+    /// it reads: everything published so far has been applied.
+    pub async fn wait_until_consumed(&self, within: Duration) -> TestResult {
+        let deadline = Instant::now() + within;
+        for name in ServiceName::ALL {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", saga_runtime::testing::kafka_brokers())
+                .set("group.id", self.group_id(name))
+                .set("enable.auto.commit", "false")
+                .create()?;
+            loop {
+                let behind = self.partitions_behind(&consumer, name)?;
+                if behind.is_empty() {
+                    break;
+                }
+                ensure!(Instant::now() < deadline, "{} has not consumed everything within {within:?}: {behind:?}", name.binary());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn partitions_behind(&self, consumer: &BaseConsumer, name: ServiceName) -> TestResult<Vec<String>> {
+        let timeout = Duration::from_secs(5);
+        let mut wanted = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for logical in name.consumed_topics() {
+            let topic = self.topic(logical);
+            for partition in 0..6 {
+                let (_, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
+                if high > 0 {
+                    wanted.add_partition(&topic, partition);
+                    ends.insert((topic.clone(), partition), high);
+                }
+            }
+        }
+        if ends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let committed = consumer.committed_offsets(wanted, timeout)?;
+        let mut behind = Vec::new();
+        for element in committed.elements() {
+            let end = ends.get(&(element.topic().to_owned(), element.partition())).copied().unwrap_or(0);
+            let at = match element.offset() {
+                Offset::Offset(offset) => offset,
+                _ => 0,
+            };
+            if at < end {
+                behind.push(format!("{}[{}] at {at} of {end}", element.topic(), element.partition()));
+            }
+        }
+        Ok(behind)
+    }
+
+    /// Stops every service with SIGTERM and waits for each to exit.
+    pub async fn stop(mut self) -> TestResult {
+        for service in &mut self.services {
+            if let Some(pid) = service.child.id() {
+                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+            }
+        }
+        for service in &mut self.services {
+            match tokio::time::timeout(Duration::from_secs(30), service.child.wait()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = service.child.kill().await;
+                    return Err(format!("{} did not stop within 30s of SIGTERM", service.name.binary()).into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The HTTP calls a user of the system makes.
+#[derive(Clone)]
+pub struct Api {
+    client: reqwest::Client,
+    orders: String,
+    payments: String,
+    inventory: String,
+}
+
+/// An accepted order.
+#[derive(Debug, Clone)]
+pub struct PlacedOrder {
+    pub id: Uuid,
+    pub saga_id: Uuid,
+    pub total_cents: i64,
+}
+
+impl Api {
+    pub fn new(stack: &Stack) -> Self {
+        Self {
+            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default(),
+            orders: stack.url(ServiceName::Orders),
+            payments: stack.url(ServiceName::Payments),
+            inventory: stack.url(ServiceName::Inventory),
+        }
+    }
+
+    pub fn orders_url(&self) -> &str {
+        &self.orders
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    async fn post(&self, url: String, body: Value, expected: u16) -> TestResult<Value> {
+        let response = self.client.post(&url).json(&body).send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        ensure!(status == expected, "POST {url} answered {status}, expected {expected}: {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    pub async fn get(&self, url: String) -> TestResult<Value> {
+        let response = self.client.get(&url).send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        ensure!(status == 200, "GET {url} answered {status}: {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Creates a product and waits until orders-svc's catalog replica has it.
+    pub async fn product(&self, price_cents: i64, stock: i64) -> TestResult<Uuid> {
+        let sku = format!("E2E-{}", Uuid::new_v4().simple());
+        let body = json!({"sku": sku, "name": "E2E widget", "price_cents": price_cents, "stock": stock});
+        let created = self.post(format!("{}/products", self.inventory), body, 201).await?;
+        let id: Uuid = serde_json::from_value(created["id"].clone())?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let response = self.client.get(format!("{}/catalog/{id}", self.orders)).send().await?;
+            if response.status().is_success() {
+                return Ok(id);
+            }
+            ensure!(Instant::now() < deadline, "product {id} never reached the catalog replica");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn customer(&self, balance_cents: i64) -> TestResult<Uuid> {
+        let customer = Uuid::new_v4();
+        let body = json!({"customer_id": customer, "balance_cents": balance_cents});
+        self.post(format!("{}/accounts", self.payments), body, 201).await?;
+        Ok(customer)
+    }
+
+    pub async fn place_order(&self, customer: Uuid, items: &[(Uuid, u32)]) -> TestResult<PlacedOrder> {
+        let items: Vec<Value> = items.iter().map(|(p, q)| json!({"product_id": p, "quantity": q})).collect();
+        let body = self.post(format!("{}/orders", self.orders), json!({"customer_id": customer, "items": items}), 202).await?;
+        ensure_eq!(body["status"], json!("PENDING_PAYMENT"), "a new order's status");
+        Ok(PlacedOrder {
+            id: serde_json::from_value(body["id"].clone())?,
+            saga_id: serde_json::from_value(body["saga_id"].clone())?,
+            total_cents: body["total_cents"].as_i64().unwrap_or(-1),
+        })
+    }
+
+    pub async fn order(&self, id: Uuid) -> TestResult<Value> {
+        self.get(format!("{}/orders/{id}", self.orders)).await
+    }
+
+    /// Polls the order until its status is terminal, and returns it.
+    pub async fn wait_terminal(&self, id: Uuid, within: Duration) -> TestResult<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let order = self.order(id).await?;
+            if order["status"] != "PENDING_PAYMENT" {
+                return Ok(order);
+            }
+            ensure!(Instant::now() < deadline, "order {id} still PENDING_PAYMENT after {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn balance(&self, customer: Uuid) -> TestResult<i64> {
+        let account = self.get(format!("{}/accounts/{customer}", self.payments)).await?;
+        account["balance_cents"].as_i64().ok_or_else(|| "balance_cents missing".into())
+    }
+
+    /// (available, reserved) of a product.
+    pub async fn stock(&self, product: Uuid) -> TestResult<(i64, i64)> {
+        let product = self.get(format!("{}/products/{product}", self.inventory)).await?;
+        Ok((product["available"].as_i64().unwrap_or(-1), product["reserved"].as_i64().unwrap_or(-1)))
+    }
+}
+
+/// A record read back from a saga topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    /// `None` for a value that is not a valid event.
+    pub envelope: Option<Envelope>,
+}
+
+/// Every record on this run's saga topics, by key, collected by a background consumer.
+#[derive(Clone)]
+pub struct EventLog {
+    records: Arc<Mutex<HashMap<String, Vec<Record>>>>,
+    arrived: Arc<Notify>,
+}
+
+impl EventLog {
+    /// Starts reading the saga topics from the beginning.
+    pub fn start(stack: &Stack) -> TestResult<EventLog> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", saga_runtime::testing::kafka_brokers())
+            .set("group.id", format!("{}event-log", stack.prefix))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let topics: Vec<String> = [topics::ORDERS_EVENTS, topics::PAYMENTS_EVENTS, topics::INVENTORY_EVENTS]
+            .iter()
+            .map(|t| stack.topic(t))
+            .collect();
+        consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let log = EventLog { records: Arc::default(), arrived: Arc::default() };
+        let sink = log.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok(message) = consumer.recv().await else { continue };
+                let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                let payload = message.payload().unwrap_or_default().to_vec();
+                let headers = message
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let record = Record {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    key: key.clone(),
+                    envelope: Envelope::decode(&payload).ok(),
+                    payload,
+                    headers,
+                };
+                if let Ok(mut records) = sink.records.lock() {
+                    records.entry(key).or_default().push(record);
+                }
+                sink.arrived.notify_waiters();
+            }
+        });
+        Ok(log)
+    }
+
+    pub fn records(&self, key: &str) -> Vec<Record> {
+        self.records.lock().map(|r| r.get(key).cloned().unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// The saga's events in the order they happened (event time, then ID).
+    pub fn events(&self, saga_id: Uuid) -> Vec<Envelope> {
+        let mut events: Vec<Envelope> = self.records(&saga_id.to_string()).into_iter().filter_map(|r| r.envelope).collect();
+        events.sort_by_key(|e| (e.time, e.id));
+        events
+    }
+
+    pub fn event_types(&self, saga_id: Uuid) -> Vec<&'static str> {
+        self.events(saga_id).iter().map(Envelope::event_type).collect()
+    }
+
+    /// Waits until the saga has at least `count` events, then a little longer so that an
+    /// unexpected extra event would show up too, and returns the event types.
+    pub async fn wait_for(&self, saga_id: Uuid, count: usize, within: Duration) -> TestResult<Vec<&'static str>> {
+        let deadline = Instant::now() + within;
+        while self.events(saga_id).len() < count {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            ensure!(!remaining.is_zero(), "saga {saga_id} has events {:?} after {within:?}, expected {count}", self.event_types(saga_id));
+            let _ = tokio::time::timeout(remaining.min(Duration::from_millis(100)), self.arrived.notified()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(self.event_types(saga_id))
+    }
+}
+
+/// Produces raw records to this run's topics, as a misbehaving or replaying producer would.
+pub struct RawProducer {
+    producer: FutureProducer,
+}
+
+impl RawProducer {
+    pub fn new() -> TestResult<RawProducer> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", saga_runtime::testing::kafka_brokers())
+            .set("message.timeout.ms", "10000")
+            .create()?;
+        Ok(RawProducer { producer })
+    }
+
+    pub async fn send(&self, topic: &str, partition: Option<i32>, key: &str, payload: &[u8]) -> TestResult {
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        self.producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
+        Ok(())
+    }
+
+    /// Publishes `record` again, byte for byte, to its topic and key.
+    pub async fn republish(&self, record: &Record) -> TestResult {
+        self.send(&record.topic, None, &record.key, &record.payload).await
+    }
+}
+
+type ScenarioFuture<'a> = Pin<Box<dyn Future<Output = TestResult> + Send + 'a>>;
+
+/// Runs scenarios one after another and reports like a test runner.
+pub struct Suite {
+    filter: Option<String>,
+    passed: usize,
+    failed: Vec<String>,
+}
+
+impl Suite {
+    /// Takes an optional name filter from the command line (flags are ignored).
+    pub fn from_args() -> Suite {
+        let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+        Suite { filter, passed: 0, failed: Vec::new() }
+    }
+
+    pub async fn run<'a>(&mut self, name: &str, scenario: impl FnOnce() -> ScenarioFuture<'a>) {
+        if self.filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            return;
+        }
+        let started = Instant::now();
+        match scenario().await {
+            Ok(()) => {
+                self.passed += 1;
+                println!("test {name} ... ok ({:.2}s)", started.elapsed().as_secs_f64());
+            }
+            Err(error) => {
+                println!("test {name} ... FAILED ({:.2}s)\n    {error}", started.elapsed().as_secs_f64());
+                self.failed.push(name.to_owned());
+            }
+        }
+    }
+
+    /// Prints the summary line and returns whether everything passed.
+    pub fn finish(&self) -> bool {
+        for name in &self.failed {
+            println!("failed: {name}");
+        }
+        println!("e2e: {} passed, {} failed", self.passed, self.failed.len());
+        self.failed.is_empty()
+    }
+}
