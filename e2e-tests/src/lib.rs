@@ -58,7 +58,11 @@ pub enum ServiceName {
 }
 
 impl ServiceName {
-    pub const ALL: [ServiceName; 3] = [ServiceName::Inventory, ServiceName::Payments, ServiceName::Orders];
+    pub const ALL: [ServiceName; 3] = [
+        ServiceName::Inventory,
+        ServiceName::Payments,
+        ServiceName::Orders,
+    ];
 
     pub fn binary(self) -> &'static str {
         match self {
@@ -79,7 +83,11 @@ impl ServiceName {
     /// The logical topics this service's consumer group reads.
     pub fn consumed_topics(self) -> &'static [&'static str] {
         match self {
-            ServiceName::Orders => &[topics::PAYMENTS_EVENTS, topics::INVENTORY_EVENTS, topics::INVENTORY_CATALOG],
+            ServiceName::Orders => &[
+                topics::PAYMENTS_EVENTS,
+                topics::INVENTORY_EVENTS,
+                topics::INVENTORY_CATALOG,
+            ],
             ServiceName::Payments => &[topics::ORDERS_EVENTS, topics::INVENTORY_EVENTS],
             ServiceName::Inventory => &[topics::PAYMENTS_EVENTS],
         }
@@ -106,15 +114,26 @@ impl Stack {
         let run = Uuid::new_v4().simple().to_string();
         let prefix = format!("e2e-{}.", &run[..8]);
         saga_runtime::testing::create_topics(&prefix, &topics::ALL).await?;
-        let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-logs").join(&run[..8]);
+        let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/e2e-logs")
+            .join(&run[..8]);
         std::fs::create_dir_all(&log_dir)?;
-        let mut stack = Stack { prefix, services: Vec::new(), log_dir };
+        let mut stack = Stack {
+            prefix,
+            services: Vec::new(),
+            log_dir,
+        };
         for name in ServiceName::ALL {
             let (role, home) = name.database();
             let database_url = saga_runtime::testing::fresh_database(role, home, "e2e").await?;
             let port = free_port()?;
             let child = stack.spawn(name, port, &database_url)?;
-            stack.services.push(RunningService { name, port, database_url, child });
+            stack.services.push(RunningService {
+                name,
+                port,
+                database_url,
+                child,
+            });
         }
         for name in ServiceName::ALL {
             stack.wait_healthy(name, Duration::from_secs(60)).await?;
@@ -127,15 +146,25 @@ impl Stack {
             .map(PathBuf::from)
             .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
         let binary = bin_dir.join(name.binary());
-        ensure!(binary.exists(), "{} is missing: build the services first (`cargo build --workspace --bins`; deploy/stack test does)", binary.display());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_dir.join(format!("{}.log", name.binary())))?;
+        ensure!(
+            binary.exists(),
+            "{} is missing: build the services first (`cargo build --workspace --bins`; deploy/stack test does)",
+            binary.display()
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_dir.join(format!("{}.log", name.binary())))?;
         let child = Command::new(binary)
             .env("DATABASE_URL", database_url)
             .env("HTTP_PORT", port.to_string())
             .env("KAFKA_BROKERS", saga_runtime::testing::kafka_brokers())
             .env("KAFKA_TOPIC_PREFIX", &self.prefix)
             .env("KAFKA_GROUP_ID", self.group_id(name))
-            .env("RUST_LOG", std::env::var("E2E_SERVICE_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_SERVICE_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -148,12 +177,19 @@ impl Stack {
     }
 
     pub fn url(&self, name: ServiceName) -> String {
-        let port = self.services.iter().find(|s| s.name == name).map_or(0, |s| s.port);
+        let port = self
+            .services
+            .iter()
+            .find(|s| s.name == name)
+            .map_or(0, |s| s.port);
         format!("http://127.0.0.1:{port}")
     }
 
     pub fn database_url(&self, name: ServiceName) -> Option<&str> {
-        self.services.iter().find(|s| s.name == name).map(|s| s.database_url.as_str())
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.database_url.as_str())
     }
 
     pub fn topic(&self, logical: &str) -> String {
@@ -170,7 +206,12 @@ impl Stack {
             {
                 return Ok(());
             }
-            ensure!(Instant::now() < deadline, "{} not healthy within {within:?}; see {}", name.binary(), self.log_dir.display());
+            ensure!(
+                Instant::now() < deadline,
+                "{} not healthy within {within:?}; see {}",
+                name.binary(),
+                self.log_dir.display()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -190,14 +231,22 @@ impl Stack {
                 if behind.is_empty() {
                     break;
                 }
-                ensure!(Instant::now() < deadline, "{} has not consumed everything within {within:?}: {behind:?}", name.binary());
+                ensure!(
+                    Instant::now() < deadline,
+                    "{} has not consumed everything within {within:?}: {behind:?}",
+                    name.binary()
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
         Ok(())
     }
 
-    fn partitions_behind(&self, consumer: &BaseConsumer, name: ServiceName) -> TestResult<Vec<String>> {
+    fn partitions_behind(
+        &self,
+        consumer: &BaseConsumer,
+        name: ServiceName,
+    ) -> TestResult<Vec<String>> {
         let timeout = Duration::from_secs(5);
         let mut wanted = TopicPartitionList::new();
         let mut ends = HashMap::new();
@@ -217,13 +266,20 @@ impl Stack {
         let committed = consumer.committed_offsets(wanted, timeout)?;
         let mut behind = Vec::new();
         for element in committed.elements() {
-            let end = ends.get(&(element.topic().to_owned(), element.partition())).copied().unwrap_or(0);
+            let end = ends
+                .get(&(element.topic().to_owned(), element.partition()))
+                .copied()
+                .unwrap_or(0);
             let at = match element.offset() {
                 Offset::Offset(offset) => offset,
                 _ => 0,
             };
             if at < end {
-                behind.push(format!("{}[{}] at {at} of {end}", element.topic(), element.partition()));
+                behind.push(format!(
+                    "{}[{}] at {at} of {end}",
+                    element.topic(),
+                    element.partition()
+                ));
             }
         }
         Ok(behind)
@@ -233,7 +289,11 @@ impl Stack {
     pub async fn stop(mut self) -> TestResult {
         for service in &mut self.services {
             if let Some(pid) = service.child.id() {
-                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status()
+                    .await;
             }
         }
         for service in &mut self.services {
@@ -241,7 +301,11 @@ impl Stack {
                 Ok(_) => {}
                 Err(_) => {
                     let _ = service.child.kill().await;
-                    return Err(format!("{} did not stop within 30s of SIGTERM", service.name.binary()).into());
+                    return Err(format!(
+                        "{} did not stop within 30s of SIGTERM",
+                        service.name.binary()
+                    )
+                    .into());
                 }
             }
         }
@@ -274,7 +338,10 @@ pub struct PlacedOrder {
 impl Api {
     pub fn new(stack: &Stack) -> Self {
         Self {
-            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
             orders: stack.url(ServiceName::Orders),
             payments: stack.url(ServiceName::Payments),
             inventory: stack.url(ServiceName::Inventory),
@@ -293,7 +360,10 @@ impl Api {
         let response = self.client.post(&url).json(&body).send().await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
-        ensure!(status == expected, "POST {url} answered {status}, expected {expected}: {text}");
+        ensure!(
+            status == expected,
+            "POST {url} answered {status}, expected {expected}: {text}"
+        );
         Ok(serde_json::from_str(&text)?)
     }
 
@@ -308,16 +378,26 @@ impl Api {
     /// Creates a product and waits until orders-svc's catalog replica has it.
     pub async fn product(&self, price_cents: i64, stock: i64) -> TestResult<Uuid> {
         let sku = format!("E2E-{}", Uuid::new_v4().simple());
-        let body = json!({"sku": sku, "name": "E2E widget", "price_cents": price_cents, "stock": stock});
-        let created = self.post(format!("{}/products", self.inventory), body, 201).await?;
+        let body =
+            json!({"sku": sku, "name": "E2E widget", "price_cents": price_cents, "stock": stock});
+        let created = self
+            .post(format!("{}/products", self.inventory), body, 201)
+            .await?;
         let id: Uuid = serde_json::from_value(created["id"].clone())?;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let response = self.client.get(format!("{}/catalog/{id}", self.orders)).send().await?;
+            let response = self
+                .client
+                .get(format!("{}/catalog/{id}", self.orders))
+                .send()
+                .await?;
             if response.status().is_success() {
                 return Ok(id);
             }
-            ensure!(Instant::now() < deadline, "product {id} never reached the catalog replica");
+            ensure!(
+                Instant::now() < deadline,
+                "product {id} never reached the catalog replica"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -325,14 +405,32 @@ impl Api {
     pub async fn customer(&self, balance_cents: i64) -> TestResult<Uuid> {
         let customer = Uuid::new_v4();
         let body = json!({"customer_id": customer, "balance_cents": balance_cents});
-        self.post(format!("{}/accounts", self.payments), body, 201).await?;
+        self.post(format!("{}/accounts", self.payments), body, 201)
+            .await?;
         Ok(customer)
     }
 
-    pub async fn place_order(&self, customer: Uuid, items: &[(Uuid, u32)]) -> TestResult<PlacedOrder> {
-        let items: Vec<Value> = items.iter().map(|(p, q)| json!({"product_id": p, "quantity": q})).collect();
-        let body = self.post(format!("{}/orders", self.orders), json!({"customer_id": customer, "items": items}), 202).await?;
-        ensure_eq!(body["status"], json!("PENDING_PAYMENT"), "a new order's status");
+    pub async fn place_order(
+        &self,
+        customer: Uuid,
+        items: &[(Uuid, u32)],
+    ) -> TestResult<PlacedOrder> {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(p, q)| json!({"product_id": p, "quantity": q}))
+            .collect();
+        let body = self
+            .post(
+                format!("{}/orders", self.orders),
+                json!({"customer_id": customer, "items": items}),
+                202,
+            )
+            .await?;
+        ensure_eq!(
+            body["status"],
+            json!("PENDING_PAYMENT"),
+            "a new order's status"
+        );
         Ok(PlacedOrder {
             id: serde_json::from_value(body["id"].clone())?,
             saga_id: serde_json::from_value(body["saga_id"].clone())?,
@@ -352,20 +450,32 @@ impl Api {
             if order["status"] != "PENDING_PAYMENT" {
                 return Ok(order);
             }
-            ensure!(Instant::now() < deadline, "order {id} still PENDING_PAYMENT after {within:?}");
+            ensure!(
+                Instant::now() < deadline,
+                "order {id} still PENDING_PAYMENT after {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     pub async fn balance(&self, customer: Uuid) -> TestResult<i64> {
-        let account = self.get(format!("{}/accounts/{customer}", self.payments)).await?;
-        account["balance_cents"].as_i64().ok_or_else(|| "balance_cents missing".into())
+        let account = self
+            .get(format!("{}/accounts/{customer}", self.payments))
+            .await?;
+        account["balance_cents"]
+            .as_i64()
+            .ok_or_else(|| "balance_cents missing".into())
     }
 
     /// (available, reserved) of a product.
     pub async fn stock(&self, product: Uuid) -> TestResult<(i64, i64)> {
-        let product = self.get(format!("{}/products/{product}", self.inventory)).await?;
-        Ok((product["available"].as_i64().unwrap_or(-1), product["reserved"].as_i64().unwrap_or(-1)))
+        let product = self
+            .get(format!("{}/products/{product}", self.inventory))
+            .await?;
+        Ok((
+            product["available"].as_i64().unwrap_or(-1),
+            product["reserved"].as_i64().unwrap_or(-1),
+        ))
     }
 }
 
@@ -397,23 +507,41 @@ impl EventLog {
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .create()?;
-        let topics: Vec<String> = [topics::ORDERS_EVENTS, topics::PAYMENTS_EVENTS, topics::INVENTORY_EVENTS]
-            .iter()
-            .map(|t| stack.topic(t))
-            .collect();
+        let topics: Vec<String> = [
+            topics::ORDERS_EVENTS,
+            topics::PAYMENTS_EVENTS,
+            topics::INVENTORY_EVENTS,
+        ]
+        .iter()
+        .map(|t| stack.topic(t))
+        .collect();
         consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
-        let log = EventLog { records: Arc::default(), arrived: Arc::default() };
+        let log = EventLog {
+            records: Arc::default(),
+            arrived: Arc::default(),
+        };
         let sink = log.clone();
         tokio::spawn(async move {
             loop {
-                let Ok(message) = consumer.recv().await else { continue };
-                let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                let Ok(message) = consumer.recv().await else {
+                    continue;
+                };
+                let key = message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
                 let payload = message.payload().unwrap_or_default().to_vec();
                 let headers = message
                     .headers()
                     .map(|hs| {
                         hs.iter()
-                            .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -435,28 +563,51 @@ impl EventLog {
     }
 
     pub fn records(&self, key: &str) -> Vec<Record> {
-        self.records.lock().map(|r| r.get(key).cloned().unwrap_or_default()).unwrap_or_default()
+        self.records
+            .lock()
+            .map(|r| r.get(key).cloned().unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// The saga's events in the order they happened (event time, then ID).
     pub fn events(&self, saga_id: Uuid) -> Vec<Envelope> {
-        let mut events: Vec<Envelope> = self.records(&saga_id.to_string()).into_iter().filter_map(|r| r.envelope).collect();
+        let mut events: Vec<Envelope> = self
+            .records(&saga_id.to_string())
+            .into_iter()
+            .filter_map(|r| r.envelope)
+            .collect();
         events.sort_by_key(|e| (e.time, e.id));
         events
     }
 
     pub fn event_types(&self, saga_id: Uuid) -> Vec<&'static str> {
-        self.events(saga_id).iter().map(Envelope::event_type).collect()
+        self.events(saga_id)
+            .iter()
+            .map(Envelope::event_type)
+            .collect()
     }
 
     /// Waits until the saga has at least `count` events, then a little longer so that an
     /// unexpected extra event would show up too, and returns the event types.
-    pub async fn wait_for(&self, saga_id: Uuid, count: usize, within: Duration) -> TestResult<Vec<&'static str>> {
+    pub async fn wait_for(
+        &self,
+        saga_id: Uuid,
+        count: usize,
+        within: Duration,
+    ) -> TestResult<Vec<&'static str>> {
         let deadline = Instant::now() + within;
         while self.events(saga_id).len() < count {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            ensure!(!remaining.is_zero(), "saga {saga_id} has events {:?} after {within:?}, expected {count}", self.event_types(saga_id));
-            let _ = tokio::time::timeout(remaining.min(Duration::from_millis(100)), self.arrived.notified()).await;
+            ensure!(
+                !remaining.is_zero(),
+                "saga {saga_id} has events {:?} after {within:?}, expected {count}",
+                self.event_types(saga_id)
+            );
+            let _ = tokio::time::timeout(
+                remaining.min(Duration::from_millis(100)),
+                self.arrived.notified(),
+            )
+            .await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         Ok(self.event_types(saga_id))
@@ -477,18 +628,28 @@ impl RawProducer {
         Ok(RawProducer { producer })
     }
 
-    pub async fn send(&self, topic: &str, partition: Option<i32>, key: &str, payload: &[u8]) -> TestResult {
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &str,
+        payload: &[u8],
+    ) -> TestResult {
         let mut record = FutureRecord::to(topic).key(key).payload(payload);
         if let Some(partition) = partition {
             record = record.partition(partition);
         }
-        self.producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)?;
         Ok(())
     }
 
     /// Publishes `record` again, byte for byte, to its topic and key.
     pub async fn republish(&self, record: &Record) -> TestResult {
-        self.send(&record.topic, None, &record.key, &record.payload).await
+        self.send(&record.topic, None, &record.key, &record.payload)
+            .await
     }
 }
 
@@ -505,7 +666,11 @@ impl Suite {
     /// Takes an optional name filter from the command line (flags are ignored).
     pub fn from_args() -> Suite {
         let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-        Suite { filter, passed: 0, failed: Vec::new() }
+        Suite {
+            filter,
+            passed: 0,
+            failed: Vec::new(),
+        }
     }
 
     pub async fn run<'a>(&mut self, name: &str, scenario: impl FnOnce() -> ScenarioFuture<'a>) {
@@ -516,10 +681,16 @@ impl Suite {
         match scenario().await {
             Ok(()) => {
                 self.passed += 1;
-                println!("test {name} ... ok ({:.2}s)", started.elapsed().as_secs_f64());
+                println!(
+                    "test {name} ... ok ({:.2}s)",
+                    started.elapsed().as_secs_f64()
+                );
             }
             Err(error) => {
-                println!("test {name} ... FAILED ({:.2}s)\n    {error}", started.elapsed().as_secs_f64());
+                println!(
+                    "test {name} ... FAILED ({:.2}s)\n    {error}",
+                    started.elapsed().as_secs_f64()
+                );
                 self.failed.push(name.to_owned());
             }
         }

@@ -13,13 +13,26 @@ use uuid::Uuid;
 
 const SETTLE: Duration = Duration::from_secs(30);
 
-const CONFIRMED_EVENTS: [&str; 4] = ["OrderCreated", "PaymentSucceeded", "InventoryReserved", "OrderConfirmed"];
+const CONFIRMED_EVENTS: [&str; 4] = [
+    "OrderCreated",
+    "PaymentSucceeded",
+    "InventoryReserved",
+    "OrderConfirmed",
+];
 const FAILED_PAYMENT_EVENTS: [&str; 3] = ["OrderCreated", "PaymentFailed", "OrderFailed"];
-const FAILED_INVENTORY_EVENTS: [&str; 5] =
-    ["OrderCreated", "PaymentSucceeded", "InventoryReservationFailed", "PaymentRefunded", "OrderFailed"];
+const FAILED_INVENTORY_EVENTS: [&str; 5] = [
+    "OrderCreated",
+    "PaymentSucceeded",
+    "InventoryReservationFailed",
+    "PaymentRefunded",
+    "OrderFailed",
+];
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("e2e: cannot start a tokio runtime: {error}");
@@ -39,46 +52,71 @@ fn main() -> ExitCode {
 
 async fn run() -> TestResult<bool> {
     let stack = Stack::start().await?;
-    println!("e2e: services up (topics {}*, logs {})", stack.prefix, stack.log_dir.display());
+    println!(
+        "e2e: services up (topics {}*, logs {})",
+        stack.prefix,
+        stack.log_dir.display()
+    );
     let api = Api::new(&stack);
     let log = EventLog::start(&stack)?;
     let mut suite = Suite::from_args();
     let mut finished = Vec::new();
 
     suite
-        .run("happy_path_confirms_the_order_charges_once_and_reserves_stock", || {
-            Box::pin(async {
-                finished.push(happy_path(&api, &log).await?);
-                Ok(())
-            })
+        .run(
+            "happy_path_confirms_the_order_charges_once_and_reserves_stock",
+            || {
+                Box::pin(async {
+                    finished.push(happy_path(&api, &log).await?);
+                    Ok(())
+                })
+            },
+        )
+        .await;
+    suite
+        .run(
+            "insufficient_funds_fails_the_order_and_leaves_stock_alone",
+            || {
+                Box::pin(async {
+                    finished.push(insufficient_funds(&api, &log).await?);
+                    Ok(())
+                })
+            },
+        )
+        .await;
+    suite
+        .run(
+            "out_of_stock_refunds_the_payment_before_the_order_fails",
+            || {
+                Box::pin(async {
+                    finished.push(out_of_stock(&api, &log).await?);
+                    Ok(())
+                })
+            },
+        )
+        .await;
+    suite
+        .run(
+            "republishing_every_event_of_finished_sagas_changes_nothing",
+            || Box::pin(republishing_changes_nothing(&stack, &api, &log, &finished)),
+        )
+        .await;
+    suite
+        .run("undecodable_records_do_not_stop_any_consumer", || {
+            Box::pin(undecodable_records(&stack, &api, &log))
         })
         .await;
     suite
-        .run("insufficient_funds_fails_the_order_and_leaves_stock_alone", || {
-            Box::pin(async {
-                finished.push(insufficient_funds(&api, &log).await?);
-                Ok(())
-            })
-        })
+        .run(
+            "the_http_api_rejects_bad_requests_with_clear_errors",
+            || Box::pin(http_contract(&api)),
+        )
         .await;
     suite
-        .run("out_of_stock_refunds_the_payment_before_the_order_fails", || {
-            Box::pin(async {
-                finished.push(out_of_stock(&api, &log).await?);
-                Ok(())
-            })
+        .run("records_carry_the_cloudevents_headers", || {
+            Box::pin(record_headers(&api, &log))
         })
         .await;
-    suite
-        .run("republishing_every_event_of_finished_sagas_changes_nothing", || {
-            Box::pin(republishing_changes_nothing(&stack, &api, &log, &finished))
-        })
-        .await;
-    suite
-        .run("undecodable_records_do_not_stop_any_consumer", || Box::pin(undecodable_records(&stack, &api, &log)))
-        .await;
-    suite.run("the_http_api_rejects_bad_requests_with_clear_errors", || Box::pin(http_contract(&api))).await;
-    suite.run("records_carry_the_cloudevents_headers", || Box::pin(record_headers(&api, &log))).await;
 
     let passed = suite.finish();
     stack.stop().await?;
@@ -100,14 +138,30 @@ async fn happy_path(api: &Api, log: &EventLog) -> TestResult<Finished> {
     let product = api.product(1_250, 10).await?;
     let customer = api.customer(10_000).await?;
     let order = api.place_order(customer, &[(product, 2)]).await?;
-    ensure_eq!(order.total_cents, 2_500, "the order is priced from the catalog");
+    ensure_eq!(
+        order.total_cents,
+        2_500,
+        "the order is priced from the catalog"
+    );
 
     let finished = api.wait_terminal(order.id, SETTLE).await?;
     ensure_eq!(finished["status"], json!("CONFIRMED"), "final status");
-    ensure_eq!(finished["items"][0]["unit_price_cents"], json!(1_250), "line price");
-    ensure_eq!(api.balance(customer).await?, 7_500, "balance after one charge");
+    ensure_eq!(
+        finished["items"][0]["unit_price_cents"],
+        json!(1_250),
+        "line price"
+    );
+    ensure_eq!(
+        api.balance(customer).await?,
+        7_500,
+        "balance after one charge"
+    );
     ensure_eq!(api.stock(product).await?, (8, 2), "(available, reserved)");
-    ensure_eq!(log.wait_for(order.saga_id, 4, SETTLE).await?, CONFIRMED_EVENTS, "events on Kafka");
+    ensure_eq!(
+        log.wait_for(order.saga_id, 4, SETTLE).await?,
+        CONFIRMED_EVENTS,
+        "events on Kafka"
+    );
     Ok(Finished {
         order: order.id,
         saga: order.saga_id,
@@ -127,13 +181,19 @@ async fn insufficient_funds(api: &Api, log: &EventLog) -> TestResult<Finished> {
     let finished = api.wait_terminal(order.id, SETTLE).await?;
     ensure_eq!(finished["status"], json!("FAILED_PAYMENT"), "final status");
     ensure!(
-        finished["failure_reason"].as_str().is_some_and(|r| r.contains("insufficient funds")),
+        finished["failure_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("insufficient funds")),
         "failure_reason should explain: {}",
         finished["failure_reason"]
     );
     ensure_eq!(api.balance(customer).await?, 4_999, "balance untouched");
     ensure_eq!(api.stock(product).await?, (10, 0), "stock untouched");
-    ensure_eq!(log.wait_for(order.saga_id, 3, SETTLE).await?, FAILED_PAYMENT_EVENTS, "events on Kafka");
+    ensure_eq!(
+        log.wait_for(order.saga_id, 3, SETTLE).await?,
+        FAILED_PAYMENT_EVENTS,
+        "events on Kafka"
+    );
     Ok(Finished {
         order: order.id,
         saga: order.saga_id,
@@ -149,16 +209,38 @@ async fn out_of_stock(api: &Api, log: &EventLog) -> TestResult<Finished> {
     let plenty = api.product(1_000, 10).await?;
     let scarce = api.product(300, 1).await?;
     let customer = api.customer(10_000).await?;
-    let order = api.place_order(customer, &[(plenty, 1), (scarce, 2)]).await?;
+    let order = api
+        .place_order(customer, &[(plenty, 1), (scarce, 2)])
+        .await?;
     ensure_eq!(order.total_cents, 1_600, "total");
 
     let finished = api.wait_terminal(order.id, SETTLE).await?;
-    ensure_eq!(finished["status"], json!("FAILED_INVENTORY"), "final status");
+    ensure_eq!(
+        finished["status"],
+        json!("FAILED_INVENTORY"),
+        "final status"
+    );
     // The order says FAILED_INVENTORY only after the refund committed: the money is back now.
-    ensure_eq!(api.balance(customer).await?, 10_000, "balance after charge and refund");
-    ensure_eq!(api.stock(plenty).await?, (10, 0), "all or nothing: the covered line is not held");
-    ensure_eq!(api.stock(scarce).await?, (1, 0), "the short line is not held");
-    ensure_eq!(log.wait_for(order.saga_id, 5, SETTLE).await?, FAILED_INVENTORY_EVENTS, "events on Kafka");
+    ensure_eq!(
+        api.balance(customer).await?,
+        10_000,
+        "balance after charge and refund"
+    );
+    ensure_eq!(
+        api.stock(plenty).await?,
+        (10, 0),
+        "all or nothing: the covered line is not held"
+    );
+    ensure_eq!(
+        api.stock(scarce).await?,
+        (1, 0),
+        "the short line is not held"
+    );
+    ensure_eq!(
+        log.wait_for(order.saga_id, 5, SETTLE).await?,
+        FAILED_INVENTORY_EVENTS,
+        "events on Kafka"
+    );
     Ok(Finished {
         order: order.id,
         saga: order.saga_id,
@@ -170,8 +252,16 @@ async fn out_of_stock(api: &Api, log: &EventLog) -> TestResult<Finished> {
     })
 }
 
-async fn republishing_changes_nothing(stack: &Stack, api: &Api, log: &EventLog, finished: &[Finished]) -> TestResult {
-    ensure!(!finished.is_empty(), "no finished saga to replay: the earlier scenarios failed");
+async fn republishing_changes_nothing(
+    stack: &Stack,
+    api: &Api,
+    log: &EventLog,
+    finished: &[Finished],
+) -> TestResult {
+    ensure!(
+        !finished.is_empty(),
+        "no finished saga to replay: the earlier scenarios failed"
+    );
     let producer = RawProducer::new()?;
     let mut distinct_before = Vec::new();
     for saga in finished {
@@ -184,9 +274,24 @@ async fn republishing_changes_nothing(stack: &Stack, api: &Api, log: &EventLog, 
     stack.wait_until_consumed(SETTLE).await?;
     for (saga, before) in finished.iter().zip(distinct_before) {
         let order = api.order(saga.order).await?;
-        ensure_eq!(order["status"], json!(saga.status), "status of {}", saga.order);
-        ensure_eq!(api.balance(saga.customer).await?, saga.balance, "balance of {}", saga.customer);
-        ensure_eq!(api.stock(saga.product).await?, saga.stock, "stock of {}", saga.product);
+        ensure_eq!(
+            order["status"],
+            json!(saga.status),
+            "status of {}",
+            saga.order
+        );
+        ensure_eq!(
+            api.balance(saga.customer).await?,
+            saga.balance,
+            "balance of {}",
+            saga.customer
+        );
+        ensure_eq!(
+            api.stock(saga.product).await?,
+            saga.stock,
+            "stock of {}",
+            saga.product
+        );
         let after = distinct_event_ids(&log.records(&saga.saga.to_string()));
         ensure_eq!(after, before, "no new event for saga {}", saga.saga);
     }
@@ -194,7 +299,10 @@ async fn republishing_changes_nothing(stack: &Stack, api: &Api, log: &EventLog, 
 }
 
 fn distinct_event_ids(records: &[e2e_tests::Record]) -> Vec<Uuid> {
-    let mut ids: Vec<Uuid> = records.iter().filter_map(|r| r.envelope.as_ref().map(|e| e.id)).collect();
+    let mut ids: Vec<Uuid> = records
+        .iter()
+        .filter_map(|r| r.envelope.as_ref().map(|e| e.id))
+        .collect();
     ids.sort();
     ids.dedup();
     ids
@@ -209,10 +317,16 @@ async fn undecodable_records(stack: &Stack, api: &Api, log: &EventLog) -> TestRe
         b"",
     ];
     // Every partition of every saga topic gets every kind of poison, ahead of the next saga.
-    for topic in [topics::ORDERS_EVENTS, topics::PAYMENTS_EVENTS, topics::INVENTORY_EVENTS] {
+    for topic in [
+        topics::ORDERS_EVENTS,
+        topics::PAYMENTS_EVENTS,
+        topics::INVENTORY_EVENTS,
+    ] {
         for partition in 0..6 {
             for value in poison {
-                producer.send(&stack.topic(topic), Some(partition), "poison", value).await?;
+                producer
+                    .send(&stack.topic(topic), Some(partition), "poison", value)
+                    .await?;
             }
         }
     }
@@ -220,8 +334,16 @@ async fn undecodable_records(stack: &Stack, api: &Api, log: &EventLog) -> TestRe
     let customer = api.customer(1_000).await?;
     let order = api.place_order(customer, &[(product, 1)]).await?;
     let finished = api.wait_terminal(order.id, SETTLE).await?;
-    ensure_eq!(finished["status"], json!("CONFIRMED"), "a saga after the poison still completes");
-    ensure_eq!(log.wait_for(order.saga_id, 4, SETTLE).await?, CONFIRMED_EVENTS, "events on Kafka");
+    ensure_eq!(
+        finished["status"],
+        json!("CONFIRMED"),
+        "a saga after the poison still completes"
+    );
+    ensure_eq!(
+        log.wait_for(order.saga_id, 4, SETTLE).await?,
+        CONFIRMED_EVENTS,
+        "events on Kafka"
+    );
     stack.wait_until_consumed(SETTLE).await?;
     Ok(())
 }
@@ -232,27 +354,69 @@ async fn http_contract(api: &Api) -> TestResult {
     let product = api.product(100, 5).await?;
     let customer = Uuid::new_v4();
     let cases = [
-        (json!({"customer_id": customer, "items": []}), 422, "no_items"),
-        (json!({"customer_id": customer, "items": [{"product_id": product, "quantity": 0}]}), 422, "invalid_quantity"),
-        (json!({"customer_id": customer, "items": [{"product_id": product, "quantity": -3}]}), 422, "invalid_quantity"),
-        (json!({"customer_id": customer, "items": [{"product_id": Uuid::new_v4(), "quantity": 1}]}), 422, "unknown_product"),
-        (json!({"customer_id": customer, "items": [{"product_id": product, "quantity": 1, "unit_price_cents": 1}]}), 422, "invalid_body"),
-        (json!({"customer_id": "not-a-uuid", "items": []}), 422, "invalid_body"),
+        (
+            json!({"customer_id": customer, "items": []}),
+            422,
+            "no_items",
+        ),
+        (
+            json!({"customer_id": customer, "items": [{"product_id": product, "quantity": 0}]}),
+            422,
+            "invalid_quantity",
+        ),
+        (
+            json!({"customer_id": customer, "items": [{"product_id": product, "quantity": -3}]}),
+            422,
+            "invalid_quantity",
+        ),
+        (
+            json!({"customer_id": customer, "items": [{"product_id": Uuid::new_v4(), "quantity": 1}]}),
+            422,
+            "unknown_product",
+        ),
+        (
+            json!({"customer_id": customer, "items": [{"product_id": product, "quantity": 1, "unit_price_cents": 1}]}),
+            422,
+            "invalid_body",
+        ),
+        (
+            json!({"customer_id": "not-a-uuid", "items": []}),
+            422,
+            "invalid_body",
+        ),
     ];
     for (body, status, code) in cases {
         let response = client.post(&orders).json(&body).send().await?;
         let got = response.status().as_u16();
         let error: serde_json::Value = response.json().await?;
-        ensure!(got == status && error["error"]["code"] == code, "{body} → {got} {error}, expected {status} {code}");
+        ensure!(
+            got == status && error["error"]["code"] == code,
+            "{body} → {got} {error}, expected {status} {code}"
+        );
     }
-    let malformed = client.post(&orders).header("content-type", "application/json").body("{\"customer_id\":").send().await?;
+    let malformed = client
+        .post(&orders)
+        .header("content-type", "application/json")
+        .body("{\"customer_id\":")
+        .send()
+        .await?;
     ensure_eq!(malformed.status().as_u16(), 400, "malformed JSON");
     let error: serde_json::Value = malformed.json().await?;
-    ensure_eq!(error["error"]["code"], json!("malformed_json"), "malformed JSON code");
+    ensure_eq!(
+        error["error"]["code"],
+        json!("malformed_json"),
+        "malformed JSON code"
+    );
 
-    let missing = client.get(format!("{}/orders/{}", api.orders_url(), Uuid::new_v4())).send().await?;
+    let missing = client
+        .get(format!("{}/orders/{}", api.orders_url(), Uuid::new_v4()))
+        .send()
+        .await?;
     ensure_eq!(missing.status().as_u16(), 404, "unknown order");
-    let bad_id = client.get(format!("{}/orders/not-a-uuid", api.orders_url())).send().await?;
+    let bad_id = client
+        .get(format!("{}/orders/not-a-uuid", api.orders_url()))
+        .send()
+        .await?;
     ensure_eq!(bad_id.status().as_u16(), 400, "malformed order ID");
 
     let accepted = client
@@ -261,9 +425,20 @@ async fn http_contract(api: &Api) -> TestResult {
         .send()
         .await?;
     ensure_eq!(accepted.status().as_u16(), 202, "a valid order");
-    let location = accepted.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let location = accepted
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body: serde_json::Value = accepted.json().await?;
-    ensure_eq!(location, Some(format!("/orders/{}", body["id"].as_str().unwrap_or_default())), "Location header");
+    ensure_eq!(
+        location,
+        Some(format!(
+            "/orders/{}",
+            body["id"].as_str().unwrap_or_default()
+        )),
+        "Location header"
+    );
     Ok(())
 }
 
@@ -274,12 +449,37 @@ async fn record_headers(api: &Api, log: &EventLog) -> TestResult {
     api.wait_terminal(order.id, SETTLE).await?;
     log.wait_for(order.saga_id, 4, SETTLE).await?;
     for record in log.records(&order.saga_id.to_string()) {
-        let header = |name: &str| record.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let envelope = record.envelope.as_ref().ok_or("an undecodable record under a saga key")?;
-        ensure_eq!(header("content-type"), Some("application/cloudevents+json".to_owned()), "content-type");
-        ensure_eq!(header("event_type"), Some(envelope.event_type().to_owned()), "event_type");
-        ensure_eq!(header("saga_id"), Some(order.saga_id.to_string()), "saga_id");
-        ensure!(header("traceparent").is_some_and(|t| t.starts_with("00-")), "traceparent on {}", envelope.event_type());
+        let header = |name: &str| {
+            record
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let envelope = record
+            .envelope
+            .as_ref()
+            .ok_or("an undecodable record under a saga key")?;
+        ensure_eq!(
+            header("content-type"),
+            Some("application/cloudevents+json".to_owned()),
+            "content-type"
+        );
+        ensure_eq!(
+            header("event_type"),
+            Some(envelope.event_type().to_owned()),
+            "event_type"
+        );
+        ensure_eq!(
+            header("saga_id"),
+            Some(order.saga_id.to_string()),
+            "saga_id"
+        );
+        ensure!(
+            header("traceparent").is_some_and(|t| t.starts_with("00-")),
+            "traceparent on {}",
+            envelope.event_type()
+        );
         let value: serde_json::Value = serde_json::from_slice(&record.payload)?;
         ensure_eq!(value["specversion"], json!("1.0"), "specversion");
         ensure_eq!(value["sagaid"], json!(order.saga_id.to_string()), "sagaid");

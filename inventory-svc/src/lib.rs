@@ -28,18 +28,25 @@ use crate::repo::{SeaOrmProductRepository, SeaOrmReservationRepository};
 use crate::service::InventoryService;
 
 /// inventory-svc wired to its infrastructure, ready to run.
-pub type InventoryApplication = Application<InventoryEventHandler<SeaOrmProductRepository, SeaOrmReservationRepository>>;
+pub type InventoryApplication =
+    Application<InventoryEventHandler<SeaOrmProductRepository, SeaOrmReservationRepository>>;
 
 /// Connects, migrates, binds and subscribes; `main` and the tests then run the result.
 pub async fn build(settings: CommonSettings) -> Result<InventoryApplication, StartupError> {
     let infra = Infrastructure::connect(settings).await?;
-    inventory_migration::Migrator::up(&infra.db, None).await.map_err(StartupError::Migration)?;
+    inventory_migration::Migrator::up(&infra.db, None)
+        .await
+        .map_err(StartupError::Migration)?;
     let service = Arc::new(InventoryService::new(
         infra.db.clone(),
         SeaOrmProductRepository,
         SeaOrmReservationRepository,
         infra.outbox_signal.clone(),
     ));
-    let handler = InventoryEventHandler { service: Arc::clone(&service) };
-    infra.application(http::router(service), &messaging::TOPICS, handler).await
+    let handler = InventoryEventHandler {
+        service: Arc::clone(&service),
+    };
+    infra
+        .application(http::router(service), &messaging::TOPICS, handler)
+        .await
 }

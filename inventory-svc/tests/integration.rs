@@ -16,8 +16,12 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 async fn service() -> Result<(DatabaseConnection, InventoryService), sea_orm::DbErr> {
     let db = testing::migrated_database::<Migrator>("inventory_svc", "inventory").await?;
-    let service =
-        InventoryService::new(db.clone(), SeaOrmProductRepository, SeaOrmReservationRepository, OutboxSignal::default());
+    let service = InventoryService::new(
+        db.clone(),
+        SeaOrmProductRepository,
+        SeaOrmReservationRepository,
+        OutboxSignal::default(),
+    );
     Ok((db, service))
 }
 
@@ -39,14 +43,35 @@ fn paid(lines: &[(Uuid, u32)]) -> (Envelope, PaymentSucceeded) {
         customer_id: Uuid::now_v7(),
         payment_id: Uuid::now_v7(),
         amount_cents: 0,
-        items: lines.iter().map(|&(product_id, quantity)| OrderLine { product_id, quantity, unit_price_cents: 100 }).collect(),
+        items: lines
+            .iter()
+            .map(|&(product_id, quantity)| OrderLine {
+                product_id,
+                quantity,
+                unit_price_cents: 100,
+            })
+            .collect(),
     };
-    (Envelope::new("payments-svc", Some(Uuid::now_v7()), SagaEvent::PaymentSucceeded(payment.clone())), payment)
+    (
+        Envelope::new(
+            "payments-svc",
+            Some(Uuid::now_v7()),
+            SagaEvent::PaymentSucceeded(payment.clone()),
+        ),
+        payment,
+    )
 }
 
 async fn outbox_types(db: &DatabaseConnection) -> Result<Vec<String>, sea_orm::DbErr> {
-    let rows = db.query_all_raw(Statement::from_string(DbBackend::Postgres, "SELECT event_type FROM outbox ORDER BY id")).await?;
-    rows.iter().map(|row| row.try_get("", "event_type")).collect()
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT event_type FROM outbox ORDER BY id",
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| row.try_get("", "event_type"))
+        .collect()
 }
 
 #[tokio::test]
@@ -57,7 +82,13 @@ async fn creating_a_product_announces_it_on_the_catalog_in_the_same_transaction(
     assert_eq!(outbox_types(&db).await?, ["ProductUpserted"]);
 
     let duplicate = service
-        .create_product(NewProduct { sku: created.sku.clone(), name: "Other".into(), price_cents: 1, stock: 1, attributes: None })
+        .create_product(NewProduct {
+            sku: created.sku.clone(),
+            name: "Other".into(),
+            price_cents: 1,
+            stock: 1,
+            attributes: None,
+        })
         .await;
     assert!(matches!(duplicate, Err(ServiceError::SkuTaken(_))));
     assert_eq!(outbox_types(&db).await?, ["ProductUpserted"]);
@@ -72,9 +103,18 @@ async fn a_reservation_takes_every_line_once_even_when_its_event_repeats() -> Te
     service.reserve_order(&event, &payment).await?;
     service.reserve_order(&event, &payment).await?;
 
-    let (a, b) = (service.get_product(a.id).await?, service.get_product(b.id).await?);
-    assert_eq!((a.available, a.reserved, b.available, b.reserved), (3, 2, 0, 5));
-    assert_eq!(outbox_types(&db).await?, ["ProductUpserted", "ProductUpserted", "InventoryReserved"]);
+    let (a, b) = (
+        service.get_product(a.id).await?,
+        service.get_product(b.id).await?,
+    );
+    assert_eq!(
+        (a.available, a.reserved, b.available, b.reserved),
+        (3, 2, 0, 5)
+    );
+    assert_eq!(
+        outbox_types(&db).await?,
+        ["ProductUpserted", "ProductUpserted", "InventoryReserved"]
+    );
     Ok(())
 }
 
@@ -85,9 +125,18 @@ async fn one_short_line_reserves_nothing_at_all() -> TestResult {
     let (event, payment) = paid(&[(a.id, 2), (b.id, 2)]);
     service.reserve_order(&event, &payment).await?;
 
-    let (a, b) = (service.get_product(a.id).await?, service.get_product(b.id).await?);
-    assert_eq!((a.available, a.reserved, b.available, b.reserved), (5, 0, 1, 0));
-    assert_eq!(outbox_types(&db).await?.last().map(String::as_str), Some("InventoryReservationFailed"));
+    let (a, b) = (
+        service.get_product(a.id).await?,
+        service.get_product(b.id).await?,
+    );
+    assert_eq!(
+        (a.available, a.reserved, b.available, b.reserved),
+        (5, 0, 1, 0)
+    );
+    assert_eq!(
+        outbox_types(&db).await?.last().map(String::as_str),
+        Some("InventoryReservationFailed")
+    );
     Ok(())
 }
 
@@ -110,7 +159,16 @@ async fn concurrent_reservations_never_oversell() -> TestResult {
     let scarce = service.get_product(scarce.id).await?;
     assert_eq!((scarce.available, scarce.reserved), (0, 5));
     let types = outbox_types(&db).await?;
-    assert_eq!(types.iter().filter(|t| *t == "InventoryReserved").count(), 5);
-    assert_eq!(types.iter().filter(|t| *t == "InventoryReservationFailed").count(), 15);
+    assert_eq!(
+        types.iter().filter(|t| *t == "InventoryReserved").count(),
+        5
+    );
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "InventoryReservationFailed")
+            .count(),
+        15
+    );
     Ok(())
 }

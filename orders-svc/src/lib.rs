@@ -28,18 +28,25 @@ use crate::repo::{SeaOrmCatalogRepository, SeaOrmOrderRepository};
 use crate::service::OrdersService;
 
 /// orders-svc wired to its infrastructure, ready to run.
-pub type OrdersApplication = Application<OrdersEventHandler<SeaOrmOrderRepository, SeaOrmCatalogRepository>>;
+pub type OrdersApplication =
+    Application<OrdersEventHandler<SeaOrmOrderRepository, SeaOrmCatalogRepository>>;
 
 /// Connects, migrates, binds and subscribes; `main` and the tests then run the result.
 pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, StartupError> {
     let infra = Infrastructure::connect(settings).await?;
-    orders_migration::Migrator::up(&infra.db, None).await.map_err(StartupError::Migration)?;
+    orders_migration::Migrator::up(&infra.db, None)
+        .await
+        .map_err(StartupError::Migration)?;
     let service = Arc::new(OrdersService::new(
         infra.db.clone(),
         SeaOrmOrderRepository,
         SeaOrmCatalogRepository,
         infra.outbox_signal.clone(),
     ));
-    let handler = OrdersEventHandler { service: Arc::clone(&service) };
-    infra.application(http::router(service), &messaging::TOPICS, handler).await
+    let handler = OrdersEventHandler {
+        service: Arc::clone(&service),
+    };
+    infra
+        .application(http::router(service), &messaging::TOPICS, handler)
+        .await
 }

@@ -3,12 +3,17 @@
 use chrono::Utc;
 use orders_migration::Migrator;
 use orders_svc::domain::{LineRequest, OrderStatus, PlaceOrderError};
-use orders_svc::repo::{CatalogProduct, CatalogRepository, OrderRepository, SeaOrmCatalogRepository, SeaOrmOrderRepository};
+use orders_svc::repo::{
+    CatalogProduct, CatalogRepository, OrderRepository, SeaOrmCatalogRepository,
+    SeaOrmOrderRepository,
+};
 use orders_svc::service::{OrdersService, PlaceOrder, ServiceError};
 use saga_runtime::outbox::{self, OutboxSignal};
 use saga_runtime::testing;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
-use shared_events::{Envelope, InventoryReserved, OrderCreated, PaymentFailed, ProductUpserted, SagaEvent};
+use shared_events::{
+    Envelope, InventoryReserved, OrderCreated, PaymentFailed, ProductUpserted, SagaEvent,
+};
 use uuid::Uuid;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -18,7 +23,12 @@ async fn database() -> Result<DatabaseConnection, sea_orm::DbErr> {
 }
 
 fn service(db: &DatabaseConnection) -> OrdersService {
-    OrdersService::new(db.clone(), SeaOrmOrderRepository, SeaOrmCatalogRepository, OutboxSignal::default())
+    OrdersService::new(
+        db.clone(),
+        SeaOrmOrderRepository,
+        SeaOrmCatalogRepository,
+        OutboxSignal::default(),
+    )
 }
 
 async fn seed_product(db: &DatabaseConnection, price_cents: i64) -> Result<Uuid, sea_orm::DbErr> {
@@ -26,18 +36,31 @@ async fn seed_product(db: &DatabaseConnection, price_cents: i64) -> Result<Uuid,
     SeaOrmCatalogRepository
         .upsert(
             db,
-            &CatalogProduct { product_id, sku: format!("SKU-{product_id}"), name: "Widget".into(), price_cents, source_time: Utc::now() },
+            &CatalogProduct {
+                product_id,
+                sku: format!("SKU-{product_id}"),
+                name: "Widget".into(),
+                price_cents,
+                source_time: Utc::now(),
+            },
         )
         .await?;
     Ok(product_id)
 }
 
 /// (event_type, payload) of every outbox row, oldest first.
-async fn outbox_rows(db: &DatabaseConnection) -> Result<Vec<(String, serde_json::Value)>, sea_orm::DbErr> {
+async fn outbox_rows(
+    db: &DatabaseConnection,
+) -> Result<Vec<(String, serde_json::Value)>, sea_orm::DbErr> {
     let rows = db
-        .query_all_raw(Statement::from_string(DbBackend::Postgres, "SELECT event_type, payload FROM outbox ORDER BY id"))
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT event_type, payload FROM outbox ORDER BY id",
+        ))
         .await?;
-    rows.iter().map(|row| Ok((row.try_get("", "event_type")?, row.try_get("", "payload")?))).collect()
+    rows.iter()
+        .map(|row| Ok((row.try_get("", "event_type")?, row.try_get("", "payload")?)))
+        .collect()
 }
 
 #[tokio::test]
@@ -46,10 +69,19 @@ async fn placing_an_order_writes_the_order_and_its_order_created_event_together(
     let product = seed_product(&db, 1250).await?;
     let customer = Uuid::now_v7();
     let order = service(&db)
-        .place_order(PlaceOrder { customer_id: customer, lines: vec![LineRequest { product_id: product, quantity: 2 }] })
+        .place_order(PlaceOrder {
+            customer_id: customer,
+            lines: vec![LineRequest {
+                product_id: product,
+                quantity: 2,
+            }],
+        })
         .await?;
 
-    let stored = SeaOrmOrderRepository.find(&db, order.id).await?.ok_or("order not stored")?;
+    let stored = SeaOrmOrderRepository
+        .find(&db, order.id)
+        .await?
+        .ok_or("order not stored")?;
     assert_eq!(stored.status, OrderStatus::PendingPayment);
     assert_eq!(stored.total_cents, 2500);
     assert_eq!(stored.lines[0].unit_price_cents, 1250);
@@ -59,7 +91,13 @@ async fn placing_an_order_writes_the_order_and_its_order_created_event_together(
     assert_eq!(rows[0].0, "OrderCreated");
     let envelope: Envelope = serde_json::from_value(rows[0].1.clone())?;
     assert_eq!(envelope.sagaid, Some(order.saga_id));
-    let SagaEvent::OrderCreated(OrderCreated { order_id, total_cents, items, .. }) = envelope.event else {
+    let SagaEvent::OrderCreated(OrderCreated {
+        order_id,
+        total_cents,
+        items,
+        ..
+    }) = envelope.event
+    else {
         return Err("outbox holds the wrong event".into());
     };
     assert_eq!((order_id, total_cents, items.len()), (order.id, 2500, 1));
@@ -71,9 +109,17 @@ async fn a_rejected_order_leaves_neither_order_nor_outbox_row() -> TestResult {
     let db = database().await?;
     let unknown = Uuid::now_v7();
     let result = service(&db)
-        .place_order(PlaceOrder { customer_id: Uuid::now_v7(), lines: vec![LineRequest { product_id: unknown, quantity: 1 }] })
+        .place_order(PlaceOrder {
+            customer_id: Uuid::now_v7(),
+            lines: vec![LineRequest {
+                product_id: unknown,
+                quantity: 1,
+            }],
+        })
         .await;
-    assert!(matches!(result, Err(ServiceError::Rejected(PlaceOrderError::UnknownProduct(id))) if id == unknown));
+    assert!(
+        matches!(result, Err(ServiceError::Rejected(PlaceOrderError::UnknownProduct(id))) if id == unknown)
+    );
     assert_eq!(count(&db, "orders").await?, 0);
     assert_eq!(count(&db, "outbox").await?, 0);
     Ok(())
@@ -84,11 +130,22 @@ async fn an_outbox_row_rolls_back_with_the_change_it_announces() -> TestResult {
     let db = database().await?;
     let product = seed_product(&db, 100).await?;
     let prices = SeaOrmCatalogRepository.prices(&db, &[product]).await?;
-    let order = orders_svc::domain::Order::place(Uuid::now_v7(), &[LineRequest { product_id: product, quantity: 1 }], &prices)?;
+    let order = orders_svc::domain::Order::place(
+        Uuid::now_v7(),
+        &[LineRequest {
+            product_id: product,
+            quantity: 1,
+        }],
+        &prices,
+    )?;
 
     let txn = db.begin().await?;
     SeaOrmOrderRepository.insert(&txn, &order).await?;
-    let event = Envelope::new("orders-svc", Some(order.saga_id), SagaEvent::InventoryReserved(InventoryReserved { order_id: order.id }));
+    let event = Envelope::new(
+        "orders-svc",
+        Some(order.saga_id),
+        SagaEvent::InventoryReserved(InventoryReserved { order_id: order.id }),
+    );
     outbox::enqueue(&txn, &event).await?;
     assert_eq!(count(&txn, "outbox").await?, 1);
     txn.rollback().await?;
@@ -100,15 +157,26 @@ async fn an_outbox_row_rolls_back_with_the_change_it_announces() -> TestResult {
 
 async fn count<C: ConnectionTrait>(db: &C, table: &str) -> Result<i64, sea_orm::DbErr> {
     let row = db
-        .query_one_raw(Statement::from_string(DbBackend::Postgres, format!("SELECT count(*) AS n FROM {table}")))
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT count(*) AS n FROM {table}"),
+        ))
         .await?;
     row.map_or(Ok(0), |row| row.try_get("", "n"))
 }
 
-async fn placed_order(db: &DatabaseConnection) -> Result<orders_svc::domain::Order, Box<dyn std::error::Error>> {
+async fn placed_order(
+    db: &DatabaseConnection,
+) -> Result<orders_svc::domain::Order, Box<dyn std::error::Error>> {
     let product = seed_product(db, 700).await?;
     Ok(service(db)
-        .place_order(PlaceOrder { customer_id: Uuid::now_v7(), lines: vec![LineRequest { product_id: product, quantity: 1 }] })
+        .place_order(PlaceOrder {
+            customer_id: Uuid::now_v7(),
+            lines: vec![LineRequest {
+                product_id: product,
+                quantity: 1,
+            }],
+        })
         .await?)
 }
 
@@ -116,14 +184,29 @@ async fn placed_order(db: &DatabaseConnection) -> Result<orders_svc::domain::Ord
 async fn a_duplicate_event_is_applied_once() -> TestResult {
     let db = database().await?;
     let order = placed_order(&db).await?;
-    let reserved = Envelope::new("inventory-svc", Some(order.saga_id), SagaEvent::InventoryReserved(InventoryReserved { order_id: order.id }));
+    let reserved = Envelope::new(
+        "inventory-svc",
+        Some(order.saga_id),
+        SagaEvent::InventoryReserved(InventoryReserved { order_id: order.id }),
+    );
 
-    service(&db).on_inventory_reserved(&reserved, order.id).await?;
-    service(&db).on_inventory_reserved(&reserved, order.id).await?;
+    service(&db)
+        .on_inventory_reserved(&reserved, order.id)
+        .await?;
+    service(&db)
+        .on_inventory_reserved(&reserved, order.id)
+        .await?;
 
-    let stored = SeaOrmOrderRepository.find(&db, order.id).await?.ok_or("order missing")?;
+    let stored = SeaOrmOrderRepository
+        .find(&db, order.id)
+        .await?
+        .ok_or("order missing")?;
     assert_eq!(stored.status, OrderStatus::Confirmed);
-    let types: Vec<String> = outbox_rows(&db).await?.into_iter().map(|(t, _)| t).collect();
+    let types: Vec<String> = outbox_rows(&db)
+        .await?
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
     assert_eq!(types, ["OrderCreated", "OrderConfirmed"]);
     assert_eq!(count(&db, "inbox").await?, 1);
     Ok(())
@@ -136,16 +219,33 @@ async fn a_declined_payment_fails_the_order_and_a_late_confirmation_is_ignored()
     let failed = Envelope::new(
         "payments-svc",
         Some(order.saga_id),
-        SagaEvent::PaymentFailed(PaymentFailed { order_id: order.id, customer_id: order.customer_id, reason: "insufficient funds".into() }),
+        SagaEvent::PaymentFailed(PaymentFailed {
+            order_id: order.id,
+            customer_id: order.customer_id,
+            reason: "insufficient funds".into(),
+        }),
     );
-    service(&db).on_payment_failed(&failed, order.id, "insufficient funds").await?;
-    let late = Envelope::new("inventory-svc", Some(order.saga_id), SagaEvent::InventoryReserved(InventoryReserved { order_id: order.id }));
+    service(&db)
+        .on_payment_failed(&failed, order.id, "insufficient funds")
+        .await?;
+    let late = Envelope::new(
+        "inventory-svc",
+        Some(order.saga_id),
+        SagaEvent::InventoryReserved(InventoryReserved { order_id: order.id }),
+    );
     service(&db).on_inventory_reserved(&late, order.id).await?;
 
-    let stored = SeaOrmOrderRepository.find(&db, order.id).await?.ok_or("order missing")?;
+    let stored = SeaOrmOrderRepository
+        .find(&db, order.id)
+        .await?
+        .ok_or("order missing")?;
     assert_eq!(stored.status, OrderStatus::FailedPayment);
     assert_eq!(stored.failure_reason.as_deref(), Some("insufficient funds"));
-    let types: Vec<String> = outbox_rows(&db).await?.into_iter().map(|(t, _)| t).collect();
+    let types: Vec<String> = outbox_rows(&db)
+        .await?
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
     assert_eq!(types, ["OrderCreated", "OrderFailed"]);
     Ok(())
 }
@@ -158,12 +258,19 @@ async fn the_catalog_replica_keeps_the_newest_product_version() -> TestResult {
         Envelope::new(
             "inventory-svc",
             None,
-            SagaEvent::ProductUpserted(ProductUpserted { product_id, sku: "SKU-1".into(), name: "Widget".into(), price_cents }),
+            SagaEvent::ProductUpserted(ProductUpserted {
+                product_id,
+                sku: "SKU-1".into(),
+                name: "Widget".into(),
+                price_cents,
+            }),
         )
     };
     let (older, newer) = (upserted(100), upserted(200));
     for event in [&newer, &older] {
-        let SagaEvent::ProductUpserted(product) = &event.event else { return Err("wrong event".into()) };
+        let SagaEvent::ProductUpserted(product) = &event.event else {
+            return Err("wrong event".into());
+        };
         service(&db).on_product_upserted(event, product).await?;
     }
     let replica = service(&db).get_catalog_product(product_id).await?;

@@ -28,18 +28,25 @@ use crate::repo::{SeaOrmAccountRepository, SeaOrmPaymentRepository};
 use crate::service::PaymentsService;
 
 /// payments-svc wired to its infrastructure, ready to run.
-pub type PaymentsApplication = Application<PaymentsEventHandler<SeaOrmAccountRepository, SeaOrmPaymentRepository>>;
+pub type PaymentsApplication =
+    Application<PaymentsEventHandler<SeaOrmAccountRepository, SeaOrmPaymentRepository>>;
 
 /// Connects, migrates, binds and subscribes; `main` and the tests then run the result.
 pub async fn build(settings: CommonSettings) -> Result<PaymentsApplication, StartupError> {
     let infra = Infrastructure::connect(settings).await?;
-    payments_migration::Migrator::up(&infra.db, None).await.map_err(StartupError::Migration)?;
+    payments_migration::Migrator::up(&infra.db, None)
+        .await
+        .map_err(StartupError::Migration)?;
     let service = Arc::new(PaymentsService::new(
         infra.db.clone(),
         SeaOrmAccountRepository,
         SeaOrmPaymentRepository,
         infra.outbox_signal.clone(),
     ));
-    let handler = PaymentsEventHandler { service: Arc::clone(&service) };
-    infra.application(http::router(service), &messaging::TOPICS, handler).await
+    let handler = PaymentsEventHandler {
+        service: Arc::clone(&service),
+    };
+    infra
+        .application(http::router(service), &messaging::TOPICS, handler)
+        .await
 }

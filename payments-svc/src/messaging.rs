@@ -20,9 +20,13 @@ impl<A: AccountRepository, P: PaymentRepository> EventHandler for PaymentsEventH
     async fn handle(&self, event: Envelope) -> Result<(), HandlerError> {
         let outcome = match &event.event {
             SagaEvent::OrderCreated(order) => self.service.charge_order(&event, order).await,
-            SagaEvent::InventoryReservationFailed(failure) => self.service.refund_order(&event, failure).await,
+            SagaEvent::InventoryReservationFailed(failure) => {
+                self.service.refund_order(&event, failure).await
+            }
             // Outcomes that other services act on.
-            SagaEvent::InventoryReserved(_) | SagaEvent::OrderConfirmed(_) | SagaEvent::OrderFailed(_) => Ok(()),
+            SagaEvent::InventoryReserved(_)
+            | SagaEvent::OrderConfirmed(_)
+            | SagaEvent::OrderFailed(_) => Ok(()),
             SagaEvent::PaymentSucceeded(_)
             | SagaEvent::PaymentFailed(_)
             | SagaEvent::PaymentRefunded(_)

@@ -15,7 +15,12 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 async fn service() -> Result<(DatabaseConnection, PaymentsService), sea_orm::DbErr> {
     let db = testing::migrated_database::<Migrator>("payments_svc", "payments").await?;
-    let service = PaymentsService::new(db.clone(), SeaOrmAccountRepository, SeaOrmPaymentRepository, OutboxSignal::default());
+    let service = PaymentsService::new(
+        db.clone(),
+        SeaOrmAccountRepository,
+        SeaOrmPaymentRepository,
+        OutboxSignal::default(),
+    );
     Ok((db, service))
 }
 
@@ -24,19 +29,48 @@ fn order_created(customer_id: Uuid, total_cents: i64) -> (Envelope, OrderCreated
         order_id: Uuid::now_v7(),
         customer_id,
         total_cents,
-        items: vec![OrderLine { product_id: Uuid::now_v7(), quantity: 1, unit_price_cents: total_cents }],
+        items: vec![OrderLine {
+            product_id: Uuid::now_v7(),
+            quantity: 1,
+            unit_price_cents: total_cents,
+        }],
     };
-    (Envelope::new("orders-svc", Some(Uuid::now_v7()), SagaEvent::OrderCreated(order.clone())), order)
+    (
+        Envelope::new(
+            "orders-svc",
+            Some(Uuid::now_v7()),
+            SagaEvent::OrderCreated(order.clone()),
+        ),
+        order,
+    )
 }
 
 fn reservation_failed(saga: &Envelope, order_id: Uuid) -> (Envelope, InventoryReservationFailed) {
-    let failure = InventoryReservationFailed { order_id, product_id: Uuid::now_v7(), reason: "out of stock".into() };
-    (Envelope::new("inventory-svc", saga.sagaid, SagaEvent::InventoryReservationFailed(failure.clone())), failure)
+    let failure = InventoryReservationFailed {
+        order_id,
+        product_id: Uuid::now_v7(),
+        reason: "out of stock".into(),
+    };
+    (
+        Envelope::new(
+            "inventory-svc",
+            saga.sagaid,
+            SagaEvent::InventoryReservationFailed(failure.clone()),
+        ),
+        failure,
+    )
 }
 
 async fn outbox_types(db: &DatabaseConnection) -> Result<Vec<String>, sea_orm::DbErr> {
-    let rows = db.query_all_raw(Statement::from_string(DbBackend::Postgres, "SELECT event_type FROM outbox ORDER BY id")).await?;
-    rows.iter().map(|row| row.try_get("", "event_type")).collect()
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT event_type FROM outbox ORDER BY id",
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| row.try_get("", "event_type"))
+        .collect()
 }
 
 #[tokio::test]
@@ -85,7 +119,10 @@ async fn the_refund_compensation_is_idempotent() -> TestResult {
     service.refund_order(&failed_again, &failure_again).await?;
 
     assert_eq!(service.get_account(customer).await?.balance_cents, 5_000);
-    assert_eq!(outbox_types(&db).await?, ["PaymentSucceeded", "PaymentRefunded"]);
+    assert_eq!(
+        outbox_types(&db).await?,
+        ["PaymentSucceeded", "PaymentRefunded"]
+    );
     Ok(())
 }
 
@@ -130,8 +167,14 @@ async fn an_account_is_opened_once_and_never_negative() -> TestResult {
     let (_db, service) = service().await?;
     let customer = Uuid::now_v7();
     service.create_account(customer, 0).await?;
-    assert!(matches!(service.create_account(customer, 10).await, Err(ServiceError::AccountExists(_))));
-    assert!(matches!(service.create_account(Uuid::now_v7(), -1).await, Err(ServiceError::Rejected(_))));
+    assert!(matches!(
+        service.create_account(customer, 10).await,
+        Err(ServiceError::AccountExists(_))
+    ));
+    assert!(matches!(
+        service.create_account(Uuid::now_v7(), -1).await,
+        Err(ServiceError::Rejected(_))
+    ));
     assert_eq!(service.get_account(customer).await?.balance_cents, 0);
     Ok(())
 }

@@ -115,7 +115,9 @@ mod tests {
         Envelope::new(
             "inventory-svc",
             Some(Uuid::now_v7()),
-            SagaEvent::InventoryReserved(InventoryReserved { order_id: Uuid::now_v7() }),
+            SagaEvent::InventoryReserved(InventoryReserved {
+                order_id: Uuid::now_v7(),
+            }),
         )
     }
 
@@ -126,7 +128,10 @@ mod tests {
         assert_eq!(json["specversion"], "1.0");
         assert_eq!(json["type"], "InventoryReserved");
         assert_eq!(json["datacontenttype"], "application/json");
-        assert_eq!(json["sagaid"], envelope.sagaid.map(|id| id.to_string()).unwrap_or_default());
+        assert_eq!(
+            json["sagaid"],
+            envelope.sagaid.map(|id| id.to_string()).unwrap_or_default()
+        );
         assert!(json["data"]["order_id"].is_string());
         assert_eq!(Envelope::decode(&envelope.encode()?)?, envelope);
         Ok(())
@@ -155,7 +160,10 @@ mod tests {
         let mut wrong_spec = good;
         wrong_spec["specversion"] = serde_json::json!("0.3");
         for bad in [unknown_type, missing_data, wrong_data_version, wrong_spec] {
-            assert!(Envelope::decode(&serde_json::to_vec(&bad)?).is_err(), "{bad}");
+            assert!(
+                Envelope::decode(&serde_json::to_vec(&bad)?).is_err(),
+                "{bad}"
+            );
         }
         assert!(Envelope::decode(b"{not json").is_err());
         Ok(())

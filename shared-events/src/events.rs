@@ -125,9 +125,9 @@ impl SagaEvent {
     /// The topic this event is published to; each topic has exactly one producing service.
     pub fn topic(&self) -> &'static str {
         match self {
-            SagaEvent::OrderCreated(_) | SagaEvent::OrderConfirmed(_) | SagaEvent::OrderFailed(_) => {
-                topics::ORDERS_EVENTS
-            }
+            SagaEvent::OrderCreated(_)
+            | SagaEvent::OrderConfirmed(_)
+            | SagaEvent::OrderFailed(_) => topics::ORDERS_EVENTS,
             SagaEvent::PaymentSucceeded(_)
             | SagaEvent::PaymentFailed(_)
             | SagaEvent::PaymentRefunded(_) => topics::PAYMENTS_EVENTS,

@@ -11,4 +11,9 @@ pub const INVENTORY_EVENTS: &str = "inventory.events";
 pub const INVENTORY_CATALOG: &str = "inventory.catalog";
 
 /// Every topic the system uses, for the deploy script's and the tests' topic creation.
-pub const ALL: [&str; 4] = [ORDERS_EVENTS, PAYMENTS_EVENTS, INVENTORY_EVENTS, INVENTORY_CATALOG];
+pub const ALL: [&str; 4] = [
+    ORDERS_EVENTS,
+    PAYMENTS_EVENTS,
+    INVENTORY_EVENTS,
+    INVENTORY_CATALOG,
+];

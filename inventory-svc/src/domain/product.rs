@@ -48,7 +48,9 @@ impl NewProduct {
         let sku = self.sku.trim();
         let sku_ok = !sku.is_empty()
             && sku.len() <= 64
-            && sku.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && sku
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !sku_ok {
             return Err(ProductError::InvalidSku);
         }
@@ -103,12 +105,48 @@ mod tests {
     #[test]
     fn invalid_requests_are_rejected() {
         let cases = [
-            (NewProduct { sku: " ".into(), ..request() }, ProductError::InvalidSku),
-            (NewProduct { sku: "has space".into(), ..request() }, ProductError::InvalidSku),
-            (NewProduct { name: String::new(), ..request() }, ProductError::InvalidName),
-            (NewProduct { price_cents: -1, ..request() }, ProductError::NegativePrice),
-            (NewProduct { stock: -1, ..request() }, ProductError::NegativeStock),
-            (NewProduct { attributes: Some(serde_json::json!([1])), ..request() }, ProductError::InvalidAttributes),
+            (
+                NewProduct {
+                    sku: " ".into(),
+                    ..request()
+                },
+                ProductError::InvalidSku,
+            ),
+            (
+                NewProduct {
+                    sku: "has space".into(),
+                    ..request()
+                },
+                ProductError::InvalidSku,
+            ),
+            (
+                NewProduct {
+                    name: String::new(),
+                    ..request()
+                },
+                ProductError::InvalidName,
+            ),
+            (
+                NewProduct {
+                    price_cents: -1,
+                    ..request()
+                },
+                ProductError::NegativePrice,
+            ),
+            (
+                NewProduct {
+                    stock: -1,
+                    ..request()
+                },
+                ProductError::NegativeStock,
+            ),
+            (
+                NewProduct {
+                    attributes: Some(serde_json::json!([1])),
+                    ..request()
+                },
+                ProductError::InvalidAttributes,
+            ),
         ];
         for (bad, expected) in cases {
             assert_eq!(bad.validate(), Err(expected));

@@ -23,9 +23,13 @@ impl ReservationStatus {
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [ReservationStatus::Reserved, ReservationStatus::Rejected, ReservationStatus::Released]
-            .into_iter()
-            .find(|status| status.as_str() == value)
+        [
+            ReservationStatus::Reserved,
+            ReservationStatus::Rejected,
+            ReservationStatus::Released,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == value)
     }
 }
 
@@ -50,14 +54,22 @@ pub struct Shortage {
 /// Decides whether `available` stock covers every line. On success it returns the quantity
 /// to take per product, in product-ID order: taking locks in one global order means two
 /// concurrent reservations can never deadlock on each other.
-pub fn plan_reservation(lines: &[OrderLine], available: &HashMap<Uuid, i64>) -> Result<Vec<(Uuid, i64)>, Shortage> {
+pub fn plan_reservation(
+    lines: &[OrderLine],
+    available: &HashMap<Uuid, i64>,
+) -> Result<Vec<(Uuid, i64)>, Shortage> {
     let mut wanted: BTreeMap<Uuid, i64> = BTreeMap::new();
     for line in lines {
         *wanted.entry(line.product_id).or_default() += i64::from(line.quantity);
     }
     for (&product_id, &quantity) in &wanted {
         match available.get(&product_id) {
-            None => return Err(Shortage { product_id, reason: "is not in the catalog".to_owned() }),
+            None => {
+                return Err(Shortage {
+                    product_id,
+                    reason: "is not in the catalog".to_owned(),
+                });
+            }
             Some(&have) if have < quantity => {
                 return Err(Shortage {
                     product_id,
@@ -75,7 +87,11 @@ mod tests {
     use super::*;
 
     fn line(product_id: Uuid, quantity: u32) -> OrderLine {
-        OrderLine { product_id, quantity, unit_price_cents: 1 }
+        OrderLine {
+            product_id,
+            quantity,
+            unit_price_cents: 1,
+        }
     }
 
     #[test]
@@ -89,7 +105,8 @@ mod tests {
     #[test]
     fn one_short_line_rejects_the_whole_order() {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        let shortage = plan_reservation(&[line(a, 1), line(b, 3)], &HashMap::from([(a, 10), (b, 2)]));
+        let shortage =
+            plan_reservation(&[line(a, 1), line(b, 3)], &HashMap::from([(a, 10), (b, 2)]));
         assert_eq!(shortage.map_err(|s| s.product_id), Err(b));
     }
 

@@ -8,13 +8,19 @@ use crate::service::ServiceError;
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> Self {
         match &error {
-            ServiceError::Rejected(rejection) => ApiError::unprocessable(rejection_code(rejection), error.to_string()),
-            ServiceError::SkuTaken(_) => ApiError::new(StatusCode::CONFLICT, "sku_taken", error.to_string()),
+            ServiceError::Rejected(rejection) => {
+                ApiError::unprocessable(rejection_code(rejection), error.to_string())
+            }
+            ServiceError::SkuTaken(_) => {
+                ApiError::new(StatusCode::CONFLICT, "sku_taken", error.to_string())
+            }
             ServiceError::NotFound(what) => ApiError::not_found(what),
-            ServiceError::Db(db) if matches!(db, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)) => {
+            ServiceError::Db(db) if saga_runtime::http::is_unavailable(db) => {
                 ApiError::unavailable(&error)
             }
-            ServiceError::Db(_) | ServiceError::Outbox(_) | ServiceError::StockRace(_) => ApiError::internal(&error),
+            ServiceError::Db(_) | ServiceError::Outbox(_) | ServiceError::StockRace(_) => {
+                ApiError::internal(&error)
+            }
         }
     }
 }

@@ -11,7 +11,9 @@ use super::AppState;
 use crate::domain::{NewProduct, Product};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/products", post(create_product)).route("/products/{id}", get(get_product))
+    Router::new()
+        .route("/products", post(create_product))
+        .route("/products/{id}", get(get_product))
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,9 +67,16 @@ async fn create_product(
         })
         .await?;
     let location = format!("/products/{}", product.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(ProductResponse::from(product))))
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(ProductResponse::from(product)),
+    ))
 }
 
-async fn get_product(State(service): State<AppState>, AppPath(id): AppPath<Uuid>) -> Result<Json<ProductResponse>, ApiError> {
+async fn get_product(
+    State(service): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<ProductResponse>, ApiError> {
     Ok(Json(service.get_product(id).await?.into()))
 }

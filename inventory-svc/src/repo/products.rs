@@ -2,7 +2,8 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, Statement, TryInsertResult,
+    ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, Statement,
+    TryInsertResult,
 };
 use uuid::Uuid;
 
@@ -11,9 +12,17 @@ use crate::domain::Product;
 
 pub trait ProductRepository: Send + Sync + 'static {
     /// Inserts a new product; returns false, changing nothing, if its SKU is taken.
-    fn insert<C: ConnectionTrait>(&self, db: &C, product: &Product) -> impl Future<Output = Result<bool, DbErr>> + Send;
+    fn insert<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        product: &Product,
+    ) -> impl Future<Output = Result<bool, DbErr>> + Send;
 
-    fn find<C: ConnectionTrait>(&self, db: &C, id: Uuid) -> impl Future<Output = Result<Option<Product>, DbErr>> + Send;
+    fn find<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Product>, DbErr>> + Send;
 
     /// Locks the products' rows in ID order and returns what each has available. Products
     /// that do not exist are absent from the map.
@@ -64,18 +73,25 @@ impl ProductRepository for SeaOrmProductRepository {
     }
 
     async fn find<C: ConnectionTrait>(&self, db: &C, id: Uuid) -> Result<Option<Product>, DbErr> {
-        Ok(product::Entity::find_by_id(id).one(db).await?.map(|row| Product {
-            id: row.id,
-            sku: row.sku,
-            name: row.name,
-            price_cents: row.price_cents,
-            available: row.available,
-            reserved: row.reserved,
-            attributes: row.attributes,
-        }))
+        Ok(product::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .map(|row| Product {
+                id: row.id,
+                sku: row.sku,
+                name: row.name,
+                price_cents: row.price_cents,
+                available: row.available,
+                reserved: row.reserved,
+                attributes: row.attributes,
+            }))
     }
 
-    async fn lock_available<C: ConnectionTrait>(&self, db: &C, ids: &[Uuid]) -> Result<HashMap<Uuid, i64>, DbErr> {
+    async fn lock_available<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, i64>, DbErr> {
         let rows = AvailableRow::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT id, available FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
@@ -83,10 +99,18 @@ impl ProductRepository for SeaOrmProductRepository {
         ))
         .all(db)
         .await?;
-        Ok(rows.into_iter().map(|row| (row.id, row.available)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.id, row.available))
+            .collect())
     }
 
-    async fn reserve<C: ConnectionTrait>(&self, db: &C, id: Uuid, quantity: i64) -> Result<bool, DbErr> {
+    async fn reserve<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        id: Uuid,
+        quantity: i64,
+    ) -> Result<bool, DbErr> {
         let result = db
             .execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,

@@ -14,25 +14,54 @@ pub trait ReservationRepository: Send + Sync + 'static {
         order_id: Uuid,
     ) -> impl Future<Output = Result<Option<Reservation>, DbErr>> + Send;
 
-    fn insert<C: ConnectionTrait>(&self, db: &C, reservation: &Reservation) -> impl Future<Output = Result<(), DbErr>> + Send;
+    fn insert<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        reservation: &Reservation,
+    ) -> impl Future<Output = Result<(), DbErr>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SeaOrmReservationRepository;
 
 impl ReservationRepository for SeaOrmReservationRepository {
-    async fn find_for_update<C: ConnectionTrait>(&self, db: &C, order_id: Uuid) -> Result<Option<Reservation>, DbErr> {
-        let Some(row) = reservation::Entity::find_by_id(order_id).lock(LockType::Update).one(db).await? else {
+    async fn find_for_update<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        order_id: Uuid,
+    ) -> Result<Option<Reservation>, DbErr> {
+        let Some(row) = reservation::Entity::find_by_id(order_id)
+            .lock(LockType::Update)
+            .one(db)
+            .await?
+        else {
             return Ok(None);
         };
-        let status = ReservationStatus::parse(&row.status)
-            .ok_or_else(|| DbErr::Custom(format!("order_id={order_id} reservation has unknown status {:?}", row.status)))?;
-        let lines = serde_json::from_value(row.lines)
-            .map_err(|e| DbErr::Custom(format!("order_id={order_id} reservation lines are unreadable: {e}")))?;
-        Ok(Some(Reservation { order_id, saga_id: row.saga_id, status, lines, reason: row.reason }))
+        let status = ReservationStatus::parse(&row.status).ok_or_else(|| {
+            DbErr::Custom(format!(
+                "order_id={order_id} reservation has unknown status {:?}",
+                row.status
+            ))
+        })?;
+        let lines = serde_json::from_value(row.lines).map_err(|e| {
+            DbErr::Custom(format!(
+                "order_id={order_id} reservation lines are unreadable: {e}"
+            ))
+        })?;
+        Ok(Some(Reservation {
+            order_id,
+            saga_id: row.saga_id,
+            status,
+            lines,
+            reason: row.reason,
+        }))
     }
 
-    async fn insert<C: ConnectionTrait>(&self, db: &C, reservation: &Reservation) -> Result<(), DbErr> {
+    async fn insert<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        reservation: &Reservation,
+    ) -> Result<(), DbErr> {
         let lines = serde_json::to_value(&reservation.lines)
             .map_err(|e| DbErr::Custom(format!("reservation lines cannot be encoded: {e}")))?;
         let now = chrono::Utc::now().fixed_offset();

@@ -1,6 +1,6 @@
+use saga_runtime::outbox;
 use sea_orm::TransactionTrait;
 use shared_events::{Envelope, ProductUpserted, SagaEvent};
-use saga_runtime::outbox;
 
 use super::{InventoryService, SOURCE, ServiceError};
 use crate::domain::{NewProduct, Product};

@@ -5,8 +5,8 @@ mod create_product;
 mod queries;
 mod reserve_order;
 
-use sea_orm::{DatabaseConnection, DbErr};
 use saga_runtime::outbox::{OutboxError, OutboxSignal};
+use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::domain::ProductError;
 use crate::repo::{SeaOrmProductRepository, SeaOrmReservationRepository};
@@ -23,8 +23,18 @@ pub struct InventoryService<P = SeaOrmProductRepository, R = SeaOrmReservationRe
 }
 
 impl<P, R> InventoryService<P, R> {
-    pub fn new(db: DatabaseConnection, products: P, reservations: R, outbox_signal: OutboxSignal) -> Self {
-        Self { db, products, reservations, outbox_signal }
+    pub fn new(
+        db: DatabaseConnection,
+        products: P,
+        reservations: R,
+        outbox_signal: OutboxSignal,
+    ) -> Self {
+        Self {
+            db,
+            products,
+            reservations,
+            outbox_signal,
+        }
     }
 }
 

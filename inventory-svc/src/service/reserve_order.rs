@@ -1,7 +1,9 @@
-use sea_orm::TransactionTrait;
-use shared_events::{Envelope, InventoryReservationFailed, InventoryReserved, PaymentSucceeded, SagaEvent};
 use saga_runtime::inbox::{self, Delivery};
 use saga_runtime::outbox;
+use sea_orm::TransactionTrait;
+use shared_events::{
+    Envelope, InventoryReservationFailed, InventoryReserved, PaymentSucceeded, SagaEvent,
+};
 use uuid::Uuid;
 
 use super::{InventoryService, SOURCE, ServiceError};
@@ -12,14 +14,22 @@ impl<P: ProductRepository, R: ReservationRepository> InventoryService<P, R> {
     /// Saga step 3, on `PaymentSucceeded`: reserve every line, all or nothing, and announce
     /// `InventoryReserved`; or reserve nothing and announce `InventoryReservationFailed`,
     /// which makes payments-svc refund.
-    pub async fn reserve_order(&self, event: &Envelope, paid: &PaymentSucceeded) -> Result<(), ServiceError> {
+    pub async fn reserve_order(
+        &self,
+        event: &Envelope,
+        paid: &PaymentSucceeded,
+    ) -> Result<(), ServiceError> {
         let saga_id = event.sagaid.unwrap_or(paid.order_id);
         let txn = self.db.begin().await?;
         if inbox::record(&txn, event).await? == Delivery::Duplicate {
             tracing::debug!("duplicate event ignored");
             return Ok(());
         }
-        if let Some(existing) = self.reservations.find_for_update(&txn, paid.order_id).await? {
+        if let Some(existing) = self
+            .reservations
+            .find_for_update(&txn, paid.order_id)
+            .await?
+        {
             tracing::warn!(order_id = %paid.order_id, status = existing.status.as_str(), "order already has a reservation decision; ignored");
             txn.commit().await?;
             return Ok(());
@@ -34,8 +44,13 @@ impl<P: ProductRepository, R: ReservationRepository> InventoryService<P, R> {
                         return Err(ServiceError::StockRace(product_id));
                     }
                 }
-                let reserved = SagaEvent::InventoryReserved(InventoryReserved { order_id: paid.order_id });
-                (self.reservation(paid, saga_id, ReservationStatus::Reserved, None), reserved)
+                let reserved = SagaEvent::InventoryReserved(InventoryReserved {
+                    order_id: paid.order_id,
+                });
+                (
+                    self.reservation(paid, saga_id, ReservationStatus::Reserved, None),
+                    reserved,
+                )
             }
             Err(shortage) => {
                 let failed = SagaEvent::InventoryReservationFailed(InventoryReservationFailed {
@@ -43,7 +58,15 @@ impl<P: ProductRepository, R: ReservationRepository> InventoryService<P, R> {
                     product_id: shortage.product_id,
                     reason: shortage.to_string(),
                 });
-                (self.reservation(paid, saga_id, ReservationStatus::Rejected, Some(shortage.to_string())), failed)
+                (
+                    self.reservation(
+                        paid,
+                        saga_id,
+                        ReservationStatus::Rejected,
+                        Some(shortage.to_string()),
+                    ),
+                    failed,
+                )
             }
         };
         self.reservations.insert(&txn, &reservation).await?;
@@ -61,6 +84,12 @@ impl<P: ProductRepository, R: ReservationRepository> InventoryService<P, R> {
         status: ReservationStatus,
         reason: Option<String>,
     ) -> Reservation {
-        Reservation { order_id: paid.order_id, saga_id, status, lines: paid.items.clone(), reason }
+        Reservation {
+            order_id: paid.order_id,
+            saga_id,
+            status,
+            lines: paid.items.clone(),
+            reason,
+        }
     }
 }

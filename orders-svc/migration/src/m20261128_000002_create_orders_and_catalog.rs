@@ -51,7 +51,9 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .get_connection()
-            .execute_unprepared("DROP TABLE order_items; DROP TABLE orders; DROP TABLE catalog_products;")
+            .execute_unprepared(
+                "DROP TABLE order_items; DROP TABLE orders; DROP TABLE catalog_products;",
+            )
             .await
             .map(|_| ())
     }

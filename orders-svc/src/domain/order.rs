@@ -141,7 +141,9 @@ impl Order {
                 .price_cents
                 .checked_mul(i64::from(line.quantity))
                 .ok_or(PlaceOrderError::TotalOverflow)?;
-            total = total.checked_add(line_total).ok_or(PlaceOrderError::TotalOverflow)?;
+            total = total
+                .checked_add(line_total)
+                .ok_or(PlaceOrderError::TotalOverflow)?;
             lines.push(OrderLine {
                 product_id: line.product_id,
                 quantity: line.quantity,
@@ -176,7 +178,11 @@ impl Order {
 
     fn finish(&mut self, to: OrderStatus, reason: Option<&str>) -> Result<(), TransitionError> {
         if self.status != OrderStatus::PendingPayment {
-            return Err(TransitionError { order_id: self.id, from: self.status, to });
+            return Err(TransitionError {
+                order_id: self.id,
+                from: self.status,
+                to,
+            });
         }
         self.status = to;
         self.failure_reason = reason.map(str::to_owned);
@@ -191,13 +197,28 @@ mod tests {
     fn catalog(prices: &[(Uuid, i64)]) -> HashMap<Uuid, PricedProduct> {
         prices
             .iter()
-            .map(|&(product_id, price_cents)| (product_id, PricedProduct { product_id, price_cents }))
+            .map(|&(product_id, price_cents)| {
+                (
+                    product_id,
+                    PricedProduct {
+                        product_id,
+                        price_cents,
+                    },
+                )
+            })
             .collect()
     }
 
     fn pending() -> Result<Order, PlaceOrderError> {
         let product = Uuid::now_v7();
-        Order::place(Uuid::now_v7(), &[LineRequest { product_id: product, quantity: 1 }], &catalog(&[(product, 5)]))
+        Order::place(
+            Uuid::now_v7(),
+            &[LineRequest {
+                product_id: product,
+                quantity: 1,
+            }],
+            &catalog(&[(product, 5)]),
+        )
     }
 
     #[test]
@@ -205,7 +226,16 @@ mod tests {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let order = Order::place(
             Uuid::now_v7(),
-            &[LineRequest { product_id: a, quantity: 2 }, LineRequest { product_id: b, quantity: 3 }],
+            &[
+                LineRequest {
+                    product_id: a,
+                    quantity: 2,
+                },
+                LineRequest {
+                    product_id: b,
+                    quantity: 3,
+                },
+            ],
             &catalog(&[(a, 1250), (b, 100)]),
         )?;
         assert_eq!(order.status, OrderStatus::PendingPayment);
@@ -220,15 +250,33 @@ mod tests {
         let known = Uuid::now_v7();
         let unknown = Uuid::now_v7();
         let prices = catalog(&[(known, 10), (Uuid::nil(), i64::MAX)]);
-        let line = |product_id, quantity| LineRequest { product_id, quantity };
+        let line = |product_id, quantity| LineRequest {
+            product_id,
+            quantity,
+        };
         let cases = [
             (vec![], PlaceOrderError::NoItems),
-            (vec![line(known, 0)], PlaceOrderError::InvalidQuantity(known)),
-            (vec![line(known, MAX_QUANTITY + 1)], PlaceOrderError::InvalidQuantity(known)),
-            (vec![line(known, 1), line(known, 2)], PlaceOrderError::DuplicateProduct(known)),
-            (vec![line(unknown, 1)], PlaceOrderError::UnknownProduct(unknown)),
+            (
+                vec![line(known, 0)],
+                PlaceOrderError::InvalidQuantity(known),
+            ),
+            (
+                vec![line(known, MAX_QUANTITY + 1)],
+                PlaceOrderError::InvalidQuantity(known),
+            ),
+            (
+                vec![line(known, 1), line(known, 2)],
+                PlaceOrderError::DuplicateProduct(known),
+            ),
+            (
+                vec![line(unknown, 1)],
+                PlaceOrderError::UnknownProduct(unknown),
+            ),
             (vec![line(Uuid::nil(), 2)], PlaceOrderError::TotalOverflow),
-            (vec![line(known, 1); MAX_LINES + 1], PlaceOrderError::TooManyItems),
+            (
+                vec![line(known, 1); MAX_LINES + 1],
+                PlaceOrderError::TooManyItems,
+            ),
         ];
         for (lines, expected) in cases {
             assert_eq!(Order::place(Uuid::now_v7(), &lines, &prices), Err(expected));
@@ -236,7 +284,8 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_order_reaches_exactly_one_terminal_status() -> Result<(), Box<dyn std::error::Error>> {
+    fn a_pending_order_reaches_exactly_one_terminal_status()
+    -> Result<(), Box<dyn std::error::Error>> {
         let mut order = pending()?;
         order.confirm()?;
         assert_eq!(order.status, OrderStatus::Confirmed);
@@ -253,7 +302,10 @@ mod tests {
         let mut by_payment = pending()?;
         by_payment.fail_payment("insufficient funds")?;
         assert_eq!(by_payment.status, OrderStatus::FailedPayment);
-        assert_eq!(by_payment.failure_reason.as_deref(), Some("insufficient funds"));
+        assert_eq!(
+            by_payment.failure_reason.as_deref(),
+            Some("insufficient funds")
+        );
 
         let mut by_inventory = pending()?;
         by_inventory.fail_inventory("out of stock")?;

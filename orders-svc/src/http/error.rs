@@ -7,9 +7,13 @@ use crate::service::ServiceError;
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> Self {
         match &error {
-            ServiceError::Rejected(rejection) => ApiError::unprocessable(rejection_code(rejection), rejection.to_string()),
+            ServiceError::Rejected(rejection) => {
+                ApiError::unprocessable(rejection_code(rejection), rejection.to_string())
+            }
             ServiceError::NotFound(what) => ApiError::not_found(what),
-            ServiceError::Db(db) if is_unavailable(db) => ApiError::unavailable(&error),
+            ServiceError::Db(db) if saga_runtime::http::is_unavailable(db) => {
+                ApiError::unavailable(&error)
+            }
             ServiceError::Db(_) | ServiceError::Outbox(_) => ApiError::internal(&error),
         }
     }
@@ -30,9 +34,4 @@ fn rejection_code(rejection: &PlaceOrderError) -> &'static str {
         PlaceOrderError::UnknownProduct(_) => "unknown_product",
         PlaceOrderError::TotalOverflow => "total_overflow",
     }
-}
-
-/// Pool exhaustion and lost connections are worth a retry (503), unlike a failed query.
-fn is_unavailable(error: &sea_orm::DbErr) -> bool {
-    matches!(error, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_))
 }

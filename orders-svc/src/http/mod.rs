@@ -14,5 +14,8 @@ use crate::service::OrdersService;
 pub type AppState = Arc<OrdersService>;
 
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(orders::router()).merge(catalog::router()).with_state(state)
+    Router::new()
+        .merge(orders::router())
+        .merge(catalog::router())
+        .with_state(state)
 }

@@ -12,7 +12,9 @@ use crate::domain::{LineRequest, Order};
 use crate::service::PlaceOrder;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/orders", post(place_order)).route("/orders/{id}", get(get_order))
+    Router::new()
+        .route("/orders", post(place_order))
+        .route("/orders/{id}", get(get_order))
 }
 
 /// `POST /orders` body. Prices are never accepted from the client.
@@ -70,7 +72,12 @@ async fn place_order(
             quantity: u32::try_from(item.quantity).unwrap_or(0),
         })
         .collect();
-    let order = service.place_order(PlaceOrder { customer_id: request.customer_id, lines }).await?;
+    let order = service
+        .place_order(PlaceOrder {
+            customer_id: request.customer_id,
+            lines,
+        })
+        .await?;
     let location = format!("/orders/{}", order.id);
     let body = OrderAccepted {
         id: order.id,
@@ -78,10 +85,17 @@ async fn place_order(
         status: order.status.as_str(),
         total_cents: order.total_cents,
     };
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)))
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(body),
+    ))
 }
 
-async fn get_order(State(service): State<AppState>, AppPath(id): AppPath<Uuid>) -> Result<Json<OrderResponse>, ApiError> {
+async fn get_order(
+    State(service): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<OrderResponse>, ApiError> {
     let order = service.get_order(id).await?;
     Ok(Json(OrderResponse::from(order)))
 }

@@ -2,7 +2,9 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, Statement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, Statement,
+};
 use uuid::Uuid;
 
 use super::entity::catalog_product;
@@ -27,10 +29,18 @@ pub trait CatalogRepository: Send + Sync + 'static {
         product_ids: &[Uuid],
     ) -> impl Future<Output = Result<HashMap<Uuid, PricedProduct>, DbErr>> + Send;
 
-    fn find<C: ConnectionTrait>(&self, db: &C, product_id: Uuid) -> impl Future<Output = Result<Option<CatalogProduct>, DbErr>> + Send;
+    fn find<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        product_id: Uuid,
+    ) -> impl Future<Output = Result<Option<CatalogProduct>, DbErr>> + Send;
 
     /// Stores `product` unless the replica already holds a newer version of it.
-    fn upsert<C: ConnectionTrait>(&self, db: &C, product: &CatalogProduct) -> impl Future<Output = Result<(), DbErr>> + Send;
+    fn upsert<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        product: &CatalogProduct,
+    ) -> impl Future<Output = Result<(), DbErr>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -48,21 +58,40 @@ impl CatalogRepository for SeaOrmCatalogRepository {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|row| (row.product_id, PricedProduct { product_id: row.product_id, price_cents: row.price_cents }))
+            .map(|row| {
+                (
+                    row.product_id,
+                    PricedProduct {
+                        product_id: row.product_id,
+                        price_cents: row.price_cents,
+                    },
+                )
+            })
             .collect())
     }
 
-    async fn find<C: ConnectionTrait>(&self, db: &C, product_id: Uuid) -> Result<Option<CatalogProduct>, DbErr> {
-        Ok(catalog_product::Entity::find_by_id(product_id).one(db).await?.map(|row| CatalogProduct {
-            product_id: row.product_id,
-            sku: row.sku,
-            name: row.name,
-            price_cents: row.price_cents,
-            source_time: row.source_time.with_timezone(&Utc),
-        }))
+    async fn find<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        product_id: Uuid,
+    ) -> Result<Option<CatalogProduct>, DbErr> {
+        Ok(catalog_product::Entity::find_by_id(product_id)
+            .one(db)
+            .await?
+            .map(|row| CatalogProduct {
+                product_id: row.product_id,
+                sku: row.sku,
+                name: row.name,
+                price_cents: row.price_cents,
+                source_time: row.source_time.with_timezone(&Utc),
+            }))
     }
 
-    async fn upsert<C: ConnectionTrait>(&self, db: &C, product: &CatalogProduct) -> Result<(), DbErr> {
+    async fn upsert<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        product: &CatalogProduct,
+    ) -> Result<(), DbErr> {
         db.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "INSERT INTO catalog_products (product_id, sku, name, price_cents, source_time) \

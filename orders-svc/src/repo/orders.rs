@@ -12,9 +12,17 @@ use crate::domain::{Order, OrderLine, OrderStatus};
 
 /// Stores and loads [`Order`]s with their lines.
 pub trait OrderRepository: Send + Sync + 'static {
-    fn insert<C: ConnectionTrait>(&self, db: &C, order: &Order) -> impl Future<Output = Result<(), DbErr>> + Send;
+    fn insert<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        order: &Order,
+    ) -> impl Future<Output = Result<(), DbErr>> + Send;
 
-    fn find<C: ConnectionTrait>(&self, db: &C, id: Uuid) -> impl Future<Output = Result<Option<Order>, DbErr>> + Send;
+    fn find<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Order>, DbErr>> + Send;
 
     /// Loads the order and locks its row until the transaction ends, so concurrent events of
     /// one saga apply one after the other.
@@ -25,7 +33,11 @@ pub trait OrderRepository: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Order>, DbErr>> + Send;
 
     /// Writes the order's status and failure reason.
-    fn update_status<C: ConnectionTrait>(&self, db: &C, order: &Order) -> impl Future<Output = Result<(), DbErr>> + Send;
+    fn update_status<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        order: &Order,
+    ) -> impl Future<Output = Result<(), DbErr>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,24 +58,40 @@ impl OrderRepository for SeaOrmOrderRepository {
         })
         .exec_without_returning(db)
         .await?;
-        let items = order.lines.iter().zip(1..).map(|(line, line_no)| order_item::ActiveModel {
-            order_id: Set(order.id),
-            line_no: Set(line_no),
-            product_id: Set(line.product_id),
-            quantity: Set(i32::try_from(line.quantity).unwrap_or(i32::MAX)),
-            unit_price_cents: Set(line.unit_price_cents),
-        });
-        order_item::Entity::insert_many(items).exec_without_returning(db).await?;
+        let items = order
+            .lines
+            .iter()
+            .zip(1..)
+            .map(|(line, line_no)| order_item::ActiveModel {
+                order_id: Set(order.id),
+                line_no: Set(line_no),
+                product_id: Set(line.product_id),
+                quantity: Set(i32::try_from(line.quantity).unwrap_or(i32::MAX)),
+                unit_price_cents: Set(line.unit_price_cents),
+            });
+        order_item::Entity::insert_many(items)
+            .exec_without_returning(db)
+            .await?;
         Ok(())
     }
 
     async fn find<C: ConnectionTrait>(&self, db: &C, id: Uuid) -> Result<Option<Order>, DbErr> {
-        let Some(model) = order::Entity::find_by_id(id).one(db).await? else { return Ok(None) };
+        let Some(model) = order::Entity::find_by_id(id).one(db).await? else {
+            return Ok(None);
+        };
         load_lines(db, model).await.map(Some)
     }
 
-    async fn find_for_update<C: ConnectionTrait>(&self, db: &C, id: Uuid) -> Result<Option<Order>, DbErr> {
-        let Some(model) = order::Entity::find_by_id(id).lock(LockType::Update).one(db).await? else {
+    async fn find_for_update<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        id: Uuid,
+    ) -> Result<Option<Order>, DbErr> {
+        let Some(model) = order::Entity::find_by_id(id)
+            .lock(LockType::Update)
+            .one(db)
+            .await?
+        else {
             return Ok(None);
         };
         load_lines(db, model).await.map(Some)
@@ -90,8 +118,12 @@ async fn load_lines<C: ConnectionTrait>(db: &C, model: order::Model) -> Result<O
         .order_by_asc(order_item::Column::LineNo)
         .all(db)
         .await?;
-    let status = OrderStatus::parse(&model.status)
-        .ok_or_else(|| DbErr::Custom(format!("order_id={} has unknown status {:?}", model.id, model.status)))?;
+    let status = OrderStatus::parse(&model.status).ok_or_else(|| {
+        DbErr::Custom(format!(
+            "order_id={} has unknown status {:?}",
+            model.id, model.status
+        ))
+    })?;
     Ok(Order {
         id: model.id,
         saga_id: model.saga_id,

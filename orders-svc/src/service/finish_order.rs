@@ -1,10 +1,10 @@
 //! Saga step 5: the events that end an order's saga. Each is applied once (inbox), moves the
 //! order to a terminal status and announces it (`OrderConfirmed` or `OrderFailed`).
 
-use sea_orm::TransactionTrait;
-use shared_events::{Envelope, OrderConfirmed, OrderFailed, SagaEvent};
 use saga_runtime::inbox::{self, Delivery};
 use saga_runtime::outbox;
+use sea_orm::TransactionTrait;
+use shared_events::{Envelope, OrderConfirmed, OrderFailed, SagaEvent};
 use uuid::Uuid;
 
 use super::{OrdersService, SOURCE, ServiceError};
@@ -13,19 +13,35 @@ use crate::repo::{CatalogRepository, OrderRepository};
 
 impl<O: OrderRepository, C: CatalogRepository> OrdersService<O, C> {
     /// `InventoryReserved`: paid and reserved, so the order is `CONFIRMED`.
-    pub async fn on_inventory_reserved(&self, event: &Envelope, order_id: Uuid) -> Result<(), ServiceError> {
+    pub async fn on_inventory_reserved(
+        &self,
+        event: &Envelope,
+        order_id: Uuid,
+    ) -> Result<(), ServiceError> {
         self.finish_order(event, order_id, Order::confirm).await
     }
 
     /// `PaymentFailed`: nothing was charged, so the order is `FAILED_PAYMENT` at once.
-    pub async fn on_payment_failed(&self, event: &Envelope, order_id: Uuid, reason: &str) -> Result<(), ServiceError> {
-        self.finish_order(event, order_id, |order| order.fail_payment(reason)).await
+    pub async fn on_payment_failed(
+        &self,
+        event: &Envelope,
+        order_id: Uuid,
+        reason: &str,
+    ) -> Result<(), ServiceError> {
+        self.finish_order(event, order_id, |order| order.fail_payment(reason))
+            .await
     }
 
     /// `PaymentRefunded`: the compensation for a failed reservation has committed, so the
     /// order can now say `FAILED_INVENTORY` with the money already back.
-    pub async fn on_payment_refunded(&self, event: &Envelope, order_id: Uuid, reason: &str) -> Result<(), ServiceError> {
-        self.finish_order(event, order_id, |order| order.fail_inventory(reason)).await
+    pub async fn on_payment_refunded(
+        &self,
+        event: &Envelope,
+        order_id: Uuid,
+        reason: &str,
+    ) -> Result<(), ServiceError> {
+        self.finish_order(event, order_id, |order| order.fail_inventory(reason))
+            .await
     }
 
     async fn finish_order(
@@ -61,9 +77,10 @@ impl<O: OrderRepository, C: CatalogRepository> OrdersService<O, C> {
 
 fn terminal_event(order: &Order) -> Envelope {
     let event = match order.status {
-        OrderStatus::Confirmed => {
-            SagaEvent::OrderConfirmed(OrderConfirmed { order_id: order.id, total_cents: order.total_cents })
-        }
+        OrderStatus::Confirmed => SagaEvent::OrderConfirmed(OrderConfirmed {
+            order_id: order.id,
+            total_cents: order.total_cents,
+        }),
         status => SagaEvent::OrderFailed(OrderFailed {
             order_id: order.id,
             status: status.as_str().to_owned(),

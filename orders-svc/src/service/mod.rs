@@ -6,8 +6,8 @@ mod on_product_upserted;
 mod place_order;
 mod queries;
 
-use sea_orm::{DatabaseConnection, DbErr};
 use saga_runtime::outbox::{OutboxError, OutboxSignal};
+use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::domain::PlaceOrderError;
 use crate::repo::{SeaOrmCatalogRepository, SeaOrmOrderRepository};
@@ -27,7 +27,12 @@ pub struct OrdersService<O = SeaOrmOrderRepository, C = SeaOrmCatalogRepository>
 
 impl<O, C> OrdersService<O, C> {
     pub fn new(db: DatabaseConnection, orders: O, catalog: C, outbox_signal: OutboxSignal) -> Self {
-        Self { db, orders, catalog, outbox_signal }
+        Self {
+            db,
+            orders,
+            catalog,
+            outbox_signal,
+        }
     }
 }
 

@@ -1,13 +1,17 @@
+use saga_runtime::inbox::{self, Delivery};
 use sea_orm::TransactionTrait;
 use shared_events::{Envelope, ProductUpserted};
-use saga_runtime::inbox::{self, Delivery};
 
 use super::{OrdersService, ServiceError};
 use crate::repo::{CatalogProduct, CatalogRepository, OrderRepository};
 
 impl<O: OrderRepository, C: CatalogRepository> OrdersService<O, C> {
     /// Keeps the catalog replica current: prices for new orders come from here.
-    pub async fn on_product_upserted(&self, event: &Envelope, product: &ProductUpserted) -> Result<(), ServiceError> {
+    pub async fn on_product_upserted(
+        &self,
+        event: &Envelope,
+        product: &ProductUpserted,
+    ) -> Result<(), ServiceError> {
         let txn = self.db.begin().await?;
         if inbox::record(&txn, event).await? == Delivery::Duplicate {
             return Ok(());

@@ -1,6 +1,6 @@
+use saga_runtime::outbox;
 use sea_orm::TransactionTrait;
 use shared_events::{Envelope, OrderCreated, OrderLine as EventLine, SagaEvent};
-use saga_runtime::outbox;
 use uuid::Uuid;
 
 use super::{OrdersService, SOURCE, ServiceError};

@@ -12,7 +12,10 @@ pub enum AccountError {
     #[error("balance_cents must not be negative")]
     NegativeBalance,
     #[error("insufficient funds: balance {balance_cents}, needed {amount_cents}")]
-    InsufficientFunds { balance_cents: i64, amount_cents: i64 },
+    InsufficientFunds {
+        balance_cents: i64,
+        amount_cents: i64,
+    },
     #[error("amount_cents must not be negative")]
     NegativeAmount,
     #[error("the balance would overflow")]
@@ -25,7 +28,10 @@ impl Account {
         if balance_cents < 0 {
             return Err(AccountError::NegativeBalance);
         }
-        Ok(Self { customer_id, balance_cents })
+        Ok(Self {
+            customer_id,
+            balance_cents,
+        })
     }
 
     /// Takes `amount_cents` if the balance covers it; otherwise changes nothing.
@@ -34,7 +40,10 @@ impl Account {
             return Err(AccountError::NegativeAmount);
         }
         if self.balance_cents < amount_cents {
-            return Err(AccountError::InsufficientFunds { balance_cents: self.balance_cents, amount_cents });
+            return Err(AccountError::InsufficientFunds {
+                balance_cents: self.balance_cents,
+                amount_cents,
+            });
         }
         self.balance_cents -= amount_cents;
         Ok(())
@@ -45,7 +54,10 @@ impl Account {
         if amount_cents < 0 {
             return Err(AccountError::NegativeAmount);
         }
-        self.balance_cents = self.balance_cents.checked_add(amount_cents).ok_or(AccountError::Overflow)?;
+        self.balance_cents = self
+            .balance_cents
+            .checked_add(amount_cents)
+            .ok_or(AccountError::Overflow)?;
         Ok(())
     }
 }

@@ -22,9 +22,13 @@ impl PaymentStatus {
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [PaymentStatus::Charged, PaymentStatus::Declined, PaymentStatus::Refunded]
-            .into_iter()
-            .find(|status| status.as_str() == value)
+        [
+            PaymentStatus::Charged,
+            PaymentStatus::Declined,
+            PaymentStatus::Refunded,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == value)
     }
 }
 
@@ -67,11 +71,16 @@ pub fn charge(
         reason,
     };
     let Some(account) = account else {
-        return ChargeOutcome::Declined(payment(PaymentStatus::Declined, Some(format!("no account for customer {customer_id}"))));
+        return ChargeOutcome::Declined(payment(
+            PaymentStatus::Declined,
+            Some(format!("no account for customer {customer_id}")),
+        ));
     };
     match account.debit(amount_cents) {
         Ok(()) => ChargeOutcome::Charged(payment(PaymentStatus::Charged, None)),
-        Err(declined) => ChargeOutcome::Declined(payment(PaymentStatus::Declined, Some(declined.to_string()))),
+        Err(declined) => {
+            ChargeOutcome::Declined(payment(PaymentStatus::Declined, Some(declined.to_string())))
+        }
     }
 }
 
@@ -92,7 +101,9 @@ impl Payment {
             PaymentStatus::Charged => {
                 self.status = PaymentStatus::Refunded;
                 self.reason = Some(reason.to_owned());
-                RefundOutcome::Refund { amount_cents: self.amount_cents }
+                RefundOutcome::Refund {
+                    amount_cents: self.amount_cents,
+                }
             }
             PaymentStatus::Refunded => RefundOutcome::AlreadyRefunded,
             PaymentStatus::Declined => RefundOutcome::NothingCharged,
@@ -106,25 +117,49 @@ mod tests {
     use crate::domain::AccountError;
 
     fn account(balance_cents: i64) -> Account {
-        Account { customer_id: Uuid::now_v7(), balance_cents }
+        Account {
+            customer_id: Uuid::now_v7(),
+            balance_cents,
+        }
     }
 
     #[test]
     fn a_covered_charge_debits_the_account() {
         let mut acc = account(1000);
-        let outcome = charge(Some(&mut acc), Uuid::now_v7(), Uuid::now_v7(), acc.customer_id, 400);
-        assert!(matches!(outcome, ChargeOutcome::Charged(ref p) if p.status == PaymentStatus::Charged));
+        let customer = acc.customer_id;
+        let outcome = charge(
+            Some(&mut acc),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            customer,
+            400,
+        );
+        assert!(
+            matches!(outcome, ChargeOutcome::Charged(ref p) if p.status == PaymentStatus::Charged)
+        );
         assert_eq!(acc.balance_cents, 600);
     }
 
     #[test]
     fn an_uncovered_charge_is_declined_and_takes_nothing() {
         let mut acc = account(100);
-        let outcome = charge(Some(&mut acc), Uuid::now_v7(), Uuid::now_v7(), acc.customer_id, 101);
+        let customer = acc.customer_id;
+        let outcome = charge(
+            Some(&mut acc),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            customer,
+            101,
+        );
         match outcome {
             ChargeOutcome::Declined(payment) => {
                 assert_eq!(payment.status, PaymentStatus::Declined);
-                assert!(payment.reason.unwrap_or_default().contains("insufficient funds"));
+                assert!(
+                    payment
+                        .reason
+                        .unwrap_or_default()
+                        .contains("insufficient funds")
+                );
             }
             ChargeOutcome::Charged(_) => panic!("an uncovered charge must be declined"),
         }
@@ -140,23 +175,43 @@ mod tests {
     #[test]
     fn refunding_is_idempotent_and_never_refunds_a_declined_payment() {
         let mut acc = account(500);
-        let ChargeOutcome::Charged(mut payment) = charge(Some(&mut acc), Uuid::now_v7(), Uuid::now_v7(), acc.customer_id, 500)
-        else {
+        let customer = acc.customer_id;
+        let ChargeOutcome::Charged(mut payment) = charge(
+            Some(&mut acc),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            customer,
+            500,
+        ) else {
             panic!("a covered charge must succeed");
         };
-        assert_eq!(payment.refund("out of stock"), RefundOutcome::Refund { amount_cents: 500 });
-        assert_eq!(payment.refund("out of stock"), RefundOutcome::AlreadyRefunded);
+        assert_eq!(
+            payment.refund("out of stock"),
+            RefundOutcome::Refund { amount_cents: 500 }
+        );
+        assert_eq!(
+            payment.refund("out of stock"),
+            RefundOutcome::AlreadyRefunded
+        );
         assert_eq!(payment.status, PaymentStatus::Refunded);
 
-        let ChargeOutcome::Declined(mut declined) = charge(None, Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), 5) else {
+        let ChargeOutcome::Declined(mut declined) =
+            charge(None, Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), 5)
+        else {
             panic!("no account must decline");
         };
-        assert_eq!(declined.refund("out of stock"), RefundOutcome::NothingCharged);
+        assert_eq!(
+            declined.refund("out of stock"),
+            RefundOutcome::NothingCharged
+        );
     }
 
     #[test]
     fn accounts_reject_negative_amounts_and_balances() {
-        assert_eq!(Account::open(Uuid::now_v7(), -1), Err(AccountError::NegativeBalance));
+        assert_eq!(
+            Account::open(Uuid::now_v7(), -1),
+            Err(AccountError::NegativeBalance)
+        );
         let mut acc = account(10);
         assert_eq!(acc.debit(-5), Err(AccountError::NegativeAmount));
         assert_eq!(acc.credit(-5), Err(AccountError::NegativeAmount));

@@ -11,7 +11,9 @@ use super::AppState;
 use crate::domain::Account;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/accounts", post(create_account)).route("/accounts/{customer_id}", get(get_account))
+    Router::new()
+        .route("/accounts", post(create_account))
+        .route("/accounts/{customer_id}", get(get_account))
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,7 +31,10 @@ pub struct AccountResponse {
 
 impl From<Account> for AccountResponse {
     fn from(account: Account) -> Self {
-        Self { customer_id: account.customer_id, balance_cents: account.balance_cents }
+        Self {
+            customer_id: account.customer_id,
+            balance_cents: account.balance_cents,
+        }
     }
 }
 
@@ -37,9 +42,15 @@ async fn create_account(
     State(service): State<AppState>,
     AppJson(request): AppJson<CreateAccountRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let account = service.create_account(request.customer_id, request.balance_cents).await?;
+    let account = service
+        .create_account(request.customer_id, request.balance_cents)
+        .await?;
     let location = format!("/accounts/{}", account.customer_id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(AccountResponse::from(account))))
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(AccountResponse::from(account)),
+    ))
 }
 
 async fn get_account(

@@ -11,10 +11,14 @@ impl From<ServiceError> for ApiError {
             ServiceError::Rejected(AccountError::NegativeBalance) => {
                 ApiError::unprocessable("negative_balance", error.to_string())
             }
-            ServiceError::Rejected(_) => ApiError::unprocessable("invalid_amount", error.to_string()),
-            ServiceError::AccountExists(_) => ApiError::new(StatusCode::CONFLICT, "account_exists", error.to_string()),
+            ServiceError::Rejected(_) => {
+                ApiError::unprocessable("invalid_amount", error.to_string())
+            }
+            ServiceError::AccountExists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "account_exists", error.to_string())
+            }
             ServiceError::NotFound(what) => ApiError::not_found(what),
-            ServiceError::Db(db) if matches!(db, sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)) => {
+            ServiceError::Db(db) if saga_runtime::http::is_unavailable(db) => {
                 ApiError::unavailable(&error)
             }
             ServiceError::Db(_) | ServiceError::Outbox(_) => ApiError::internal(&error),

@@ -1,7 +1,10 @@
 use std::future::Future;
 
 use sea_orm::sea_query::LockType;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, TryInsertResult};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    TryInsertResult,
+};
 use uuid::Uuid;
 
 use super::entity::account;
@@ -9,9 +12,17 @@ use crate::domain::Account;
 
 pub trait AccountRepository: Send + Sync + 'static {
     /// Inserts a new account; returns false, changing nothing, if the customer has one.
-    fn create<C: ConnectionTrait>(&self, db: &C, account: &Account) -> impl Future<Output = Result<bool, DbErr>> + Send;
+    fn create<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        account: &Account,
+    ) -> impl Future<Output = Result<bool, DbErr>> + Send;
 
-    fn find<C: ConnectionTrait>(&self, db: &C, customer_id: Uuid) -> impl Future<Output = Result<Option<Account>, DbErr>> + Send;
+    fn find<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        customer_id: Uuid,
+    ) -> impl Future<Output = Result<Option<Account>, DbErr>> + Send;
 
     /// Loads the account and locks it until the transaction ends: concurrent charges to one
     /// customer queue here, so each sees the balance the previous one left.
@@ -21,7 +32,11 @@ pub trait AccountRepository: Send + Sync + 'static {
         customer_id: Uuid,
     ) -> impl Future<Output = Result<Option<Account>, DbErr>> + Send;
 
-    fn update_balance<C: ConnectionTrait>(&self, db: &C, account: &Account) -> impl Future<Output = Result<(), DbErr>> + Send;
+    fn update_balance<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        account: &Account,
+    ) -> impl Future<Output = Result<(), DbErr>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,15 +57,34 @@ impl AccountRepository for SeaOrmAccountRepository {
         Ok(matches!(inserted, TryInsertResult::Inserted(1)))
     }
 
-    async fn find<C: ConnectionTrait>(&self, db: &C, customer_id: Uuid) -> Result<Option<Account>, DbErr> {
-        Ok(account::Entity::find_by_id(customer_id).one(db).await?.map(to_domain))
+    async fn find<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        customer_id: Uuid,
+    ) -> Result<Option<Account>, DbErr> {
+        Ok(account::Entity::find_by_id(customer_id)
+            .one(db)
+            .await?
+            .map(to_domain))
     }
 
-    async fn find_for_update<C: ConnectionTrait>(&self, db: &C, customer_id: Uuid) -> Result<Option<Account>, DbErr> {
-        Ok(account::Entity::find_by_id(customer_id).lock(LockType::Update).one(db).await?.map(to_domain))
+    async fn find_for_update<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        customer_id: Uuid,
+    ) -> Result<Option<Account>, DbErr> {
+        Ok(account::Entity::find_by_id(customer_id)
+            .lock(LockType::Update)
+            .one(db)
+            .await?
+            .map(to_domain))
     }
 
-    async fn update_balance<C: ConnectionTrait>(&self, db: &C, account: &Account) -> Result<(), DbErr> {
+    async fn update_balance<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        account: &Account,
+    ) -> Result<(), DbErr> {
         account::Entity::update_many()
             .set(account::ActiveModel {
                 balance_cents: Set(account.balance_cents),
@@ -65,5 +99,8 @@ impl AccountRepository for SeaOrmAccountRepository {
 }
 
 fn to_domain(model: account::Model) -> Account {
-    Account { customer_id: model.customer_id, balance_cents: model.balance_cents }
+    Account {
+        customer_id: model.customer_id,
+        balance_cents: model.balance_cents,
+    }
 }

@@ -1,7 +1,9 @@
 use std::future::Future;
 
 use sea_orm::sea_query::LockType;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+};
 use uuid::Uuid;
 
 use super::entity::payment;
@@ -15,16 +17,28 @@ pub trait PaymentRepository: Send + Sync + 'static {
         order_id: Uuid,
     ) -> impl Future<Output = Result<Option<Payment>, DbErr>> + Send;
 
-    fn insert<C: ConnectionTrait>(&self, db: &C, payment: &Payment) -> impl Future<Output = Result<(), DbErr>> + Send;
+    fn insert<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        payment: &Payment,
+    ) -> impl Future<Output = Result<(), DbErr>> + Send;
 
-    fn update_status<C: ConnectionTrait>(&self, db: &C, payment: &Payment) -> impl Future<Output = Result<(), DbErr>> + Send;
+    fn update_status<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        payment: &Payment,
+    ) -> impl Future<Output = Result<(), DbErr>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SeaOrmPaymentRepository;
 
 impl PaymentRepository for SeaOrmPaymentRepository {
-    async fn find_by_order_for_update<C: ConnectionTrait>(&self, db: &C, order_id: Uuid) -> Result<Option<Payment>, DbErr> {
+    async fn find_by_order_for_update<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        order_id: Uuid,
+    ) -> Result<Option<Payment>, DbErr> {
         payment::Entity::find()
             .filter(payment::Column::OrderId.eq(order_id))
             .lock(LockType::Update)
@@ -52,7 +66,11 @@ impl PaymentRepository for SeaOrmPaymentRepository {
         Ok(())
     }
 
-    async fn update_status<C: ConnectionTrait>(&self, db: &C, payment: &Payment) -> Result<(), DbErr> {
+    async fn update_status<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        payment: &Payment,
+    ) -> Result<(), DbErr> {
         payment::Entity::update_many()
             .set(payment::ActiveModel {
                 status: Set(payment.status.as_str().to_owned()),
@@ -68,8 +86,12 @@ impl PaymentRepository for SeaOrmPaymentRepository {
 }
 
 fn to_domain(model: payment::Model) -> Result<Payment, DbErr> {
-    let status = PaymentStatus::parse(&model.status)
-        .ok_or_else(|| DbErr::Custom(format!("payment_id={} has unknown status {:?}", model.id, model.status)))?;
+    let status = PaymentStatus::parse(&model.status).ok_or_else(|| {
+        DbErr::Custom(format!(
+            "payment_id={} has unknown status {:?}",
+            model.id, model.status
+        ))
+    })?;
     Ok(Payment {
         id: model.id,
         order_id: model.order_id,

@@ -1,7 +1,7 @@
-use sea_orm::TransactionTrait;
-use shared_events::{Envelope, OrderCreated, PaymentFailed, PaymentSucceeded, SagaEvent};
 use saga_runtime::inbox::{self, Delivery};
 use saga_runtime::outbox;
+use sea_orm::TransactionTrait;
+use shared_events::{Envelope, OrderCreated, PaymentFailed, PaymentSucceeded, SagaEvent};
 
 use super::{PaymentsService, SOURCE, ServiceError};
 use crate::domain::{self, ChargeOutcome};
@@ -10,21 +10,38 @@ use crate::repo::{AccountRepository, PaymentRepository};
 impl<A: AccountRepository, P: PaymentRepository> PaymentsService<A, P> {
     /// Saga step 2, on `OrderCreated`: debit the customer if the balance covers the total and
     /// announce `PaymentSucceeded`; otherwise record the decline and announce `PaymentFailed`.
-    pub async fn charge_order(&self, event: &Envelope, order: &OrderCreated) -> Result<(), ServiceError> {
+    pub async fn charge_order(
+        &self,
+        event: &Envelope,
+        order: &OrderCreated,
+    ) -> Result<(), ServiceError> {
         let saga_id = event.sagaid.unwrap_or(order.order_id);
         let txn = self.db.begin().await?;
         if inbox::record(&txn, event).await? == Delivery::Duplicate {
             tracing::debug!("duplicate event ignored");
             return Ok(());
         }
-        if let Some(existing) = self.payments.find_by_order_for_update(&txn, order.order_id).await? {
+        if let Some(existing) = self
+            .payments
+            .find_by_order_for_update(&txn, order.order_id)
+            .await?
+        {
             // A payment is final: never charge an order twice, whatever event asks.
             tracing::warn!(order_id = %order.order_id, status = existing.status.as_str(), "order already has a payment; ignored");
             txn.commit().await?;
             return Ok(());
         }
-        let mut account = self.accounts.find_for_update(&txn, order.customer_id).await?;
-        let outcome = domain::charge(account.as_mut(), order.order_id, saga_id, order.customer_id, order.total_cents);
+        let mut account = self
+            .accounts
+            .find_for_update(&txn, order.customer_id)
+            .await?;
+        let outcome = domain::charge(
+            account.as_mut(),
+            order.order_id,
+            saga_id,
+            order.customer_id,
+            order.total_cents,
+        );
         let next = match &outcome {
             ChargeOutcome::Charged(payment) => {
                 if let Some(account) = &account {
@@ -52,8 +69,12 @@ impl<A: AccountRepository, P: PaymentRepository> PaymentsService<A, P> {
         txn.commit().await?;
         self.outbox_signal.notify();
         match outcome {
-            ChargeOutcome::Charged(p) => tracing::info!(order_id = %p.order_id, amount_cents = p.amount_cents, "order charged"),
-            ChargeOutcome::Declined(p) => tracing::info!(order_id = %p.order_id, reason = ?p.reason, "charge declined"),
+            ChargeOutcome::Charged(p) => {
+                tracing::info!(order_id = %p.order_id, amount_cents = p.amount_cents, "order charged")
+            }
+            ChargeOutcome::Declined(p) => {
+                tracing::info!(order_id = %p.order_id, reason = ?p.reason, "charge declined")
+            }
         }
         Ok(())
     }

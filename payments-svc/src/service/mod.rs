@@ -6,8 +6,8 @@ mod create_account;
 mod queries;
 mod refund_order;
 
-use sea_orm::{DatabaseConnection, DbErr};
 use saga_runtime::outbox::{OutboxError, OutboxSignal};
+use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::domain::AccountError;
 use crate::repo::{SeaOrmAccountRepository, SeaOrmPaymentRepository};
@@ -24,8 +24,18 @@ pub struct PaymentsService<A = SeaOrmAccountRepository, P = SeaOrmPaymentReposit
 }
 
 impl<A, P> PaymentsService<A, P> {
-    pub fn new(db: DatabaseConnection, accounts: A, payments: P, outbox_signal: OutboxSignal) -> Self {
-        Self { db, accounts, payments, outbox_signal }
+    pub fn new(
+        db: DatabaseConnection,
+        accounts: A,
+        payments: P,
+        outbox_signal: OutboxSignal,
+    ) -> Self {
+        Self {
+            db,
+            accounts,
+            payments,
+            outbox_signal,
+        }
     }
 }
 

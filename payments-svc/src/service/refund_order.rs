@@ -1,7 +1,7 @@
-use sea_orm::TransactionTrait;
-use shared_events::{Envelope, InventoryReservationFailed, PaymentRefunded, SagaEvent};
 use saga_runtime::inbox::{self, Delivery};
 use saga_runtime::outbox;
+use sea_orm::TransactionTrait;
+use shared_events::{Envelope, InventoryReservationFailed, PaymentRefunded, SagaEvent};
 
 use super::{PaymentsService, SOURCE, ServiceError};
 use crate::domain::RefundOutcome;
@@ -10,13 +10,21 @@ use crate::repo::{AccountRepository, PaymentRepository};
 impl<A: AccountRepository, P: PaymentRepository> PaymentsService<A, P> {
     /// Saga step 4, the compensation, on `InventoryReservationFailed`: give the charge back
     /// and announce `PaymentRefunded`. Idempotent: a refunded payment is never refunded again.
-    pub async fn refund_order(&self, event: &Envelope, failure: &InventoryReservationFailed) -> Result<(), ServiceError> {
+    pub async fn refund_order(
+        &self,
+        event: &Envelope,
+        failure: &InventoryReservationFailed,
+    ) -> Result<(), ServiceError> {
         let txn = self.db.begin().await?;
         if inbox::record(&txn, event).await? == Delivery::Duplicate {
             tracing::debug!("duplicate event ignored");
             return Ok(());
         }
-        let Some(mut payment) = self.payments.find_by_order_for_update(&txn, failure.order_id).await? else {
+        let Some(mut payment) = self
+            .payments
+            .find_by_order_for_update(&txn, failure.order_id)
+            .await?
+        else {
             tracing::error!(order_id = %failure.order_id, "refund requested for an order that was never charged; ignored");
             txn.commit().await?;
             return Ok(());
@@ -45,7 +53,11 @@ impl<A: AccountRepository, P: PaymentRepository> PaymentsService<A, P> {
             amount_cents,
             reason: failure.reason.clone(),
         });
-        outbox::enqueue(&txn, &Envelope::new(SOURCE, Some(payment.saga_id), refunded)).await?;
+        outbox::enqueue(
+            &txn,
+            &Envelope::new(SOURCE, Some(payment.saga_id), refunded),
+        )
+        .await?;
         txn.commit().await?;
         self.outbox_signal.notify();
         tracing::info!(order_id = %payment.order_id, amount_cents, "payment refunded");

@@ -181,7 +181,10 @@ mod tests {
     fn unset_variables_fall_back_to_defaults() -> Result<(), ConfigError> {
         assert_eq!(var("SAGA_TEST_SURELY_UNSET_VARIABLE", 7u32)?, 7);
         assert_eq!(
-            millis("SAGA_TEST_SURELY_UNSET_VARIABLE_MS", Duration::from_millis(250))?,
+            millis(
+                "SAGA_TEST_SURELY_UNSET_VARIABLE_MS",
+                Duration::from_millis(250)
+            )?,
             Duration::from_millis(250)
         );
         Ok(())

@@ -54,7 +54,9 @@ pub struct EventConsumer<H> {
 
 impl<H> std::fmt::Debug for EventConsumer<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventConsumer").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("EventConsumer")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,13 +69,17 @@ impl<H: EventHandler> EventConsumer<H> {
         topics: &[&str],
         handler: H,
     ) -> Result<Self, KafkaError> {
-        let consumer: SagaConsumer =
-            kafka::consumer_config(kafka_settings, client_id).create_with_context(CommitOnRevoke)?;
+        let consumer: SagaConsumer = kafka::consumer_config(kafka_settings, client_id)
+            .create_with_context(CommitOnRevoke)?;
         let physical: Vec<String> = topics.iter().map(|t| kafka_settings.topic(t)).collect();
         let names: Vec<&str> = physical.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
         tracing::info!(topics = ?names, group = %kafka_settings.group_id, "consumer subscribed");
-        Ok(Self { consumer: Arc::new(consumer), handler: Arc::new(handler), settings })
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            handler: Arc::new(handler),
+            settings,
+        })
     }
 
     /// Runs until `shutdown`. Each lane finishes the record in hand, then the stored offsets
@@ -92,7 +98,11 @@ impl<H: EventHandler> EventConsumer<H> {
                 settings: self.settings.clone(),
                 shutdown: shutdown.clone(),
             };
-            workers.spawn(worker.run(rx).instrument(tracing::info_span!("consumer_lane", lane)));
+            workers.spawn(
+                worker
+                    .run(rx)
+                    .instrument(tracing::info_span!("consumer_lane", lane)),
+            );
         }
 
         loop {
@@ -187,7 +197,12 @@ impl<H: EventHandler> Lane<H> {
         let mut backoff = self.settings.retry_backoff_initial;
         let mut attempt = 1u32;
         loop {
-            match self.handler.handle(envelope.clone()).instrument(span.clone()).await {
+            match self
+                .handler
+                .handle(envelope.clone())
+                .instrument(span.clone())
+                .await
+            {
                 Ok(()) => return true,
                 Err(error) => {
                     span.in_scope(|| {
@@ -208,7 +223,8 @@ impl<H: EventHandler> Lane<H> {
         // Fails harmlessly ("Erroneous state") when a rebalance took the partition meanwhile;
         // the new owner redelivers the record and the inbox makes it a no-op.
         if let Err(error) =
-            self.consumer.store_offset(record.topic(), record.partition(), record.offset())
+            self.consumer
+                .store_offset(record.topic(), record.partition(), record.offset())
         {
             tracing::debug!(topic = record.topic(), partition = record.partition(), offset = record.offset(), %error, "offset not stored");
         }

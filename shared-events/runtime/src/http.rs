@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -31,11 +31,19 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
@@ -45,14 +53,30 @@ impl ApiError {
     /// Logs the cause and answers 500 without leaking it.
     pub fn internal(cause: &dyn std::error::Error) -> Self {
         tracing::error!(error = %cause, "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 
     /// The database is out of reach or its pool is exhausted: worth retrying later.
     pub fn unavailable(cause: &dyn std::error::Error) -> Self {
         tracing::warn!(error = %cause, "request failed: dependency unavailable");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "service temporarily unavailable")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "service temporarily unavailable",
+        )
     }
+}
+
+/// Pool exhaustion and lost connections are worth a retry (503), unlike a failed query (500).
+pub fn is_unavailable(error: &sea_orm::DbErr) -> bool {
+    matches!(
+        error,
+        sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)
+    )
 }
 
 impl IntoResponse for ApiError {
@@ -102,7 +126,11 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(value)) => Ok(AppPath(value)),
-            Err(rejection) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", rejection.body_text())),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                rejection.body_text(),
+            )),
         }
     }
 }
@@ -129,7 +157,9 @@ pub struct HealthProbe {
 
 /// `GET /health`: 200 `{"status":"ok"}` once the database and Kafka answer, else 503.
 pub fn health_router(probe: HealthProbe) -> Router {
-    Router::new().route("/health", get(health)).with_state(probe)
+    Router::new()
+        .route("/health", get(health))
+        .with_state(probe)
 }
 
 async fn health(State(probe): State<HealthProbe>) -> Response {
@@ -138,11 +168,19 @@ async fn health(State(probe): State<HealthProbe>) -> Response {
     let timeout = probe.metadata_timeout;
     // Metadata fetches block, so they run off the async workers.
     let kafka = tokio::task::spawn_blocking(move || {
-        producer.client().fetch_metadata(None, timeout).map(|_| ()).map_err(|e| e.to_string())
+        producer
+            .client()
+            .fetch_metadata(None, timeout)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
-    let status = if database.is_ok() && kafka.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database.is_ok() && kafka.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let describe = |r: &Result<(), String>| match r {
         Ok(()) => "ok".to_owned(),
         Err(e) => e.clone(),
@@ -163,13 +201,20 @@ pub async fn serve(
     request_timeout: Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router.fallback(not_found).layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        request_timeout,
-    ))
-    // Request spans at INFO, so a trace (and the saga's `traceparent`) starts at the HTTP call.
-    .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    let app = router
+        .fallback(not_found)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        // Request spans at INFO, so a trace (and the saga's `traceparent`) starts at the HTTP call.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
 async fn not_found() -> ApiError {

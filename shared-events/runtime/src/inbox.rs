@@ -19,8 +19,16 @@ pub async fn record<C: ConnectionTrait>(db: &C, event: &Envelope) -> Result<Deli
             DbBackend::Postgres,
             "INSERT INTO inbox (event_id, event_type, saga_id) VALUES ($1, $2, $3) \
              ON CONFLICT (event_id) DO NOTHING",
-            [event.id.into(), event.event_type().into(), event.sagaid.into()],
+            [
+                event.id.into(),
+                event.event_type().into(),
+                event.sagaid.into(),
+            ],
         ))
         .await?;
-    Ok(if result.rows_affected() == 1 { Delivery::First } else { Delivery::Duplicate })
+    Ok(if result.rows_affected() == 1 {
+        Delivery::First
+    } else {
+        Delivery::Duplicate
+    })
 }

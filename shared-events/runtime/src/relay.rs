@@ -37,9 +37,16 @@ pub enum RelayError {
     #[error("outbox query failed: {0}")]
     Db(#[from] DbErr),
     #[error("event_id={event_id} payload cannot be encoded: {source}")]
-    Encode { event_id: Uuid, source: serde_json::Error },
+    Encode {
+        event_id: Uuid,
+        source: serde_json::Error,
+    },
     #[error("{failed} of {claimed} events were not acknowledged by Kafka: {first_error}")]
-    Publish { claimed: usize, failed: usize, first_error: rdkafka::error::KafkaError },
+    Publish {
+        claimed: usize,
+        failed: usize,
+        first_error: rdkafka::error::KafkaError,
+    },
 }
 
 /// One outbox row as the relay reads it.
@@ -74,7 +81,13 @@ impl Relay {
         settings: RelaySettings,
         kafka: KafkaSettings,
     ) -> Self {
-        Self { db, producer, signal, settings, kafka }
+        Self {
+            db,
+            producer,
+            signal,
+            settings,
+            kafka,
+        }
     }
 
     /// Runs until `shutdown`, then publishes what is waiting once more (bounded by the
@@ -103,7 +116,9 @@ impl Relay {
         }
         match self.publish_batch().await {
             Ok(published) => tracing::info!(published, "outbox relay stopped after a final flush"),
-            Err(error) => tracing::warn!(%error, "outbox relay stopped; final flush failed, rows stay"),
+            Err(error) => {
+                tracing::warn!(%error, "outbox relay stopped; final flush failed, rows stay")
+            }
         }
     }
 
@@ -125,19 +140,29 @@ impl Relay {
         let payloads = rows
             .iter()
             .map(|row| {
-                serde_json::to_vec(&row.payload)
-                    .map_err(|source| RelayError::Encode { event_id: row.event_id, source })
+                serde_json::to_vec(&row.payload).map_err(|source| RelayError::Encode {
+                    event_id: row.event_id,
+                    source,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let topics: Vec<String> = rows.iter().map(|row| self.kafka.topic(&row.topic)).collect();
+        let topics: Vec<String> = rows
+            .iter()
+            .map(|row| self.kafka.topic(&row.topic))
+            .collect();
         // All sends are queued before any is awaited, so one batch costs one round trip.
-        let deliveries = rows.iter().zip(&payloads).zip(&topics).map(|((row, payload), topic)| {
-            let record = FutureRecord::to(topic)
-                .key(&row.message_key)
-                .payload(payload)
-                .headers(record_headers(row));
-            self.producer.send(record, Timeout::After(self.kafka.message_timeout))
-        });
+        let deliveries = rows
+            .iter()
+            .zip(&payloads)
+            .zip(&topics)
+            .map(|((row, payload), topic)| {
+                let record = FutureRecord::to(topic)
+                    .key(&row.message_key)
+                    .payload(payload)
+                    .headers(record_headers(row));
+                self.producer
+                    .send(record, Timeout::After(self.kafka.message_timeout))
+            });
         let outcomes = join_all(deliveries).await;
 
         let mut delivered = Vec::with_capacity(rows.len());
@@ -180,13 +205,25 @@ impl Relay {
 fn record_headers(row: &OutboxRow) -> OwnedHeaders {
     let saga_id = row.saga_id.map(|id| id.to_string());
     let mut headers = OwnedHeaders::new_with_capacity(4)
-        .insert(Header { key: headers::CONTENT_TYPE, value: Some(headers::CONTENT_TYPE_VALUE) })
-        .insert(Header { key: headers::EVENT_TYPE, value: Some(row.event_type.as_str()) });
+        .insert(Header {
+            key: headers::CONTENT_TYPE,
+            value: Some(headers::CONTENT_TYPE_VALUE),
+        })
+        .insert(Header {
+            key: headers::EVENT_TYPE,
+            value: Some(row.event_type.as_str()),
+        });
     if let Some(saga_id) = &saga_id {
-        headers = headers.insert(Header { key: headers::SAGA_ID, value: Some(saga_id.as_str()) });
+        headers = headers.insert(Header {
+            key: headers::SAGA_ID,
+            value: Some(saga_id.as_str()),
+        });
     }
     if let Some(traceparent) = &row.traceparent {
-        headers = headers.insert(Header { key: headers::TRACEPARENT, value: Some(traceparent.as_str()) });
+        headers = headers.insert(Header {
+            key: headers::TRACEPARENT,
+            value: Some(traceparent.as_str()),
+        });
     }
     headers
 }

@@ -29,7 +29,10 @@ pub enum StartupError {
     #[error("kafka client setup failed: {0}")]
     Kafka(#[from] KafkaError),
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
 }
 
 /// The connections one service process holds.
@@ -45,12 +48,19 @@ impl Infrastructure {
     pub async fn connect(settings: CommonSettings) -> Result<Self, StartupError> {
         let db = db::connect(&settings.database).await?;
         let producer = kafka::producer(&settings.kafka, settings.service_name)?;
-        Ok(Self { settings, db, producer, outbox_signal: OutboxSignal::default() })
+        Ok(Self {
+            settings,
+            db,
+            producer,
+            outbox_signal: OutboxSignal::default(),
+        })
     }
 
     pub async fn listen(&self) -> Result<TcpListener, StartupError> {
         let address = format!("{}:{}", self.settings.http.host, self.settings.http.port);
-        TcpListener::bind(&address).await.map_err(|source| StartupError::Bind { address, source })
+        TcpListener::bind(&address)
+            .await
+            .map_err(|source| StartupError::Bind { address, source })
     }
 
     pub fn relay(&self) -> Relay {
@@ -93,7 +103,13 @@ impl Infrastructure {
             metadata_timeout: self.settings.kafka.metadata_timeout,
         }));
         let relay = self.relay();
-        Ok(Application { settings: self.settings, listener, router, relay, consumer })
+        Ok(Application {
+            settings: self.settings,
+            listener,
+            router,
+            relay,
+            consumer,
+        })
     }
 }
 
@@ -110,7 +126,10 @@ pub struct Application<H> {
 impl<H: EventHandler> Application<H> {
     /// The port actually bound, which differs from the configured one when that was 0.
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(self.settings.http.port)
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(self.settings.http.port)
     }
 
     /// Runs until `shutdown`; see [`run`].
@@ -168,13 +187,27 @@ where
 /// Runs the service until `shutdown` is cancelled, then stops in order: HTTP stops taking
 /// requests, the consumer finishes the record in hand and commits, and the relay flushes.
 /// Each part gets at most `shutdown_timeout` after the signal.
-pub async fn run<H: EventHandler>(app: Application<H>, shutdown: CancellationToken) -> std::io::Result<()> {
-    let Application { settings, listener, router, relay, consumer } = app;
+pub async fn run<H: EventHandler>(
+    app: Application<H>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let Application {
+        settings,
+        listener,
+        router,
+        relay,
+        consumer,
+    } = app;
     let settings = &settings;
     let relay_stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
-    let http = http::serve(listener, router, settings.http.request_timeout, shutdown.clone());
+    let http = http::serve(
+        listener,
+        router,
+        settings.http.request_timeout,
+        shutdown.clone(),
+    );
     let served = http.await;
 
     let bound = settings.http.shutdown_timeout;
@@ -183,7 +216,10 @@ pub async fn run<H: EventHandler>(app: Application<H>, shutdown: CancellationTok
     }
     // The relay stops last so that events the consumer committed while stopping go out too.
     relay_stop.cancel();
-    if tokio::time::timeout(bound + Duration::from_secs(1), relay_task).await.is_err() {
+    if tokio::time::timeout(bound + Duration::from_secs(1), relay_task)
+        .await
+        .is_err()
+    {
         tracing::warn!(?bound, "relay did not flush in time");
     }
     served

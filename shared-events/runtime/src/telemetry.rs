@@ -43,9 +43,14 @@ pub fn init(service_name: &'static str) -> Result<TelemetryGuard, TelemetryError
     };
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let fmt = if json {
-        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
     };
 
     // Spans get real trace and span IDs even before an exporter is configured, which is all
@@ -73,7 +78,9 @@ pub fn current_traceparent() -> Option<String> {
 
 /// Makes `span` a child of the trace named by `traceparent`, when there is one.
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
-    let Some(traceparent) = traceparent else { return };
+    let Some(traceparent) = traceparent else {
+        return;
+    };
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
     let parent = TraceContextPropagator::new().extract(&carrier);
     // An invalid header leaves the span as the root of a new trace, which is the best we can do.

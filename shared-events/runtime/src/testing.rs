@@ -20,7 +20,10 @@ pub fn pg_host() -> String {
 }
 
 pub fn pg_port() -> u16 {
-    std::env::var("TEST_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5432)
+    std::env::var("TEST_PG_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5432)
 }
 
 pub fn kafka_brokers() -> String {
@@ -29,7 +32,11 @@ pub fn kafka_brokers() -> String {
 
 /// The URL of database `database` for `role`, whose development password is its own name.
 pub fn database_url(role: &str, database: &str) -> String {
-    format!("postgres://{role}:{role}@{}:{}/{database}", pg_host(), pg_port())
+    format!(
+        "postgres://{role}:{role}@{}:{}/{database}",
+        pg_host(),
+        pg_port()
+    )
 }
 
 /// Creates an empty database owned by `role` (e.g. `orders_svc`), named after the role's own
@@ -37,8 +44,14 @@ pub fn database_url(role: &str, database: &str) -> String {
 pub async fn fresh_database(role: &str, home: &str, kind: &str) -> Result<String, DbErr> {
     let name = format!("{home}_{kind}_{}", Uuid::new_v4().simple());
     let admin = Database::connect(database_url(role, home)).await?;
-    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
-    admin.execute_unprepared(&format!("REVOKE CONNECT ON DATABASE \"{name}\" FROM PUBLIC")).await?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
+    admin
+        .execute_unprepared(&format!(
+            "REVOKE CONNECT ON DATABASE \"{name}\" FROM PUBLIC"
+        ))
+        .await?;
     admin.close().await?;
     Ok(database_url(role, &name))
 }
@@ -90,10 +103,15 @@ pub async fn create_topics(prefix: &str, topics: &[&str]) -> Result<(), String> 
         .create()
         .map_err(|e| e.to_string())?;
     let names: Vec<String> = topics.iter().map(|t| format!("{prefix}{t}")).collect();
-    let new_topics: Vec<NewTopic<'_>> =
-        names.iter().map(|n| NewTopic::new(n, 6, TopicReplication::Fixed(1))).collect();
+    let new_topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, 6, TopicReplication::Fixed(1)))
+        .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin.create_topics(&new_topics, &options).await.map_err(|e| e.to_string())?;
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(|e| e.to_string())?;
     for result in results {
         match result {
             Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
