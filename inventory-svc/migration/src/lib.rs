@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261128_000001_create_outbox_and_inbox;
 mod m20261128_000002_create_products_and_reservations;
+mod m20261128_000003_create_parked_events;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261128_000001_create_outbox_and_inbox::Migration),
             Box::new(m20261128_000002_create_products_and_reservations::Migration),
+            Box::new(m20261128_000003_create_parked_events::Migration),
         ]
     }
 }

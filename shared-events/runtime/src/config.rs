@@ -100,6 +100,8 @@ impl CommonSettings {
                     Duration::from_millis(50),
                 )?,
                 retry_backoff_max: millis("CONSUMER_RETRY_BACKOFF_MAX_MS", Duration::from_secs(5))?,
+                max_attempts: var("CONSUMER_MAX_ATTEMPTS", 8)?,
+                max_record_bytes: var("CONSUMER_MAX_RECORD_BYTES", 256 * 1024)?,
             },
         })
     }
@@ -171,6 +173,11 @@ pub struct ConsumerSettings {
     pub lanes: usize,
     pub retry_backoff_initial: Duration,
     pub retry_backoff_max: Duration,
+    /// Attempts at an event that fails permanently before it is parked for an operator.
+    /// Transient failures and an unreachable database are retried without limit.
+    pub max_attempts: u32,
+    /// Larger records go to the dead-letter topic unread.
+    pub max_record_bytes: usize,
 }
 
 #[cfg(test)]

@@ -5,6 +5,14 @@
 //! Records are spread over parallel lanes by partition: one partition always goes to the same
 //! lane, so a saga's events (one key, one partition) are applied in order, while different
 //! partitions proceed side by side.
+//!
+//! What happens to a record that does not simply apply:
+//! - undecodable or oversized: sent to the dead-letter topic `<topic>.dlq` with the reason and
+//!   its origin in headers, then skipped;
+//! - the database is unreachable or the failure is transient (serialization failure, deadlock,
+//!   timeout): retried with bounded exponential backoff until it applies;
+//! - a permanent failure: retried `max_attempts` times, then parked for an operator
+//!   ([`crate::parking`]), and the saga's later events park behind it.
 
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -13,7 +21,9 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sea_orm::DbErr;
 use shared_events::Envelope;
 use shared_events::envelope::headers;
 use tokio::sync::mpsc;
@@ -22,7 +32,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{ConsumerSettings, KafkaSettings};
+use crate::fault::{self, CrashPoint};
 use crate::kafka::{self, CommitOnRevoke};
+use crate::metrics;
+use crate::parking::{Origin, Parking};
 use crate::telemetry;
 
 /// A service's reaction to events. `handle` must either commit the event's whole effect (inbox
@@ -31,15 +44,64 @@ pub trait EventHandler: Send + Sync + 'static {
     fn handle(&self, event: Envelope) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
-/// A failure to apply an event. Retried with backoff: a handler must not return an error for
-/// a business outcome (a declined payment is an event, not an error).
+/// A failure to apply an event. A handler must not return an error for a business outcome
+/// (a declined payment is an event, not an error).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct HandlerError(pub Box<dyn std::error::Error + Send + Sync>);
 
+/// How the consumer treats a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The database cannot be reached: retry until it can; parking would need it too.
+    Unavailable,
+    /// Serialization failure, deadlock, timeout: retrying is the cure.
+    Transient,
+    /// Anything else: retrying a few times is worth it, then an operator must look.
+    Permanent,
+}
+
 impl HandlerError {
     pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self(Box::new(error))
+    }
+
+    /// Classifies by the first database error in the source chain.
+    pub fn class(&self) -> FailureClass {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self.0.as_ref());
+        while let Some(error) = cause {
+            if let Some(db) = error.downcast_ref::<DbErr>() {
+                return classify_db(db);
+            }
+            cause = error.source();
+        }
+        FailureClass::Permanent
+    }
+}
+
+/// Classifies a database error by its kind and SQLSTATE.
+pub fn classify_db(error: &DbErr) -> FailureClass {
+    use sea_orm::RuntimeErr;
+    let runtime = match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return FailureClass::Unavailable,
+        DbErr::Exec(runtime) | DbErr::Query(runtime) => runtime,
+        _ => return FailureClass::Permanent,
+    };
+    let RuntimeErr::SqlxError(sqlx_error) = runtime else { return FailureClass::Permanent };
+    match sqlx_error.as_ref() {
+        sea_orm::sqlx::Error::Io(_) | sea_orm::sqlx::Error::PoolTimedOut | sea_orm::sqlx::Error::PoolClosed => {
+            FailureClass::Unavailable
+        }
+        sea_orm::sqlx::Error::Database(db) => match db.code().as_deref() {
+            // serialization_failure, deadlock_detected, lock_not_available, query_canceled
+            // (statement timeout), too_many_connections, admin/crash shutdown, cannot_connect_now.
+            Some("40001" | "40P01" | "55P03" | "57014" | "53300" | "57P01" | "57P02" | "57P03") => {
+                FailureClass::Transient
+            }
+            Some(code) if code.starts_with("08") => FailureClass::Unavailable,
+            _ => FailureClass::Permanent,
+        },
+        _ => FailureClass::Permanent,
     }
 }
 
@@ -49,14 +111,15 @@ type SagaConsumer = StreamConsumer<CommitOnRevoke>;
 pub struct EventConsumer<H> {
     consumer: Arc<SagaConsumer>,
     handler: Arc<H>,
+    dead_letters: FutureProducer,
+    parking: Parking,
     settings: ConsumerSettings,
+    kafka: KafkaSettings,
 }
 
 impl<H> std::fmt::Debug for EventConsumer<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventConsumer")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
+        f.debug_struct("EventConsumer").field("settings", &self.settings).finish_non_exhaustive()
     }
 }
 
@@ -67,18 +130,22 @@ impl<H: EventHandler> EventConsumer<H> {
         settings: ConsumerSettings,
         client_id: &str,
         topics: &[&str],
-        handler: H,
+        handler: Arc<H>,
+        dead_letters: FutureProducer,
+        parking: Parking,
     ) -> Result<Self, KafkaError> {
-        let consumer: SagaConsumer = kafka::consumer_config(kafka_settings, client_id)
-            .create_with_context(CommitOnRevoke)?;
+        let consumer: SagaConsumer = kafka::consumer_config(kafka_settings, client_id).create_with_context(CommitOnRevoke)?;
         let physical: Vec<String> = topics.iter().map(|t| kafka_settings.topic(t)).collect();
         let names: Vec<&str> = physical.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
         tracing::info!(topics = ?names, group = %kafka_settings.group_id, "consumer subscribed");
         Ok(Self {
             consumer: Arc::new(consumer),
-            handler: Arc::new(handler),
+            handler,
+            dead_letters,
+            parking,
             settings,
+            kafka: kafka_settings.clone(),
         })
     }
 
@@ -95,14 +162,13 @@ impl<H: EventHandler> EventConsumer<H> {
             let worker = Lane {
                 consumer: Arc::clone(&self.consumer),
                 handler: Arc::clone(&self.handler),
+                dead_letters: self.dead_letters.clone(),
+                parking: self.parking.clone(),
                 settings: self.settings.clone(),
+                kafka: self.kafka.clone(),
                 shutdown: shutdown.clone(),
             };
-            workers.spawn(
-                worker
-                    .run(rx)
-                    .instrument(tracing::info_span!("consumer_lane", lane)),
-            );
+            workers.spawn(worker.run(rx).instrument(tracing::info_span!("consumer_lane", lane)));
         }
 
         loop {
@@ -149,83 +215,153 @@ fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {
 struct Lane<H> {
     consumer: Arc<SagaConsumer>,
     handler: Arc<H>,
+    dead_letters: FutureProducer,
+    parking: Parking,
     settings: ConsumerSettings,
+    kafka: KafkaSettings,
     shutdown: CancellationToken,
+}
+
+/// What became of a record.
+enum Outcome {
+    /// Applied, a duplicate, dead-lettered or parked: its offset may be stored.
+    Done,
+    /// Shutdown interrupted it: not stored, so the partition's next owner gets it again.
+    Interrupted,
 }
 
 impl<H: EventHandler> Lane<H> {
     async fn run(self, mut records: mpsc::Receiver<OwnedMessage>) {
         while let Some(record) = records.recv().await {
             if self.shutdown.is_cancelled() {
-                // Not applied and not stored: the next owner of the partition gets it.
                 break;
             }
-            if self.apply(&record).await {
-                self.store_offset(&record);
-            } else {
-                break;
+            match self.process(&record).await {
+                Outcome::Done => {
+                    fault::crash_point(CrashPoint::AfterConsumeCommitBeforeOffset);
+                    self.store_offset(&record);
+                }
+                Outcome::Interrupted => break,
             }
         }
     }
 
-    /// Returns whether the record is done with (applied, duplicate or undecodable), and so
-    /// whether its offset may be stored. Returns false only when shutdown interrupted retries.
-    async fn apply(&self, record: &OwnedMessage) -> bool {
-        let (topic, partition, offset) = (record.topic(), record.partition(), record.offset());
-        let Some(payload) = record.payload() else {
-            tracing::error!(topic, partition, offset, "record without a value skipped");
-            return true;
-        };
+    async fn process(&self, record: &OwnedMessage) -> Outcome {
+        let payload = record.payload().unwrap_or_default();
+        if payload.len() > self.settings.max_record_bytes {
+            let reason = format!("record of {} bytes exceeds the limit of {}", payload.len(), self.settings.max_record_bytes);
+            return self.dead_letter(record, &reason).await;
+        }
         let envelope = match Envelope::decode(payload) {
             Ok(envelope) => envelope,
-            Err(error) => {
-                tracing::error!(topic, partition, offset, %error, "undecodable record skipped");
-                return true;
-            }
+            Err(error) => return self.dead_letter(record, &error.to_string()).await,
         };
         let span = tracing::info_span!(
             "consume",
             event_type = envelope.event_type(),
             event_id = %envelope.id,
             saga_id = ?envelope.sagaid,
-            topic,
-            partition,
-            offset,
+            topic = record.topic(),
+            partition = record.partition(),
+            offset = record.offset(),
         );
         telemetry::continue_trace(&span, header(record, headers::TRACEPARENT));
+        self.apply(record, envelope).instrument(span).await
+    }
 
+    async fn apply(&self, record: &OwnedMessage, envelope: Envelope) -> Outcome {
+        let origin = Origin { topic: record.topic().to_owned(), partition: record.partition(), offset: record.offset() };
+        if self.parking.blocks(envelope.sagaid) {
+            let reason = "an earlier event of this saga is parked";
+            return self.park(&envelope, &origin, reason, 0).await;
+        }
         let mut backoff = self.settings.retry_backoff_initial;
         let mut attempt = 1u32;
         loop {
-            match self
-                .handler
-                .handle(envelope.clone())
-                .instrument(span.clone())
-                .await
-            {
-                Ok(()) => return true,
-                Err(error) => {
-                    span.in_scope(|| {
-                        tracing::warn!(attempt, %error, retry_in = ?backoff, "event handler failed; retrying");
-                    });
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = self.shutdown.cancelled() => return false,
-                    }
-                    backoff = (backoff * 2).min(self.settings.retry_backoff_max);
-                    attempt = attempt.saturating_add(1);
+            let error = match self.handler.handle(envelope.clone()).await {
+                Ok(()) => {
+                    metrics::EVENTS_APPLIED.increment();
+                    return Outcome::Done;
+                }
+                Err(error) => error,
+            };
+            let class = error.class();
+            if class == FailureClass::Permanent && attempt >= self.settings.max_attempts {
+                return self.park(&envelope, &origin, &error.to_string(), attempt).await;
+            }
+            metrics::EVENTS_RETRIED.increment();
+            tracing::warn!(attempt, ?class, %error, retry_in = ?backoff, "event handler failed; retrying");
+            if !self.pause(backoff).await {
+                return Outcome::Interrupted;
+            }
+            backoff = (backoff * 2).min(self.settings.retry_backoff_max);
+            attempt = attempt.saturating_add(1);
+        }
+    }
+
+    async fn park(&self, envelope: &Envelope, origin: &Origin, reason: &str, attempts: u32) -> Outcome {
+        let mut backoff = self.settings.retry_backoff_initial;
+        loop {
+            match self.parking.park(envelope, origin, reason, attempts).await {
+                Ok(()) => return Outcome::Done,
+                Err(error) => tracing::warn!(%error, "cannot park the event yet; retrying"),
+            }
+            if !self.pause(backoff).await {
+                return Outcome::Interrupted;
+            }
+            backoff = (backoff * 2).min(self.settings.retry_backoff_max);
+        }
+    }
+
+    /// Publishes the record unchanged to `<topic>.dlq`, with why and where from in headers,
+    /// and waits for the acknowledgement: the record is skipped only once it is safe there.
+    async fn dead_letter(&self, record: &OwnedMessage, reason: &str) -> Outcome {
+        let (topic, partition, offset) = (record.topic(), record.partition(), record.offset());
+        tracing::error!(topic, partition, offset, reason, "undecodable record sent to the dead-letter topic");
+        let dlq = format!("{topic}.dlq");
+        let (partition_text, offset_text) = (partition.to_string(), offset.to_string());
+        let mut backoff = self.settings.retry_backoff_initial;
+        loop {
+            let mut dlq_headers = OwnedHeaders::new()
+                .insert(Header { key: "dlq_reason", value: Some(reason) })
+                .insert(Header { key: "dlq_original_topic", value: Some(topic) })
+                .insert(Header { key: "dlq_original_partition", value: Some(partition_text.as_str()) })
+                .insert(Header { key: "dlq_original_offset", value: Some(offset_text.as_str()) });
+            if let Some(original) = record.headers() {
+                for h in original.iter() {
+                    dlq_headers = dlq_headers.insert(Header { key: h.key, value: h.value });
                 }
             }
+            let mut dead = FutureRecord::to(&dlq).headers(dlq_headers).payload(record.payload().unwrap_or_default());
+            if let Some(key) = record.key() {
+                dead = dead.key(key);
+            }
+            match self.dead_letters.send(dead, self.kafka.message_timeout).await {
+                Ok(_) => {
+                    metrics::DEAD_LETTERS.increment();
+                    return Outcome::Done;
+                }
+                Err((error, _)) => tracing::warn!(%error, dlq, "dead-letter publish failed; retrying"),
+            }
+            if !self.pause(backoff).await {
+                return Outcome::Interrupted;
+            }
+            backoff = (backoff * 2).min(self.settings.retry_backoff_max);
+        }
+    }
+
+    /// Sleeps for `duration` unless shutdown comes first; returns whether to go on.
+    async fn pause(&self, duration: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(duration) => true,
+            () = self.shutdown.cancelled() => false,
         }
     }
 
     fn store_offset(&self, record: &OwnedMessage) {
         // Fails harmlessly ("Erroneous state") when a rebalance took the partition meanwhile;
         // the new owner redelivers the record and the inbox makes it a no-op.
-        if let Err(error) =
-            self.consumer
-                .store_offset(record.topic(), record.partition(), record.offset())
-        {
+        if let Err(error) = self.consumer.store_offset(record.topic(), record.partition(), record.offset()) {
             tracing::debug!(topic = record.topic(), partition = record.partition(), offset = record.offset(), %error, "offset not stored");
         }
     }
@@ -233,9 +369,5 @@ impl<H: EventHandler> Lane<H> {
 
 fn header<'a>(record: &'a OwnedMessage, name: &str) -> Option<&'a str> {
     let headers = record.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
+    headers.iter().find(|h| h.key == name).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
 }

@@ -2,6 +2,7 @@
 //! rejections use that shape, `GET /health`, and serving with a request timeout and graceful
 //! shutdown. Each service maps its own errors to [`ApiError`] in its `http/error.rs`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
@@ -9,7 +10,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use rdkafka::producer::{FutureProducer, Producer};
 use sea_orm::DatabaseConnection;
@@ -18,6 +19,11 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
+use uuid::Uuid;
+
+use crate::consumer::EventHandler;
+use crate::outbox;
+use crate::parking::Parking;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 /// An error response: `{"error": {"code": "...", "message": "..."}}` with `status`.
@@ -191,6 +197,44 @@ async fn health(State(probe): State<HealthProbe>) -> Response {
         "kafka": describe(&kafka),
     });
     (status, Json(body)).into_response()
+}
+
+/// `GET /sagas/stuck` lists parked events; `POST /sagas/{saga_id}/retry` replays a saga's
+/// parked events through the service's handler once an operator has fixed the cause.
+pub fn sagas_router<H: EventHandler>(parking: Parking, handler: Arc<H>) -> Router {
+    Router::new()
+        .route("/sagas/stuck", get(stuck_sagas::<H>))
+        .route("/sagas/{saga_id}/retry", post(retry_saga::<H>))
+        .with_state((parking, handler))
+}
+
+async fn stuck_sagas<H: EventHandler>(State((parking, _)): State<(Parking, Arc<H>)>) -> Result<Response, ApiError> {
+    let parked = parking.list().await.map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(json!({ "count": parked.len(), "parked": parked })).into_response())
+}
+
+async fn retry_saga<H: EventHandler>(
+    State((parking, handler)): State<(Parking, Arc<H>)>,
+    AppPath(saga_id): AppPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let outcome = parking.retry(saga_id, handler.as_ref()).await.map_err(|e| ApiError::internal(&e))?;
+    let status = if outcome.remaining == 0 { StatusCode::OK } else { StatusCode::CONFLICT };
+    Ok((status, Json(outcome)).into_response())
+}
+
+/// `GET /metrics`: the process counters plus the outbox backlog and the age of its oldest row.
+pub fn metrics_router(service: &'static str, db: DatabaseConnection) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state((service, db))
+}
+
+async fn metrics(State((service, db)): State<(&'static str, DatabaseConnection)>) -> Response {
+    let (backlog, age) = outbox::backlog_and_age(&db).await.unwrap_or((-1, -1.0));
+    #[allow(clippy::cast_precision_loss)]
+    let gauges = [
+        ("saga_outbox_backlog", "Outbox rows waiting to be published.", backlog as f64),
+        ("saga_outbox_oldest_age_seconds", "Age of the oldest waiting outbox row.", age),
+    ];
+    ([("content-type", "text/plain; version=0.0.4")], crate::metrics::render(service, &gauges)).into_response()
 }
 
 /// Serves `router` until `shutdown`, then lets in-flight requests finish. Every request is

@@ -14,6 +14,7 @@ pub enum Delivery {
 /// Inserts the event's ID into the inbox in the caller's transaction. If the transaction later
 /// rolls back, so does this row, and the redelivered event is applied then.
 pub async fn record<C: ConnectionTrait>(db: &C, event: &Envelope) -> Result<Delivery, DbErr> {
+    crate::fault::inject_db_failure(db, event.event_type()).await?;
     let result = db
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,

@@ -7,7 +7,11 @@
 //! - [`outbox`]: writing an event in the caller's transaction, and the signal that wakes the relay.
 //! - [`relay`]: publishes outbox rows to Kafka and deletes them once delivered.
 //! - [`inbox`]: records a consumed event in the caller's transaction, at most once.
-//! - [`consumer`]: the Kafka consumer loop that hands events to a service's [`consumer::EventHandler`].
+//! - [`consumer`]: the Kafka consumer loop that hands events to a service's [`consumer::EventHandler`],
+//!   with dead-lettering of undecodable records and retries.
+//! - [`parking`]: events that keep failing, kept for an operator to retry.
+//! - [`fault`]: fault hooks for the failure-injection suite, off unless configured.
+//! - [`metrics`]: counters and gauges for `GET /metrics`.
 //! - [`kafka`]: librdkafka client configuration shared by producer and consumer.
 //! - [`http`]: the one JSON error shape, the JSON extractor, `/health`, and serving with shutdown.
 //! - [`service`]: [`service::Infrastructure`] (pool, producer, signal) and [`service::run`].
@@ -15,10 +19,13 @@
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod fault;
 pub mod http;
 pub mod inbox;
 pub mod kafka;
+pub mod metrics;
 pub mod outbox;
+pub mod parking;
 pub mod relay;
 pub mod schema;
 pub mod service;

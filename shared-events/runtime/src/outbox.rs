@@ -18,6 +18,7 @@ impl OutboxSignal {
     /// Call after the transaction that wrote outbox rows has committed. If the relay is busy,
     /// the wake-up is kept for its next wait, so no commit goes unannounced.
     pub fn notify(&self) {
+        crate::fault::crash_point(crate::fault::CrashPoint::AfterCommitBeforePublish);
         self.0.notify_one();
     }
 
@@ -56,16 +57,16 @@ pub async fn enqueue<C: ConnectionTrait>(db: &C, event: &Envelope) -> Result<(),
     Ok(())
 }
 
-/// Rows waiting to be published; the backlog that `/health` and future metrics report.
-pub async fn backlog<C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
+/// Rows waiting to be published, and the age in seconds of the oldest (0 when none).
+pub async fn backlog_and_age<C: ConnectionTrait>(db: &C) -> Result<(i64, f64), DbErr> {
     let row = db
         .query_one_raw(Statement::from_string(
             DbBackend::Postgres,
-            "SELECT count(*) AS n FROM outbox",
+            "SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) AS age FROM outbox",
         ))
         .await?;
     match row {
-        Some(row) => row.try_get("", "n"),
-        None => Ok(0),
+        Some(row) => Ok((row.try_get("", "n")?, row.try_get("", "age")?)),
+        None => Ok((0, 0.0)),
     }
 }

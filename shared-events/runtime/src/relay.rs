@@ -5,8 +5,6 @@
 //! consumers' inboxes make that harmless (at least once). If Kafka is down, the batch's
 //! transaction rolls back, the rows stay, and the relay retries after a pause: nothing is lost.
 
-use std::time::Duration;
-
 use futures::future::join_all;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -20,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{KafkaSettings, RelaySettings};
+use crate::fault::{self, CrashPoint};
+use crate::metrics;
 use crate::outbox::OutboxSignal;
 
 /// Publishes one service's outbox. Several relays (several instances of a service) may run
@@ -163,7 +163,15 @@ impl Relay {
                 self.producer
                     .send(record, Timeout::After(self.kafka.message_timeout))
             });
-        let outcomes = join_all(deliveries).await;
+        let mut deliveries: Vec<_> = deliveries.collect();
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        if deliveries.len() > 1 {
+            // Everything is queued and part of it acknowledged: the middle of a batch.
+            outcomes.push(deliveries.remove(0).await);
+            fault::crash_point(CrashPoint::MidBatch);
+        }
+        outcomes.extend(join_all(deliveries).await);
+        fault::crash_point(CrashPoint::AfterPublishBeforeMark);
 
         let mut delivered = Vec::with_capacity(rows.len());
         let mut first_error = None;
@@ -190,6 +198,7 @@ impl Relay {
             .await?;
         }
         txn.commit().await?;
+        metrics::OUTBOX_PUBLISHED.add(delivered.len() as u64);
         tracing::debug!(published = delivered.len(), "outbox batch published");
         match first_error {
             None => Ok(delivered.len()),
@@ -226,9 +235,4 @@ fn record_headers(row: &OutboxRow) -> OwnedHeaders {
         });
     }
     headers
-}
-
-/// How long a relay may take to flush at shutdown, for callers that bound the whole stop.
-pub fn flush_bound(kafka: &KafkaSettings) -> Duration {
-    kafka.message_timeout + Duration::from_secs(1)
 }

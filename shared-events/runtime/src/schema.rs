@@ -51,6 +51,39 @@ pub async fn create_inbox(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
         .map(|_| ())
 }
 
+/// Creates `parked_events`: consumed events whose handler kept failing with an error no retry
+/// fixes. They wait here, visible at `GET /sagas/stuck`, until an operator retries them with
+/// `POST /sagas/{saga_id}/retry`. Later events of the same saga park behind them, in order.
+pub async fn create_parked_events(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    manager
+        .get_connection()
+        .execute_unprepared(
+            r#"
+            CREATE TABLE parked_events (
+                id          BIGSERIAL PRIMARY KEY,
+                event_id    UUID NOT NULL UNIQUE,
+                saga_id     UUID,
+                event_type  TEXT NOT NULL,
+                topic       TEXT NOT NULL,
+                partition   INT NOT NULL,
+                "offset"    BIGINT NOT NULL,
+                payload     JSONB NOT NULL,
+                error       TEXT NOT NULL,
+                attempts    INT NOT NULL,
+                parked_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+                retried_at  TIMESTAMPTZ
+            );
+            CREATE INDEX parked_events_saga ON parked_events (saga_id, id);
+            "#,
+        )
+        .await
+        .map(|_| ())
+}
+
+pub async fn drop_parked_events(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    manager.get_connection().execute_unprepared("DROP TABLE IF EXISTS parked_events;").await.map(|_| ())
+}
+
 pub async fn drop_outbox_and_inbox(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
     manager
         .get_connection()

@@ -2,6 +2,8 @@
 //! [`run`], which drives the HTTP server, the relay and the consumer until shutdown.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use crate::db::{self, ConnectError};
 use crate::http::{self, HealthProbe};
 use crate::kafka;
 use crate::outbox::OutboxSignal;
+use crate::parking::Parking;
 use crate::relay::Relay;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,19 +76,6 @@ impl Infrastructure {
         )
     }
 
-    pub fn consumer<H: EventHandler>(
-        &self,
-        topics: &[&str],
-        handler: H,
-    ) -> Result<EventConsumer<H>, StartupError> {
-        Ok(EventConsumer::subscribe(
-            &self.settings.kafka,
-            self.settings.consumer.clone(),
-            self.settings.service_name,
-            topics,
-            handler,
-        )?)
-    }
 
     /// Binds the listener and subscribes the consumer: the service's `routes` (plus
     /// `/health`) and `handler` for `topics` become a runnable [`Application`].
@@ -96,20 +86,27 @@ impl Infrastructure {
         handler: H,
     ) -> Result<Application<H>, StartupError> {
         let listener = self.listen().await?;
-        let consumer = self.consumer(topics, handler)?;
-        let router = routes.merge(http::health_router(HealthProbe {
-            db: self.db.clone(),
-            producer: self.producer.clone(),
-            metadata_timeout: self.settings.kafka.metadata_timeout,
-        }));
+        let handler = Arc::new(handler);
+        let parking = Parking::load(self.db.clone()).await.map_err(StartupError::Migration)?;
+        let consumer = EventConsumer::subscribe(
+            &self.settings.kafka,
+            self.settings.consumer.clone(),
+            self.settings.service_name,
+            topics,
+            Arc::clone(&handler),
+            self.producer.clone(),
+            parking.clone(),
+        )?;
+        let router = routes
+            .merge(http::health_router(HealthProbe {
+                db: self.db.clone(),
+                producer: self.producer.clone(),
+                metadata_timeout: self.settings.kafka.metadata_timeout,
+            }))
+            .merge(http::sagas_router(parking, handler))
+            .merge(http::metrics_router(self.settings.service_name, self.db.clone()));
         let relay = self.relay();
-        Ok(Application {
-            settings: self.settings,
-            listener,
-            router,
-            relay,
-            consumer,
-        })
+        Ok(Application { settings: self.settings, listener, router, relay, consumer, background: Vec::new() })
     }
 }
 
@@ -121,7 +118,12 @@ pub struct Application<H> {
     pub router: Router,
     pub relay: Relay,
     pub consumer: EventConsumer<H>,
+    /// Service-specific periodic jobs (e.g. orders-svc's saga deadline), stopped with the rest.
+    pub background: Vec<BackgroundTask>,
 }
+
+/// A job that runs until the token it is given is cancelled.
+pub type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 impl<H: EventHandler> Application<H> {
     /// The port actually bound, which differs from the configured one when that was 0.
@@ -135,6 +137,12 @@ impl<H: EventHandler> Application<H> {
     /// Runs until `shutdown`; see [`run`].
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         run(self, shutdown).await
+    }
+
+    /// Adds a background job to run beside the HTTP server, relay and consumer.
+    pub fn with_background(mut self, task: BackgroundTask) -> Self {
+        self.background.push(task);
+        self
     }
 }
 
@@ -161,6 +169,10 @@ where
             return ExitCode::FAILURE;
         }
     };
+    if let Err(error) = crate::fault::init_from_env() {
+        tracing::error!(%error, "{name}: invalid fault injection settings");
+        return ExitCode::FAILURE;
+    }
     let app = match build(settings).await {
         Ok(app) => app,
         Err(error) => {
@@ -191,14 +203,9 @@ pub async fn run<H: EventHandler>(
     app: Application<H>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let Application {
-        settings,
-        listener,
-        router,
-        relay,
-        consumer,
-    } = app;
+    let Application { settings, listener, router, relay, consumer, background } = app;
     let settings = &settings;
+    let jobs: Vec<_> = background.into_iter().map(|task| tokio::spawn(task(shutdown.clone()))).collect();
     let relay_stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
@@ -213,6 +220,11 @@ pub async fn run<H: EventHandler>(
     let bound = settings.http.shutdown_timeout;
     if tokio::time::timeout(bound, consumer_task).await.is_err() {
         tracing::warn!(?bound, "consumer did not stop in time");
+    }
+    for job in jobs {
+        if tokio::time::timeout(bound, job).await.is_err() {
+            tracing::warn!(?bound, "background job did not stop in time");
+        }
     }
     // The relay stops last so that events the consumer committed while stopping go out too.
     relay_stop.cancel();

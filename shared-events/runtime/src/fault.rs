@@ -1,0 +1,153 @@
+//! Fault hooks for the failure-injection suite. They are compiled into every build and do
+//! nothing unless configured through the environment, so the tests exercise the real binaries:
+//!
+//! | Variable | Effect |
+//! |---|---|
+//! | `FAULT_CRASH_AT` | abort the process at one [`CrashPoint`] (e.g. `after_commit_before_publish`) |
+//! | `FAULT_CRASH_AFTER` | pass the crash point this many times first (default 0: the first time) |
+//! | `FAULT_DB_FAILURES` | make the first N consumed events' transactions fail in PostgreSQL |
+//! | `FAULT_DB_FAILURE` | how they fail: `serialization` (default), `deadlock` or `timeout` |
+//! | `FAULT_FAIL_EVENT_TYPE` | make every event of this type fail with a non-transient database error |
+//!
+//! A crash is `std::process::abort()`: no destructor runs, nothing is flushed, exactly as if
+//! the process had been killed at that line.
+
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sea_orm::{ConnectionTrait, DbErr};
+
+use crate::config::{ConfigError, var};
+
+/// A dangerous point in the outbox/inbox protocol, where a crash must lose nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// A use case committed its change and outbox row; the relay has not published it.
+    AfterCommitBeforePublish,
+    /// Kafka acknowledged a batch; the relay has not deleted its rows.
+    AfterPublishBeforeMark,
+    /// A consumed event's transaction committed; its offset is not stored.
+    AfterConsumeCommitBeforeOffset,
+    /// The relay is in the middle of a batch: some records sent, none acknowledged as a whole.
+    MidBatch,
+}
+
+impl FromStr for CrashPoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "after_commit_before_publish" => Ok(CrashPoint::AfterCommitBeforePublish),
+            "after_publish_before_mark" => Ok(CrashPoint::AfterPublishBeforeMark),
+            "after_consume_commit_before_offset" => Ok(CrashPoint::AfterConsumeCommitBeforeOffset),
+            "mid_batch" => Ok(CrashPoint::MidBatch),
+            other => Err(format!("unknown crash point {other:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DbFailure {
+    Serialization,
+    Deadlock,
+    Timeout,
+}
+
+impl FromStr for DbFailure {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "serialization" => Ok(DbFailure::Serialization),
+            "deadlock" => Ok(DbFailure::Deadlock),
+            "timeout" => Ok(DbFailure::Timeout),
+            other => Err(format!("unknown database failure {other:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    crash_at: Option<CrashPoint>,
+    crash_after: u64,
+    crash_hits: AtomicU64,
+    db_failures_left: AtomicU64,
+    db_failure: Option<DbFailure>,
+    fail_event_type: Option<String>,
+}
+
+static FAULTS: OnceLock<Faults> = OnceLock::new();
+
+/// Reads the fault variables once, at start-up. Without them every hook is a no-op.
+pub fn init_from_env() -> Result<(), ConfigError> {
+    let crash_at = optional::<CrashPoint>("FAULT_CRASH_AT")?;
+    let db_failure = optional::<DbFailure>("FAULT_DB_FAILURE")?.unwrap_or(DbFailure::Serialization);
+    let faults = Faults {
+        crash_at,
+        crash_after: var("FAULT_CRASH_AFTER", 0u64)?,
+        crash_hits: AtomicU64::new(0),
+        db_failures_left: AtomicU64::new(var("FAULT_DB_FAILURES", 0u64)?),
+        db_failure: Some(db_failure),
+        fail_event_type: optional::<String>("FAULT_FAIL_EVENT_TYPE")?,
+    };
+    if faults.crash_at.is_some() || faults.fail_event_type.is_some() || faults.db_failures_left.load(Ordering::Relaxed) > 0 {
+        tracing::warn!(?faults, "fault injection is enabled");
+    }
+    // A second call (tests building several apps in one process) keeps the first settings.
+    let _ = FAULTS.set(faults);
+    Ok(())
+}
+
+fn optional<T>(name: &str) -> Result<Option<T>, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => value.trim().parse().map(Some).map_err(|e: T::Err| ConfigError {
+            name: name.to_owned(),
+            value,
+            reason: e.to_string(),
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// Aborts the process if `point` is the configured crash point and its turn has come.
+pub fn crash_point(point: CrashPoint) {
+    let Some(faults) = FAULTS.get() else { return };
+    if faults.crash_at != Some(point) {
+        return;
+    }
+    if faults.crash_hits.fetch_add(1, Ordering::SeqCst) >= faults.crash_after {
+        tracing::error!(?point, "fault injection: crashing now");
+        std::process::abort();
+    }
+}
+
+/// Fails the caller's transaction with a real PostgreSQL error while injected failures last,
+/// or always for the configured event type.
+pub async fn inject_db_failure<C: ConnectionTrait>(db: &C, event_type: &str) -> Result<(), DbErr> {
+    let Some(faults) = FAULTS.get() else { return Ok(()) };
+    if faults.fail_event_type.as_deref() == Some(event_type) {
+        // 22023 invalid_parameter_value: an error no retry can fix.
+        db.execute_unprepared("DO $$ BEGIN RAISE EXCEPTION 'injected permanent failure' USING ERRCODE = '22023'; END $$")
+            .await?;
+    }
+    let took = faults.db_failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    if took.is_err() {
+        return Ok(());
+    }
+    let sql = match faults.db_failure {
+        Some(DbFailure::Deadlock) => {
+            "DO $$ BEGIN RAISE EXCEPTION 'injected deadlock' USING ERRCODE = 'deadlock_detected'; END $$"
+        }
+        Some(DbFailure::Timeout) => "SET LOCAL statement_timeout = 10; SELECT pg_sleep(1)",
+        Some(DbFailure::Serialization) | None => {
+            "DO $$ BEGIN RAISE EXCEPTION 'injected serialization failure' USING ERRCODE = 'serialization_failure'; END $$"
+        }
+    };
+    db.execute_unprepared(sql).await?;
+    Ok(())
+}

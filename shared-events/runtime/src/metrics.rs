@@ -1,0 +1,55 @@
+//! Process-wide counters, exposed in Prometheus' text format at `GET /metrics` together with
+//! gauges read from the database when scraped (the outbox backlog and its age).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing count.
+#[derive(Debug)]
+pub struct Counter {
+    pub name: &'static str,
+    pub help: &'static str,
+    value: AtomicU64,
+}
+
+impl Counter {
+    const fn new(name: &'static str, help: &'static str) -> Self {
+        Self { name, help, value: AtomicU64::new(0) }
+    }
+
+    pub fn increment(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+pub static EVENTS_APPLIED: Counter = Counter::new("saga_events_applied_total", "Consumed events whose transaction committed.");
+pub static EVENTS_RETRIED: Counter = Counter::new("saga_event_retries_total", "Handler failures that were retried.");
+pub static PARKED_EVENTS: Counter = Counter::new("saga_parked_events_total", "Events parked for an operator after failing permanently.");
+pub static DEAD_LETTERS: Counter = Counter::new("saga_dead_letters_total", "Undecodable records sent to a dead-letter topic.");
+pub static OUTBOX_PUBLISHED: Counter = Counter::new("saga_outbox_published_total", "Outbox rows published to Kafka.");
+
+pub static ALL: [&Counter; 5] = [&EVENTS_APPLIED, &EVENTS_RETRIED, &PARKED_EVENTS, &DEAD_LETTERS, &OUTBOX_PUBLISHED];
+
+/// Renders the counters plus `gauges` (name, help, value) in Prometheus' text format.
+pub fn render(service: &str, gauges: &[(&str, &str, f64)]) -> String {
+    let mut out = String::new();
+    for counter in ALL {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{service=\"{service}\"}} {value}\n",
+            name = counter.name,
+            help = counter.help,
+            value = counter.get()
+        ));
+    }
+    for (name, help, value) in gauges {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{service=\"{service}\"}} {value}\n"));
+    }
+    out
+}
