@@ -89,7 +89,7 @@ impl ServiceName {
                 topics::INVENTORY_CATALOG,
             ],
             ServiceName::Payments => &[topics::ORDERS_EVENTS, topics::INVENTORY_EVENTS],
-            ServiceName::Inventory => &[topics::PAYMENTS_EVENTS],
+            ServiceName::Inventory => &[topics::PAYMENTS_EVENTS, topics::ORDERS_EVENTS],
         }
     }
 }
@@ -114,6 +114,7 @@ impl Stack {
         let run = Uuid::new_v4().simple().to_string();
         let prefix = format!("e2e-{}.", &run[..8]);
         saga_runtime::testing::create_topics(&prefix, &topics::ALL).await?;
+        saga_runtime::testing::create_topics(&prefix, &topics::DEAD_LETTER).await?;
         let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../target/e2e-logs")
             .join(&run[..8]);

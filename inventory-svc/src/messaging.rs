@@ -10,7 +10,7 @@ use crate::repo::{ProductRepository, ReservationRepository};
 use crate::service::InventoryService;
 
 /// The topics inventory-svc consumes.
-pub const TOPICS: [&str; 1] = [topics::PAYMENTS_EVENTS];
+pub const TOPICS: [&str; 2] = [topics::PAYMENTS_EVENTS, topics::ORDERS_EVENTS];
 
 pub struct InventoryEventHandler<P, R> {
     pub service: Arc<InventoryService<P, R>>,
@@ -20,6 +20,9 @@ impl<P: ProductRepository, R: ReservationRepository> EventHandler for InventoryE
     async fn handle(&self, event: Envelope) -> Result<(), HandlerError> {
         let outcome = match &event.event {
             SagaEvent::PaymentSucceeded(paid) => self.service.reserve_order(&event, paid).await,
+            SagaEvent::OrderCancelled(cancelled) => {
+                self.service.release_order(&event, cancelled).await
+            }
             // A declined or refunded payment needs nothing from inventory.
             SagaEvent::PaymentFailed(_) | SagaEvent::PaymentRefunded(_) => Ok(()),
             SagaEvent::OrderCreated(_)

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use saga_runtime::config::CommonSettings;
 use saga_runtime::service::{Application, Infrastructure, StartupError};
 use sea_orm_migration::MigratorTrait;
+use tokio_util::sync::CancellationToken;
 
 use crate::messaging::OrdersEventHandler;
 use crate::repo::{SeaOrmCatalogRepository, SeaOrmOrderRepository};
@@ -33,6 +34,7 @@ pub type OrdersApplication =
 
 /// Connects, migrates, binds and subscribes; `main` and the tests then run the result.
 pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, StartupError> {
+    let deadline = config::DeadlineSettings::from_env()?;
     let infra = Infrastructure::connect(settings).await?;
     orders_migration::Migrator::up(&infra.db, None)
         .await
@@ -46,7 +48,34 @@ pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, Startu
     let handler = OrdersEventHandler {
         service: Arc::clone(&service),
     };
-    infra
-        .application(http::router(service), &messaging::TOPICS, handler)
-        .await
+    let app = infra
+        .application(
+            http::router(Arc::clone(&service)),
+            &messaging::TOPICS,
+            handler,
+        )
+        .await?;
+    Ok(app.with_background(Box::new(move |stop| {
+        Box::pin(deadline_job(service, deadline, stop))
+    })))
+}
+
+/// Cancels expired sagas every `scan_interval` until `stop`.
+async fn deadline_job(
+    service: Arc<OrdersService>,
+    settings: config::DeadlineSettings,
+    stop: CancellationToken,
+) {
+    loop {
+        match service.cancel_expired_orders(settings.deadline).await {
+            // A full batch may mean more are waiting: go again at once.
+            Ok(cancelled) if cancelled >= 100 => continue,
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "saga deadline scan failed; retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(settings.scan_interval) => {}
+            () = stop.cancelled() => return,
+        }
+    }
 }

@@ -42,7 +42,8 @@ impl<O: OrderRepository, C: CatalogRepository> EventHandler for OrdersEventHandl
             SagaEvent::PaymentSucceeded(_) | SagaEvent::InventoryReservationFailed(_) => Ok(()),
             SagaEvent::OrderCreated(_)
             | SagaEvent::OrderConfirmed(_)
-            | SagaEvent::OrderFailed(_) => Ok(()),
+            | SagaEvent::OrderFailed(_)
+            | SagaEvent::OrderCancelled(_) => Ok(()),
         };
         outcome.map_err(HandlerError::new)
     }

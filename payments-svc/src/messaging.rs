@@ -20,6 +20,9 @@ impl<A: AccountRepository, P: PaymentRepository> EventHandler for PaymentsEventH
     async fn handle(&self, event: Envelope) -> Result<(), HandlerError> {
         let outcome = match &event.event {
             SagaEvent::OrderCreated(order) => self.service.charge_order(&event, order).await,
+            SagaEvent::OrderCancelled(cancelled) => {
+                self.service.cancel_order(&event, cancelled).await
+            }
             SagaEvent::InventoryReservationFailed(failure) => {
                 self.service.refund_order(&event, failure).await
             }

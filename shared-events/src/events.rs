@@ -81,6 +81,15 @@ pub struct OrderFailed {
     pub reason: String,
 }
 
+/// orders-svc gave up on a saga that passed its deadline: the order is `CANCELLED`.
+/// payments-svc refunds a charge and inventory-svc releases a reservation in response, and
+/// both refuse any later charge or reservation for the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+    pub reason: String,
+}
+
 /// inventory-svc created or changed a product; orders-svc keeps a priced replica of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductUpserted {
@@ -103,6 +112,7 @@ pub enum SagaEvent {
     InventoryReservationFailed(InventoryReservationFailed),
     OrderConfirmed(OrderConfirmed),
     OrderFailed(OrderFailed),
+    OrderCancelled(OrderCancelled),
     ProductUpserted(ProductUpserted),
 }
 
@@ -118,6 +128,7 @@ impl SagaEvent {
             SagaEvent::InventoryReservationFailed(_) => "InventoryReservationFailed",
             SagaEvent::OrderConfirmed(_) => "OrderConfirmed",
             SagaEvent::OrderFailed(_) => "OrderFailed",
+            SagaEvent::OrderCancelled(_) => "OrderCancelled",
             SagaEvent::ProductUpserted(_) => "ProductUpserted",
         }
     }
@@ -127,7 +138,8 @@ impl SagaEvent {
         match self {
             SagaEvent::OrderCreated(_)
             | SagaEvent::OrderConfirmed(_)
-            | SagaEvent::OrderFailed(_) => topics::ORDERS_EVENTS,
+            | SagaEvent::OrderFailed(_)
+            | SagaEvent::OrderCancelled(_) => topics::ORDERS_EVENTS,
             SagaEvent::PaymentSucceeded(_)
             | SagaEvent::PaymentFailed(_)
             | SagaEvent::PaymentRefunded(_) => topics::PAYMENTS_EVENTS,

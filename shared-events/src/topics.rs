@@ -1,7 +1,7 @@
 //! Topic names. Saga events are keyed by saga ID so that one saga's events stay in one
 //! partition, in order; catalog events are keyed by product ID.
 
-/// Produced by orders-svc: `OrderCreated`, `OrderConfirmed`, `OrderFailed`.
+/// Produced by orders-svc: `OrderCreated`, `OrderConfirmed`, `OrderFailed`, `OrderCancelled`.
 pub const ORDERS_EVENTS: &str = "orders.events";
 /// Produced by payments-svc: `PaymentSucceeded`, `PaymentFailed`, `PaymentRefunded`.
 pub const PAYMENTS_EVENTS: &str = "payments.events";
@@ -17,3 +17,16 @@ pub const ALL: [&str; 4] = [
     INVENTORY_EVENTS,
     INVENTORY_CATALOG,
 ];
+
+/// Each topic's dead-letter topic, where consumers put records they cannot decode.
+pub const DEAD_LETTER: [&str; 4] = [
+    "orders.events.dlq",
+    "payments.events.dlq",
+    "inventory.events.dlq",
+    "inventory.catalog.dlq",
+];
+
+/// The dead-letter topic of `topic` (logical or prefixed).
+pub fn dead_letter(topic: &str) -> String {
+    format!("{topic}.dlq")
+}

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261128_000001_create_outbox_and_inbox;
 mod m20261128_000002_create_products_and_reservations;
 mod m20261128_000003_create_parked_events;
+mod m20261128_000004_allow_cancelled_reservations;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_create_outbox_and_inbox::Migration),
             Box::new(m20261128_000002_create_products_and_reservations::Migration),
             Box::new(m20261128_000003_create_parked_events::Migration),
+            Box::new(m20261128_000004_allow_cancelled_reservations::Migration),
         ]
     }
 }

@@ -11,6 +11,8 @@ pub enum ReservationStatus {
     Rejected,
     /// Held once and given back (for a cancelled saga).
     Released,
+    /// The order was cancelled before any reservation; a late request is refused.
+    Cancelled,
 }
 
 impl ReservationStatus {
@@ -19,6 +21,7 @@ impl ReservationStatus {
             ReservationStatus::Reserved => "RESERVED",
             ReservationStatus::Rejected => "REJECTED",
             ReservationStatus::Released => "RELEASED",
+            ReservationStatus::Cancelled => "CANCELLED",
         }
     }
 
@@ -27,6 +30,7 @@ impl ReservationStatus {
             ReservationStatus::Reserved,
             ReservationStatus::Rejected,
             ReservationStatus::Released,
+            ReservationStatus::Cancelled,
         ]
         .into_iter()
         .find(|status| status.as_str() == value)
@@ -41,6 +45,22 @@ pub struct Reservation {
     pub status: ReservationStatus,
     pub lines: Vec<OrderLine>,
     pub reason: Option<String>,
+}
+
+impl Reservation {
+    /// Gives a held reservation back. Returns the quantities to return to stock per product,
+    /// in product-ID order, or nothing if nothing is held (so releasing twice is harmless).
+    pub fn release(&mut self) -> Vec<(Uuid, i64)> {
+        if self.status != ReservationStatus::Reserved {
+            return Vec::new();
+        }
+        self.status = ReservationStatus::Released;
+        let mut held: BTreeMap<Uuid, i64> = BTreeMap::new();
+        for line in &self.lines {
+            *held.entry(line.product_id).or_default() += i64::from(line.quantity);
+        }
+        held.into_iter().collect()
+    }
 }
 
 /// The first product that cannot cover the order.
@@ -114,6 +134,21 @@ mod tests {
     fn repeated_products_are_added_up_before_checking() {
         let a = Uuid::now_v7();
         assert!(plan_reservation(&[line(a, 2), line(a, 2)], &HashMap::from([(a, 3)])).is_err());
+    }
+
+    #[test]
+    fn releasing_gives_back_what_was_held_once() {
+        let a = Uuid::now_v7();
+        let mut reservation = Reservation {
+            order_id: Uuid::now_v7(),
+            saga_id: Uuid::now_v7(),
+            status: ReservationStatus::Reserved,
+            lines: vec![line(a, 2), line(a, 1)],
+            reason: None,
+        };
+        assert_eq!(reservation.release(), vec![(a, 3)]);
+        assert_eq!(reservation.status, ReservationStatus::Released);
+        assert!(reservation.release().is_empty());
     }
 
     #[test]

@@ -41,10 +41,23 @@ pub trait ProductRepository: Send + Sync + 'static {
         id: Uuid,
         quantity: i64,
     ) -> impl Future<Output = Result<bool, DbErr>> + Send;
+
+    /// Moves `quantity` back from reserved to available, only if that much is reserved.
+    fn release<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        id: Uuid,
+        quantity: i64,
+    ) -> impl Future<Output = Result<bool, DbErr>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SeaOrmProductRepository;
+
+const RESERVE: &str = "UPDATE products SET available = available - $2, reserved = reserved + $2, updated_at = now() \
+                       WHERE id = $1 AND available >= $2";
+const RELEASE: &str = "UPDATE products SET available = available + $2, reserved = reserved - $2, updated_at = now() \
+                       WHERE id = $1 AND reserved >= $2";
 
 #[derive(Debug, FromQueryResult)]
 struct AvailableRow {
@@ -111,14 +124,31 @@ impl ProductRepository for SeaOrmProductRepository {
         id: Uuid,
         quantity: i64,
     ) -> Result<bool, DbErr> {
-        let result = db
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "UPDATE products SET available = available - $2, reserved = reserved + $2, updated_at = now() \
-                 WHERE id = $1 AND available >= $2",
-                [id.into(), quantity.into()],
-            ))
-            .await?;
-        Ok(result.rows_affected() == 1)
+        move_stock(db, RESERVE, id, quantity).await
     }
+
+    async fn release<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        id: Uuid,
+        quantity: i64,
+    ) -> Result<bool, DbErr> {
+        move_stock(db, RELEASE, id, quantity).await
+    }
+}
+
+async fn move_stock<C: ConnectionTrait>(
+    db: &C,
+    sql: &str,
+    id: Uuid,
+    quantity: i64,
+) -> Result<bool, DbErr> {
+    let result = db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            [id.into(), quantity.into()],
+        ))
+        .await?;
+    Ok(result.rows_affected() == 1)
 }

@@ -1,7 +1,9 @@
 use std::future::Future;
 
 use sea_orm::sea_query::LockType;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+};
 use uuid::Uuid;
 
 use super::entity::reservation;
@@ -13,6 +15,12 @@ pub trait ReservationRepository: Send + Sync + 'static {
         db: &C,
         order_id: Uuid,
     ) -> impl Future<Output = Result<Option<Reservation>, DbErr>> + Send;
+
+    fn update_status<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        reservation: &Reservation,
+    ) -> impl Future<Output = Result<(), DbErr>> + Send;
 
     fn insert<C: ConnectionTrait>(
         &self,
@@ -55,6 +63,24 @@ impl ReservationRepository for SeaOrmReservationRepository {
             lines,
             reason: row.reason,
         }))
+    }
+
+    async fn update_status<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        reservation: &Reservation,
+    ) -> Result<(), DbErr> {
+        reservation::Entity::update_many()
+            .set(reservation::ActiveModel {
+                status: Set(reservation.status.as_str().to_owned()),
+                reason: Set(reservation.reason.clone()),
+                updated_at: Set(chrono::Utc::now().fixed_offset()),
+                ..Default::default()
+            })
+            .filter(reservation::Column::OrderId.eq(reservation.order_id))
+            .exec(db)
+            .await?;
+        Ok(())
     }
 
     async fn insert<C: ConnectionTrait>(

@@ -3,6 +3,7 @@
 
 mod create_product;
 mod queries;
+mod release_order;
 mod reserve_order;
 
 use saga_runtime::outbox::{OutboxError, OutboxSignal};

@@ -30,8 +30,23 @@ impl<P: ProductRepository, R: ReservationRepository> InventoryService<P, R> {
             .find_for_update(&txn, paid.order_id)
             .await?
         {
-            tracing::warn!(order_id = %paid.order_id, status = existing.status.as_str(), "order already has a reservation decision; ignored");
+            tracing::warn!(order_id = %paid.order_id, status = existing.status.as_str(), "order already has a reservation decision");
+            if existing.status == ReservationStatus::Cancelled {
+                // A payment that arrives after the cancellation becomes a compensation: the
+                // failure makes payments-svc refund it.
+                let refused = SagaEvent::InventoryReservationFailed(InventoryReservationFailed {
+                    order_id: paid.order_id,
+                    product_id: paid
+                        .items
+                        .first()
+                        .map(|line| line.product_id)
+                        .unwrap_or_default(),
+                    reason: "the order was cancelled before stock was reserved".to_owned(),
+                });
+                outbox::enqueue(&txn, &Envelope::new(SOURCE, Some(saga_id), refused)).await?;
+            }
             txn.commit().await?;
+            self.outbox_signal.notify();
             return Ok(());
         }
         let product_ids: Vec<Uuid> = paid.items.iter().map(|line| line.product_id).collect();

@@ -176,6 +176,11 @@ impl Order {
         self.finish(OrderStatus::FailedInventory, Some(reason))
     }
 
+    /// The saga passed its deadline: give up. Payments and inventory compensate in response.
+    pub fn cancel(&mut self, reason: &str) -> Result<(), TransitionError> {
+        self.finish(OrderStatus::Cancelled, Some(reason))
+    }
+
     fn finish(&mut self, to: OrderStatus, reason: Option<&str>) -> Result<(), TransitionError> {
         if self.status != OrderStatus::PendingPayment {
             return Err(TransitionError {
@@ -311,6 +316,18 @@ mod tests {
         by_inventory.fail_inventory("out of stock")?;
         assert_eq!(by_inventory.status, OrderStatus::FailedInventory);
         assert!(by_inventory.confirm().is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn only_a_pending_order_can_be_cancelled() -> Result<(), Box<dyn std::error::Error>> {
+        let mut order = pending()?;
+        order.cancel("deadline passed")?;
+        assert_eq!(order.status, OrderStatus::Cancelled);
+        assert!(order.confirm().is_err());
+        let mut confirmed = pending()?;
+        confirmed.confirm()?;
+        assert!(confirmed.cancel("deadline passed").is_err());
         Ok(())
     }
 

@@ -2,8 +2,9 @@ use std::future::Future;
 
 use sea_orm::sea_query::LockType;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
 };
 use uuid::Uuid;
 
@@ -32,6 +33,15 @@ pub trait OrderRepository: Send + Sync + 'static {
         id: Uuid,
     ) -> impl Future<Output = Result<Option<Order>, DbErr>> + Send;
 
+    /// Locks up to `limit` orders still `PENDING_PAYMENT` that were created more than
+    /// `deadline` ago by the database's clock, skipping rows another transaction holds.
+    fn lock_expired<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        deadline: std::time::Duration,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<Uuid>, DbErr>> + Send;
+
     /// Writes the order's status and failure reason.
     fn update_status<C: ConnectionTrait>(
         &self,
@@ -45,7 +55,6 @@ pub struct SeaOrmOrderRepository;
 
 impl OrderRepository for SeaOrmOrderRepository {
     async fn insert<C: ConnectionTrait>(&self, db: &C, order: &Order) -> Result<(), DbErr> {
-        let now = chrono::Utc::now().fixed_offset();
         order::Entity::insert(order::ActiveModel {
             id: Set(order.id),
             saga_id: Set(order.saga_id),
@@ -53,8 +62,9 @@ impl OrderRepository for SeaOrmOrderRepository {
             status: Set(order.status.as_str().to_owned()),
             total_cents: Set(order.total_cents),
             failure_reason: Set(order.failure_reason.clone()),
-            created_at: Set(now),
-            updated_at: Set(now),
+            // The database's clock, which the saga deadline is measured against.
+            created_at: NotSet,
+            updated_at: NotSet,
         })
         .exec_without_returning(db)
         .await?;
@@ -95,6 +105,24 @@ impl OrderRepository for SeaOrmOrderRepository {
             return Ok(None);
         };
         load_lines(db, model).await.map(Some)
+    }
+
+    async fn lock_expired<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        deadline: std::time::Duration,
+        limit: u64,
+    ) -> Result<Vec<Uuid>, DbErr> {
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT id FROM orders \
+                 WHERE status = 'PENDING_PAYMENT' AND created_at < now() - make_interval(secs => $1) \
+                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                [deadline.as_secs_f64().into(), limit.into()],
+            ))
+            .await?;
+        rows.iter().map(|row| row.try_get("", "id")).collect()
     }
 
     async fn update_status<C: ConnectionTrait>(&self, db: &C, order: &Order) -> Result<(), DbErr> {

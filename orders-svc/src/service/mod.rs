@@ -1,6 +1,7 @@
 //! Use cases, one file each. Every command opens one transaction and shows its steps in order:
 //! begin → inbox (for events) → domain → repository → outbox → commit → wake the relay.
 
+mod cancel_expired;
 mod finish_order;
 mod on_product_upserted;
 mod place_order;

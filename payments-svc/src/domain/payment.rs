@@ -10,6 +10,9 @@ pub enum PaymentStatus {
     Declined,
     /// Money was taken and has been given back (the saga's compensation).
     Refunded,
+    /// Nothing was taken: the order was cancelled or compensated before it was charged. The
+    /// row makes any later charge for the order impossible.
+    Cancelled,
 }
 
 impl PaymentStatus {
@@ -18,6 +21,7 @@ impl PaymentStatus {
             PaymentStatus::Charged => "CHARGED",
             PaymentStatus::Declined => "DECLINED",
             PaymentStatus::Refunded => "REFUNDED",
+            PaymentStatus::Cancelled => "CANCELLED",
         }
     }
 
@@ -26,6 +30,7 @@ impl PaymentStatus {
             PaymentStatus::Charged,
             PaymentStatus::Declined,
             PaymentStatus::Refunded,
+            PaymentStatus::Cancelled,
         ]
         .into_iter()
         .find(|status| status.as_str() == value)
@@ -84,6 +89,27 @@ pub fn charge(
     }
 }
 
+impl Payment {
+    /// The record of an order that was cancelled, or compensated, before it was ever charged:
+    /// it moves no money and blocks any later charge.
+    pub fn cancelled_before_charge(
+        order_id: Uuid,
+        saga_id: Uuid,
+        customer_id: Uuid,
+        reason: &str,
+    ) -> Payment {
+        Payment {
+            id: Uuid::now_v7(),
+            order_id,
+            saga_id,
+            customer_id,
+            amount_cents: 0,
+            status: PaymentStatus::Cancelled,
+            reason: Some(reason.to_owned()),
+        }
+    }
+}
+
 /// What a refund request means for a payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefundOutcome {
@@ -106,7 +132,7 @@ impl Payment {
                 }
             }
             PaymentStatus::Refunded => RefundOutcome::AlreadyRefunded,
-            PaymentStatus::Declined => RefundOutcome::NothingCharged,
+            PaymentStatus::Declined | PaymentStatus::Cancelled => RefundOutcome::NothingCharged,
         }
     }
 }

@@ -4,7 +4,7 @@ use sea_orm::TransactionTrait;
 use shared_events::{Envelope, OrderCreated, PaymentFailed, PaymentSucceeded, SagaEvent};
 
 use super::{PaymentsService, SOURCE, ServiceError};
-use crate::domain::{self, ChargeOutcome};
+use crate::domain::{self, ChargeOutcome, PaymentStatus};
 use crate::repo::{AccountRepository, PaymentRepository};
 
 impl<A: AccountRepository, P: PaymentRepository> PaymentsService<A, P> {
@@ -27,8 +27,18 @@ impl<A: AccountRepository, P: PaymentRepository> PaymentsService<A, P> {
             .await?
         {
             // A payment is final: never charge an order twice, whatever event asks.
-            tracing::warn!(order_id = %order.order_id, status = existing.status.as_str(), "order already has a payment; ignored");
+            tracing::warn!(order_id = %order.order_id, status = existing.status.as_str(), "order already has a payment; not charged");
+            if existing.status == PaymentStatus::Cancelled {
+                // A late OrderCreated for a cancelled order: refuse it, and say so.
+                let refused = SagaEvent::PaymentFailed(PaymentFailed {
+                    order_id: order.order_id,
+                    customer_id: order.customer_id,
+                    reason: "the order was cancelled before it was charged".to_owned(),
+                });
+                outbox::enqueue(&txn, &Envelope::new(SOURCE, Some(saga_id), refused)).await?;
+            }
             txn.commit().await?;
+            self.outbox_signal.notify();
             return Ok(());
         }
         let mut account = self

@@ -1,6 +1,7 @@
 //! Use cases, one file each. Every command opens one transaction and shows its steps in order:
 //! begin → inbox (for events) → domain → repository → outbox → commit → wake the relay.
 
+mod cancel_order;
 mod charge_order;
 mod create_account;
 mod queries;

@@ -87,11 +87,13 @@ pub fn classify_db(error: &DbErr) -> FailureClass {
         DbErr::Exec(runtime) | DbErr::Query(runtime) => runtime,
         _ => return FailureClass::Permanent,
     };
-    let RuntimeErr::SqlxError(sqlx_error) = runtime else { return FailureClass::Permanent };
+    let RuntimeErr::SqlxError(sqlx_error) = runtime else {
+        return FailureClass::Permanent;
+    };
     match sqlx_error.as_ref() {
-        sea_orm::sqlx::Error::Io(_) | sea_orm::sqlx::Error::PoolTimedOut | sea_orm::sqlx::Error::PoolClosed => {
-            FailureClass::Unavailable
-        }
+        sea_orm::sqlx::Error::Io(_)
+        | sea_orm::sqlx::Error::PoolTimedOut
+        | sea_orm::sqlx::Error::PoolClosed => FailureClass::Unavailable,
         sea_orm::sqlx::Error::Database(db) => match db.code().as_deref() {
             // serialization_failure, deadlock_detected, lock_not_available, query_canceled
             // (statement timeout), too_many_connections, admin/crash shutdown, cannot_connect_now.
@@ -119,7 +121,9 @@ pub struct EventConsumer<H> {
 
 impl<H> std::fmt::Debug for EventConsumer<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventConsumer").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("EventConsumer")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -134,7 +138,8 @@ impl<H: EventHandler> EventConsumer<H> {
         dead_letters: FutureProducer,
         parking: Parking,
     ) -> Result<Self, KafkaError> {
-        let consumer: SagaConsumer = kafka::consumer_config(kafka_settings, client_id).create_with_context(CommitOnRevoke)?;
+        let consumer: SagaConsumer = kafka::consumer_config(kafka_settings, client_id)
+            .create_with_context(CommitOnRevoke)?;
         let physical: Vec<String> = topics.iter().map(|t| kafka_settings.topic(t)).collect();
         let names: Vec<&str> = physical.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
@@ -168,7 +173,11 @@ impl<H: EventHandler> EventConsumer<H> {
                 kafka: self.kafka.clone(),
                 shutdown: shutdown.clone(),
             };
-            workers.spawn(worker.run(rx).instrument(tracing::info_span!("consumer_lane", lane)));
+            workers.spawn(
+                worker
+                    .run(rx)
+                    .instrument(tracing::info_span!("consumer_lane", lane)),
+            );
         }
 
         loop {
@@ -249,7 +258,11 @@ impl<H: EventHandler> Lane<H> {
     async fn process(&self, record: &OwnedMessage) -> Outcome {
         let payload = record.payload().unwrap_or_default();
         if payload.len() > self.settings.max_record_bytes {
-            let reason = format!("record of {} bytes exceeds the limit of {}", payload.len(), self.settings.max_record_bytes);
+            let reason = format!(
+                "record of {} bytes exceeds the limit of {}",
+                payload.len(),
+                self.settings.max_record_bytes
+            );
             return self.dead_letter(record, &reason).await;
         }
         let envelope = match Envelope::decode(payload) {
@@ -270,7 +283,11 @@ impl<H: EventHandler> Lane<H> {
     }
 
     async fn apply(&self, record: &OwnedMessage, envelope: Envelope) -> Outcome {
-        let origin = Origin { topic: record.topic().to_owned(), partition: record.partition(), offset: record.offset() };
+        let origin = Origin {
+            topic: record.topic().to_owned(),
+            partition: record.partition(),
+            offset: record.offset(),
+        };
         if self.parking.blocks(envelope.sagaid) {
             let reason = "an earlier event of this saga is parked";
             return self.park(&envelope, &origin, reason, 0).await;
@@ -287,7 +304,9 @@ impl<H: EventHandler> Lane<H> {
             };
             let class = error.class();
             if class == FailureClass::Permanent && attempt >= self.settings.max_attempts {
-                return self.park(&envelope, &origin, &error.to_string(), attempt).await;
+                return self
+                    .park(&envelope, &origin, &error.to_string(), attempt)
+                    .await;
             }
             metrics::EVENTS_RETRIED.increment();
             tracing::warn!(attempt, ?class, %error, retry_in = ?backoff, "event handler failed; retrying");
@@ -299,7 +318,13 @@ impl<H: EventHandler> Lane<H> {
         }
     }
 
-    async fn park(&self, envelope: &Envelope, origin: &Origin, reason: &str, attempts: u32) -> Outcome {
+    async fn park(
+        &self,
+        envelope: &Envelope,
+        origin: &Origin,
+        reason: &str,
+        attempts: u32,
+    ) -> Outcome {
         let mut backoff = self.settings.retry_backoff_initial;
         loop {
             match self.parking.park(envelope, origin, reason, attempts).await {
@@ -317,31 +342,60 @@ impl<H: EventHandler> Lane<H> {
     /// and waits for the acknowledgement: the record is skipped only once it is safe there.
     async fn dead_letter(&self, record: &OwnedMessage, reason: &str) -> Outcome {
         let (topic, partition, offset) = (record.topic(), record.partition(), record.offset());
-        tracing::error!(topic, partition, offset, reason, "undecodable record sent to the dead-letter topic");
-        let dlq = format!("{topic}.dlq");
+        tracing::error!(
+            topic,
+            partition,
+            offset,
+            reason,
+            "undecodable record sent to the dead-letter topic"
+        );
+        let dlq = shared_events::topics::dead_letter(topic);
         let (partition_text, offset_text) = (partition.to_string(), offset.to_string());
         let mut backoff = self.settings.retry_backoff_initial;
         loop {
             let mut dlq_headers = OwnedHeaders::new()
-                .insert(Header { key: "dlq_reason", value: Some(reason) })
-                .insert(Header { key: "dlq_original_topic", value: Some(topic) })
-                .insert(Header { key: "dlq_original_partition", value: Some(partition_text.as_str()) })
-                .insert(Header { key: "dlq_original_offset", value: Some(offset_text.as_str()) });
+                .insert(Header {
+                    key: "dlq_reason",
+                    value: Some(reason),
+                })
+                .insert(Header {
+                    key: "dlq_original_topic",
+                    value: Some(topic),
+                })
+                .insert(Header {
+                    key: "dlq_original_partition",
+                    value: Some(partition_text.as_str()),
+                })
+                .insert(Header {
+                    key: "dlq_original_offset",
+                    value: Some(offset_text.as_str()),
+                });
             if let Some(original) = record.headers() {
                 for h in original.iter() {
-                    dlq_headers = dlq_headers.insert(Header { key: h.key, value: h.value });
+                    dlq_headers = dlq_headers.insert(Header {
+                        key: h.key,
+                        value: h.value,
+                    });
                 }
             }
-            let mut dead = FutureRecord::to(&dlq).headers(dlq_headers).payload(record.payload().unwrap_or_default());
+            let mut dead = FutureRecord::to(&dlq)
+                .headers(dlq_headers)
+                .payload(record.payload().unwrap_or_default());
             if let Some(key) = record.key() {
                 dead = dead.key(key);
             }
-            match self.dead_letters.send(dead, self.kafka.message_timeout).await {
+            match self
+                .dead_letters
+                .send(dead, self.kafka.message_timeout)
+                .await
+            {
                 Ok(_) => {
                     metrics::DEAD_LETTERS.increment();
                     return Outcome::Done;
                 }
-                Err((error, _)) => tracing::warn!(%error, dlq, "dead-letter publish failed; retrying"),
+                Err((error, _)) => {
+                    tracing::warn!(%error, dlq, "dead-letter publish failed; retrying")
+                }
             }
             if !self.pause(backoff).await {
                 return Outcome::Interrupted;
@@ -361,7 +415,10 @@ impl<H: EventHandler> Lane<H> {
     fn store_offset(&self, record: &OwnedMessage) {
         // Fails harmlessly ("Erroneous state") when a rebalance took the partition meanwhile;
         // the new owner redelivers the record and the inbox makes it a no-op.
-        if let Err(error) = self.consumer.store_offset(record.topic(), record.partition(), record.offset()) {
+        if let Err(error) =
+            self.consumer
+                .store_offset(record.topic(), record.partition(), record.offset())
+        {
             tracing::debug!(topic = record.topic(), partition = record.partition(), offset = record.offset(), %error, "offset not stored");
         }
     }
@@ -369,5 +426,9 @@ impl<H: EventHandler> Lane<H> {
 
 fn header<'a>(record: &'a OwnedMessage, name: &str) -> Option<&'a str> {
     let headers = record.headers()?;
-    headers.iter().find(|h| h.key == name).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
 }

@@ -91,7 +91,10 @@ pub fn init_from_env() -> Result<(), ConfigError> {
         db_failure: Some(db_failure),
         fail_event_type: optional::<String>("FAULT_FAIL_EVENT_TYPE")?,
     };
-    if faults.crash_at.is_some() || faults.fail_event_type.is_some() || faults.db_failures_left.load(Ordering::Relaxed) > 0 {
+    if faults.crash_at.is_some()
+        || faults.fail_event_type.is_some()
+        || faults.db_failures_left.load(Ordering::Relaxed) > 0
+    {
         tracing::warn!(?faults, "fault injection is enabled");
     }
     // A second call (tests building several apps in one process) keeps the first settings.
@@ -105,11 +108,17 @@ where
     T::Err: std::fmt::Display,
 {
     match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => value.trim().parse().map(Some).map_err(|e: T::Err| ConfigError {
-            name: name.to_owned(),
-            value,
-            reason: e.to_string(),
-        }),
+        Ok(value) if !value.trim().is_empty() => {
+            value
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|e: T::Err| ConfigError {
+                    name: name.to_owned(),
+                    value,
+                    reason: e.to_string(),
+                })
+        }
         _ => Ok(None),
     }
 }
@@ -129,13 +138,17 @@ pub fn crash_point(point: CrashPoint) {
 /// Fails the caller's transaction with a real PostgreSQL error while injected failures last,
 /// or always for the configured event type.
 pub async fn inject_db_failure<C: ConnectionTrait>(db: &C, event_type: &str) -> Result<(), DbErr> {
-    let Some(faults) = FAULTS.get() else { return Ok(()) };
+    let Some(faults) = FAULTS.get() else {
+        return Ok(());
+    };
     if faults.fail_event_type.as_deref() == Some(event_type) {
         // 22023 invalid_parameter_value: an error no retry can fix.
         db.execute_unprepared("DO $$ BEGIN RAISE EXCEPTION 'injected permanent failure' USING ERRCODE = '22023'; END $$")
             .await?;
     }
-    let took = faults.db_failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    let took = faults
+        .db_failures_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     if took.is_err() {
         return Ok(());
     }

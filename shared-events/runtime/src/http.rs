@@ -208,7 +208,9 @@ pub fn sagas_router<H: EventHandler>(parking: Parking, handler: Arc<H>) -> Route
         .with_state((parking, handler))
 }
 
-async fn stuck_sagas<H: EventHandler>(State((parking, _)): State<(Parking, Arc<H>)>) -> Result<Response, ApiError> {
+async fn stuck_sagas<H: EventHandler>(
+    State((parking, _)): State<(Parking, Arc<H>)>,
+) -> Result<Response, ApiError> {
     let parked = parking.list().await.map_err(|e| ApiError::internal(&e))?;
     Ok(Json(json!({ "count": parked.len(), "parked": parked })).into_response())
 }
@@ -217,24 +219,45 @@ async fn retry_saga<H: EventHandler>(
     State((parking, handler)): State<(Parking, Arc<H>)>,
     AppPath(saga_id): AppPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let outcome = parking.retry(saga_id, handler.as_ref()).await.map_err(|e| ApiError::internal(&e))?;
-    let status = if outcome.remaining == 0 { StatusCode::OK } else { StatusCode::CONFLICT };
+    let outcome = parking
+        .retry(saga_id, handler.as_ref())
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let status = if outcome.remaining == 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
     Ok((status, Json(outcome)).into_response())
 }
 
 /// `GET /metrics`: the process counters plus the outbox backlog and the age of its oldest row.
 pub fn metrics_router(service: &'static str, db: DatabaseConnection) -> Router {
-    Router::new().route("/metrics", get(metrics)).with_state((service, db))
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state((service, db))
 }
 
 async fn metrics(State((service, db)): State<(&'static str, DatabaseConnection)>) -> Response {
     let (backlog, age) = outbox::backlog_and_age(&db).await.unwrap_or((-1, -1.0));
     #[allow(clippy::cast_precision_loss)]
     let gauges = [
-        ("saga_outbox_backlog", "Outbox rows waiting to be published.", backlog as f64),
-        ("saga_outbox_oldest_age_seconds", "Age of the oldest waiting outbox row.", age),
+        (
+            "saga_outbox_backlog",
+            "Outbox rows waiting to be published.",
+            backlog as f64,
+        ),
+        (
+            "saga_outbox_oldest_age_seconds",
+            "Age of the oldest waiting outbox row.",
+            age,
+        ),
     ];
-    ([("content-type", "text/plain; version=0.0.4")], crate::metrics::render(service, &gauges)).into_response()
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        crate::metrics::render(service, &gauges),
+    )
+        .into_response()
 }
 
 /// Serves `router` until `shutdown`, then lets in-flight requests finish. Every request is

@@ -13,7 +13,11 @@ pub struct Counter {
 
 impl Counter {
     const fn new(name: &'static str, help: &'static str) -> Self {
-        Self { name, help, value: AtomicU64::new(0) }
+        Self {
+            name,
+            help,
+            value: AtomicU64::new(0),
+        }
     }
 
     pub fn increment(&self) {
@@ -29,13 +33,34 @@ impl Counter {
     }
 }
 
-pub static EVENTS_APPLIED: Counter = Counter::new("saga_events_applied_total", "Consumed events whose transaction committed.");
-pub static EVENTS_RETRIED: Counter = Counter::new("saga_event_retries_total", "Handler failures that were retried.");
-pub static PARKED_EVENTS: Counter = Counter::new("saga_parked_events_total", "Events parked for an operator after failing permanently.");
-pub static DEAD_LETTERS: Counter = Counter::new("saga_dead_letters_total", "Undecodable records sent to a dead-letter topic.");
-pub static OUTBOX_PUBLISHED: Counter = Counter::new("saga_outbox_published_total", "Outbox rows published to Kafka.");
+pub static EVENTS_APPLIED: Counter = Counter::new(
+    "saga_events_applied_total",
+    "Consumed events whose transaction committed.",
+);
+pub static EVENTS_RETRIED: Counter = Counter::new(
+    "saga_event_retries_total",
+    "Handler failures that were retried.",
+);
+pub static PARKED_EVENTS: Counter = Counter::new(
+    "saga_parked_events_total",
+    "Events parked for an operator after failing permanently.",
+);
+pub static DEAD_LETTERS: Counter = Counter::new(
+    "saga_dead_letters_total",
+    "Undecodable records sent to a dead-letter topic.",
+);
+pub static OUTBOX_PUBLISHED: Counter = Counter::new(
+    "saga_outbox_published_total",
+    "Outbox rows published to Kafka.",
+);
 
-pub static ALL: [&Counter; 5] = [&EVENTS_APPLIED, &EVENTS_RETRIED, &PARKED_EVENTS, &DEAD_LETTERS, &OUTBOX_PUBLISHED];
+pub static ALL: [&Counter; 5] = [
+    &EVENTS_APPLIED,
+    &EVENTS_RETRIED,
+    &PARKED_EVENTS,
+    &DEAD_LETTERS,
+    &OUTBOX_PUBLISHED,
+];
 
 /// Renders the counters plus `gauges` (name, help, value) in Prometheus' text format.
 pub fn render(service: &str, gauges: &[(&str, &str, f64)]) -> String {
@@ -49,7 +74,9 @@ pub fn render(service: &str, gauges: &[(&str, &str, f64)]) -> String {
         ));
     }
     for (name, help, value) in gauges {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{service=\"{service}\"}} {value}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{service=\"{service}\"}} {value}\n"
+        ));
     }
     out
 }

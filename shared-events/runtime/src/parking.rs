@@ -62,8 +62,14 @@ impl Parking {
                 "SELECT DISTINCT saga_id FROM parked_events WHERE saga_id IS NOT NULL",
             ))
             .await?;
-        let sagas = rows.iter().map(|row| row.try_get::<Uuid>("", "saga_id")).collect::<Result<HashSet<_>, _>>()?;
-        Ok(Self { db, sagas: Arc::new(Mutex::new(sagas)) })
+        let sagas = rows
+            .iter()
+            .map(|row| row.try_get::<Uuid>("", "saga_id"))
+            .collect::<Result<HashSet<_>, _>>()?;
+        Ok(Self {
+            db,
+            sagas: Arc::new(Mutex::new(sagas)),
+        })
     }
 
     /// Whether an earlier event of this saga is parked, so this one must wait behind it.
@@ -72,7 +78,13 @@ impl Parking {
     }
 
     /// Stores the event for an operator; idempotent per event ID.
-    pub async fn park(&self, event: &Envelope, origin: &Origin, error: &str, attempts: u32) -> Result<(), DbErr> {
+    pub async fn park(
+        &self,
+        event: &Envelope,
+        origin: &Origin,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), DbErr> {
         let payload = serde_json::to_value(event).map_err(|e| DbErr::Custom(e.to_string()))?;
         self.db
             .execute_raw(Statement::from_sql_and_values(
@@ -112,7 +124,11 @@ impl Parking {
 
     /// Replays the saga's parked events in order through `handler`, deleting each one that
     /// now applies, and stops at the first that still fails.
-    pub async fn retry<H: EventHandler>(&self, saga_id: Uuid, handler: &H) -> Result<RetryOutcome, DbErr> {
+    pub async fn retry<H: EventHandler>(
+        &self,
+        saga_id: Uuid,
+        handler: &H,
+    ) -> Result<RetryOutcome, DbErr> {
         let mut retried = 0;
         let mut error = None;
         loop {
@@ -127,7 +143,8 @@ impl Parking {
             let Some(row) = next else { break };
             let id: i64 = row.try_get("", "id")?;
             let payload: serde_json::Value = row.try_get("", "payload")?;
-            let event: Envelope = serde_json::from_value(payload).map_err(|e| DbErr::Custom(e.to_string()))?;
+            let event: Envelope =
+                serde_json::from_value(payload).map_err(|e| DbErr::Custom(e.to_string()))?;
             match handler.handle(event).await {
                 Ok(()) => {
                     self.db
@@ -159,7 +176,12 @@ impl Parking {
             sagas.remove(&saga_id);
         }
         tracing::info!(%saga_id, retried, remaining, "parked events retried");
-        Ok(RetryOutcome { saga_id, retried, remaining, error })
+        Ok(RetryOutcome {
+            saga_id,
+            retried,
+            remaining,
+            error,
+        })
     }
 
     async fn count(&self, saga_id: Uuid) -> Result<usize, DbErr> {

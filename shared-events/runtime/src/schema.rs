@@ -81,7 +81,11 @@ pub async fn create_parked_events(manager: &SchemaManager<'_>) -> Result<(), DbE
 }
 
 pub async fn drop_parked_events(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
-    manager.get_connection().execute_unprepared("DROP TABLE IF EXISTS parked_events;").await.map(|_| ())
+    manager
+        .get_connection()
+        .execute_unprepared("DROP TABLE IF EXISTS parked_events;")
+        .await
+        .map(|_| ())
 }
 
 pub async fn drop_outbox_and_inbox(manager: &SchemaManager<'_>) -> Result<(), DbErr> {

@@ -3,8 +3,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -25,6 +25,8 @@ use crate::relay::Relay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Database(#[from] ConnectError),
     #[error("migrations failed: {0}")]
@@ -76,7 +78,6 @@ impl Infrastructure {
         )
     }
 
-
     /// Binds the listener and subscribes the consumer: the service's `routes` (plus
     /// `/health`) and `handler` for `topics` become a runnable [`Application`].
     pub async fn application<H: EventHandler>(
@@ -87,7 +88,9 @@ impl Infrastructure {
     ) -> Result<Application<H>, StartupError> {
         let listener = self.listen().await?;
         let handler = Arc::new(handler);
-        let parking = Parking::load(self.db.clone()).await.map_err(StartupError::Migration)?;
+        let parking = Parking::load(self.db.clone())
+            .await
+            .map_err(StartupError::Migration)?;
         let consumer = EventConsumer::subscribe(
             &self.settings.kafka,
             self.settings.consumer.clone(),
@@ -104,9 +107,19 @@ impl Infrastructure {
                 metadata_timeout: self.settings.kafka.metadata_timeout,
             }))
             .merge(http::sagas_router(parking, handler))
-            .merge(http::metrics_router(self.settings.service_name, self.db.clone()));
+            .merge(http::metrics_router(
+                self.settings.service_name,
+                self.db.clone(),
+            ));
         let relay = self.relay();
-        Ok(Application { settings: self.settings, listener, router, relay, consumer, background: Vec::new() })
+        Ok(Application {
+            settings: self.settings,
+            listener,
+            router,
+            relay,
+            consumer,
+            background: Vec::new(),
+        })
     }
 }
 
@@ -123,7 +136,8 @@ pub struct Application<H> {
 }
 
 /// A job that runs until the token it is given is cancelled.
-pub type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+pub type BackgroundTask =
+    Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 impl<H: EventHandler> Application<H> {
     /// The port actually bound, which differs from the configured one when that was 0.
@@ -203,9 +217,19 @@ pub async fn run<H: EventHandler>(
     app: Application<H>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let Application { settings, listener, router, relay, consumer, background } = app;
+    let Application {
+        settings,
+        listener,
+        router,
+        relay,
+        consumer,
+        background,
+    } = app;
     let settings = &settings;
-    let jobs: Vec<_> = background.into_iter().map(|task| tokio::spawn(task(shutdown.clone()))).collect();
+    let jobs: Vec<_> = background
+        .into_iter()
+        .map(|task| tokio::spawn(task(shutdown.clone())))
+        .collect();
     let relay_stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));

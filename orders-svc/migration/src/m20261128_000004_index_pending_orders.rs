@@ -1,0 +1,28 @@
+use sea_orm_migration::prelude::*;
+
+#[derive(Debug, DeriveMigrationName)]
+pub struct Migration;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                r#"
+                -- The saga-deadline job looks for old PENDING_PAYMENT orders every second.
+                CREATE INDEX orders_pending_by_age ON orders (created_at) WHERE status = 'PENDING_PAYMENT';
+                "#,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(r#"DROP INDEX orders_pending_by_age;"#)
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,32 @@
+use sea_orm_migration::prelude::*;
+
+#[derive(Debug, DeriveMigrationName)]
+pub struct Migration;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(
+                r#"
+                -- CANCELLED: the order was cancelled (or compensated) before any charge. The row
+                -- stays so UNIQUE (order_id) refuses a late charge for the order.
+                ALTER TABLE payments DROP CONSTRAINT payments_status_check;
+                ALTER TABLE payments ADD CONSTRAINT payments_status_check
+                    CHECK (status IN ('CHARGED', 'DECLINED', 'REFUNDED', 'CANCELLED'));
+                "#,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(r#"ALTER TABLE payments DROP CONSTRAINT payments_status_check;
+               ALTER TABLE payments ADD CONSTRAINT payments_status_check CHECK (status IN ('CHARGED', 'DECLINED', 'REFUNDED'));"#)
+            .await
+            .map(|_| ())
+    }
+}
