@@ -98,7 +98,8 @@ struct RunningService {
     name: ServiceName,
     port: u16,
     database_url: String,
-    child: Child,
+    /// `None` while the harness has it stopped.
+    child: Option<Child>,
 }
 
 /// The three services, running on this run's databases and topics.
@@ -106,11 +107,18 @@ pub struct Stack {
     pub prefix: String,
     services: Vec<RunningService>,
     pub log_dir: PathBuf,
+    /// Environment every start of a service gets, e.g. a short saga deadline.
+    base_env: Vec<(ServiceName, String, String)>,
 }
 
 impl Stack {
     /// Creates this run's topics and databases and starts the services, waiting for `/health`.
     pub async fn start() -> TestResult<Stack> {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// Like [`Stack::start`], with extra environment for some services on every start.
+    pub async fn start_with(base_env: Vec<(ServiceName, &str, &str)>) -> TestResult<Stack> {
         let run = Uuid::new_v4().simple().to_string();
         let prefix = format!("e2e-{}.", &run[..8]);
         saga_runtime::testing::create_topics(&prefix, &topics::ALL).await?;
@@ -119,16 +127,13 @@ impl Stack {
             .join("../target/e2e-logs")
             .join(&run[..8]);
         std::fs::create_dir_all(&log_dir)?;
-        let mut stack = Stack {
-            prefix,
-            services: Vec::new(),
-            log_dir,
-        };
+        let base_env = base_env.into_iter().map(|(n, k, v)| (n, k.to_owned(), v.to_owned())).collect();
+        let mut stack = Stack { prefix, services: Vec::new(), log_dir, base_env };
         for name in ServiceName::ALL {
             let (role, home) = name.database();
             let database_url = saga_runtime::testing::fresh_database(role, home, "e2e").await?;
             let port = free_port()?;
-            let child = stack.spawn(name, port, &database_url)?;
+            let child = Some(stack.spawn(name, port, &database_url, &[])?);
             stack.services.push(RunningService {
                 name,
                 port,
@@ -142,7 +147,7 @@ impl Stack {
         Ok(stack)
     }
 
-    fn spawn(&self, name: ServiceName, port: u16, database_url: &str) -> TestResult<Child> {
+    fn spawn(&self, name: ServiceName, port: u16, database_url: &str, extra_env: &[(&str, &str)]) -> TestResult<Child> {
         let bin_dir = std::env::var("SAGA_BIN_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
@@ -156,12 +161,25 @@ impl Stack {
             .create(true)
             .append(true)
             .open(self.log_dir.join(format!("{}.log", name.binary())))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        for (service, key, value) in &self.base_env {
+            if *service == name {
+                command.env(key, value);
+            }
+        }
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let child = command
             .env("DATABASE_URL", database_url)
             .env("HTTP_PORT", port.to_string())
             .env("KAFKA_BROKERS", saga_runtime::testing::kafka_brokers())
             .env("KAFKA_TOPIC_PREFIX", &self.prefix)
             .env("KAFKA_GROUP_ID", self.group_id(name))
+            // Dynamic membership with a short session: a killed member's partitions move on
+            // within 6 s (the broker's minimum). Static membership was tried and rejected: a
+            // broker restart fences the static member fatally.
+            .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env(
                 "RUST_LOG",
                 std::env::var("E2E_SERVICE_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
@@ -197,7 +215,103 @@ impl Stack {
         format!("{}{}", self.prefix, logical)
     }
 
-    async fn wait_healthy(&self, name: ServiceName, within: Duration) -> TestResult {
+    fn service_mut(&mut self, name: ServiceName) -> TestResult<&mut RunningService> {
+        self.services.iter_mut().find(|s| s.name == name).ok_or_else(|| format!("{} is not part of the stack", name.binary()).into())
+    }
+
+    /// SIGKILLs the service and waits for it to be gone.
+    pub async fn kill(&mut self, name: ServiceName) -> TestResult {
+        if let Some(mut child) = self.service_mut(name)?.child.take() {
+            let _ = child.kill().await;
+        }
+        Ok(())
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `TERM`...) to the service.
+    pub async fn signal(&mut self, name: ServiceName, signal: &str) -> TestResult {
+        let pid = self.service_mut(name)?.child.as_ref().and_then(Child::id).ok_or("service is not running")?;
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().await?;
+        ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+
+    /// SIGTERMs the service and returns how long it took to exit cleanly.
+    pub async fn terminate(&mut self, name: ServiceName, within: Duration) -> TestResult<Duration> {
+        let started = Instant::now();
+        self.signal(name, "TERM").await?;
+        let mut child = self.service_mut(name)?.child.take().ok_or("service is not running")?;
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                ensure!(status.success(), "{} exited with {status} after SIGTERM", name.binary());
+                Ok(started.elapsed())
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                Err(format!("{} did not exit within {within:?} of SIGTERM", name.binary()).into())
+            }
+        }
+    }
+
+    /// Starts the service (killing it first if it runs) with `faults` in its environment,
+    /// without waiting for it to be healthy.
+    pub async fn launch(&mut self, name: ServiceName, faults: &[(&str, &str)]) -> TestResult {
+        self.kill(name).await?;
+        let (port, url) = {
+            let service = self.service_mut(name)?;
+            (service.port, service.database_url.clone())
+        };
+        let child = self.spawn(name, port, &url, faults)?;
+        self.service_mut(name)?.child = Some(child);
+        Ok(())
+    }
+
+    /// Restarts the service with `faults` in its environment and waits for `/health`.
+    pub async fn restart(&mut self, name: ServiceName, faults: &[(&str, &str)]) -> TestResult {
+        self.launch(name, faults).await?;
+        self.wait_healthy(name, Duration::from_secs(60)).await
+    }
+
+    /// Waits for the service to exit by itself (an injected crash); returns whether it did.
+    pub async fn wait_exit(&mut self, name: ServiceName, within: Duration) -> TestResult<bool> {
+        let service = self.service_mut(name)?;
+        let Some(child) = service.child.as_mut() else { return Ok(true) };
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(_) => {
+                service.child = None;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Runs `deploy/stack` with `args`, the project's own tool for PostgreSQL and Kafka.
+    pub async fn stack_command(&self, args: &[&str]) -> TestResult {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/stack");
+        let output = Command::new(script).args(args).output().await?;
+        ensure!(output.status.success(), "deploy/stack {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+        Ok(())
+    }
+
+    /// Rows waiting in each service's outbox.
+    pub async fn outbox_backlogs(&self) -> TestResult<Vec<(ServiceName, i64)>> {
+        let mut backlogs = Vec::new();
+        for service in &self.services {
+            let db = sea_orm::Database::connect(service.database_url.as_str()).await?;
+            let (backlog, _) = saga_runtime::outbox::backlog_and_age(&db).await?;
+            db.close().await?;
+            backlogs.push((service.name, backlog));
+        }
+        Ok(backlogs)
+    }
+
+    /// A connection to one service's database, for checks users cannot make over HTTP.
+    pub async fn database(&self, name: ServiceName) -> TestResult<sea_orm::DatabaseConnection> {
+        let url = self.database_url(name).ok_or("unknown service")?;
+        Ok(sea_orm::Database::connect(url).await?)
+    }
+
+    pub async fn wait_healthy(&self, name: ServiceName, within: Duration) -> TestResult {
         let client = reqwest::Client::new();
         let url = format!("{}/health", self.url(name));
         let deadline = Instant::now() + within;
@@ -220,8 +334,13 @@ impl Stack {
     /// Waits until every consumer group has committed offsets up to the end of each partition
     /// it reads: everything published so far has been applied.
     pub async fn wait_until_consumed(&self, within: Duration) -> TestResult {
+        self.wait_until_consumed_by(&ServiceName::ALL, within).await
+    }
+
+    /// Like [`Stack::wait_until_consumed`], for some services' consumer groups only.
+    pub async fn wait_until_consumed_by(&self, services: &[ServiceName], within: Duration) -> TestResult {
         let deadline = Instant::now() + within;
-        for name in ServiceName::ALL {
+        for &name in services {
             let consumer: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", saga_runtime::testing::kafka_brokers())
                 .set("group.id", self.group_id(name))
@@ -289,25 +408,17 @@ impl Stack {
     /// Stops every service with SIGTERM and waits for each to exit.
     pub async fn stop(mut self) -> TestResult {
         for service in &mut self.services {
-            if let Some(pid) = service.child.id() {
-                let _ = Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status()
-                    .await;
+            if let Some(pid) = service.child.as_ref().and_then(Child::id) {
+                // A paused service would never act on SIGTERM.
+                let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status().await;
+                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
             }
         }
         for service in &mut self.services {
-            match tokio::time::timeout(Duration::from_secs(30), service.child.wait()).await {
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = service.child.kill().await;
-                    return Err(format!(
-                        "{} did not stop within 30s of SIGTERM",
-                        service.name.binary()
-                    )
-                    .into());
-                }
+            let Some(child) = service.child.as_mut() else { continue };
+            if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
+                let _ = child.kill().await;
+                return Err(format!("{} did not stop within 30s of SIGTERM", service.name.binary()).into());
             }
         }
         Ok(())
@@ -704,5 +815,274 @@ impl Suite {
         }
         println!("e2e: {} passed, {} failed", self.passed, self.failed.len());
         self.failed.is_empty()
+    }
+}
+
+/// An order the ledger follows until it settles.
+#[derive(Debug, Clone)]
+pub struct TrackedOrder {
+    pub placed: PlacedOrder,
+    pub customer: Uuid,
+    pub items: Vec<(Uuid, u32)>,
+}
+
+/// Everything a scenario created, with the starting values the invariants are checked against.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    customers: Vec<(Uuid, i64)>,
+    products: Vec<(Uuid, i64)>,
+    pub orders: Vec<TrackedOrder>,
+}
+
+/// One scenario's outcome for the summary table.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub scenario: String,
+    pub orders: usize,
+    pub terminal: usize,
+    pub money_conserved: bool,
+    pub stock_conserved: bool,
+    pub settle: Duration,
+    pub statuses: Vec<(String, usize)>,
+}
+
+/// The rows printed after the suite.
+pub type Table = Arc<Mutex<Vec<Verdict>>>;
+
+const TERMINAL_EVENTS: [&str; 3] = ["OrderConfirmed", "OrderFailed", "OrderCancelled"];
+
+impl Ledger {
+    pub async fn customer(&mut self, api: &Api, balance_cents: i64) -> TestResult<Uuid> {
+        let id = api.customer(balance_cents).await?;
+        self.customers.push((id, balance_cents));
+        Ok(id)
+    }
+
+    pub async fn product(&mut self, api: &Api, price_cents: i64, stock: i64) -> TestResult<Uuid> {
+        let id = api.product(price_cents, stock).await?;
+        self.products.push((id, stock));
+        Ok(id)
+    }
+
+    /// Follows an order placed outside [`Ledger::place`].
+    pub fn track(&mut self, placed: PlacedOrder, customer: Uuid, items: Vec<(Uuid, u32)>) {
+        self.orders.push(TrackedOrder { placed, customer, items });
+    }
+
+    /// Places the orders concurrently and follows every one that was accepted; returns how
+    /// many were refused (e.g. 503 while the database is down).
+    pub async fn place_all(&mut self, api: &Api, orders: Vec<(Uuid, Vec<(Uuid, u32)>)>) -> usize {
+        let attempts = futures::future::join_all(orders.into_iter().map(|(customer, items)| async move {
+            let placed = api.place_order(customer, &items).await;
+            (customer, items, placed)
+        }))
+        .await;
+        let mut refused = 0;
+        for (customer, items, placed) in attempts {
+            match placed {
+                Ok(placed) => self.track(placed, customer, items),
+                Err(_) => refused += 1,
+            }
+        }
+        refused
+    }
+
+    /// Waits until every order is terminal, every outbox is empty and every consumer group
+    /// has caught up, then checks the invariants. Errors name every violation found.
+    pub async fn settle_and_check(&self, name: &str, stack: &Stack, api: &Api, log: &EventLog, within: Duration) -> TestResult<Verdict> {
+        let started = Instant::now();
+        let deadline = started + within;
+        let mut violations = Vec::new();
+
+        let mut statuses = HashMap::new();
+        for order in &self.orders {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match api.wait_terminal(order.placed.id, remaining.max(Duration::from_millis(1))).await {
+                Ok(body) => {
+                    statuses.insert(order.placed.id, body["status"].as_str().unwrap_or_default().to_owned());
+                }
+                Err(error) => violations.push(format!("every saga finishes: {error}")),
+            }
+        }
+        loop {
+            let drained = stack.outbox_backlogs().await?.iter().all(|(_, n)| *n == 0);
+            let consumed = stack.wait_until_consumed(Duration::from_millis(1)).await.is_ok();
+            if drained && consumed {
+                // One more look: a consumer that just caught up may have written new outbox rows.
+                if stack.outbox_backlogs().await?.iter().all(|(_, n)| *n == 0) {
+                    break;
+                }
+            }
+            if Instant::now() >= deadline {
+                violations.push(format!("every outbox drains and every consumer catches up: {:?}", stack.outbox_backlogs().await?));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let settle = started.elapsed();
+
+        let confirmed: Vec<&TrackedOrder> = self.orders.iter().filter(|o| statuses.get(&o.placed.id).is_some_and(|s| s == "CONFIRMED")).collect();
+        let mut money_conserved = true;
+        for &(customer, opening) in &self.customers {
+            let charged: i64 = confirmed.iter().filter(|o| o.customer == customer).map(|o| o.placed.total_cents).sum();
+            let balance = api.balance(customer).await?;
+            if balance != opening - charged {
+                money_conserved = false;
+                violations.push(format!("money: customer {customer} opened with {opening}, confirmed {charged}, holds {balance}"));
+            }
+        }
+        let mut stock_conserved = true;
+        for &(product, initial) in &self.products {
+            let held: i64 = confirmed.iter().flat_map(|o| &o.items).filter(|(p, _)| *p == product).map(|(_, q)| i64::from(*q)).sum();
+            let (available, reserved) = api.stock(product).await?;
+            if available < 0 || available + reserved != initial || reserved != held {
+                stock_conserved = false;
+                violations.push(format!("stock: product {product} started at {initial}, confirmed {held}, now available {available} reserved {reserved}"));
+            }
+        }
+        for order in &self.orders {
+            let mut terminal: Vec<(Uuid, &'static str)> = log
+                .events(order.placed.saga_id)
+                .iter()
+                .filter(|e| TERMINAL_EVENTS.contains(&e.event_type()))
+                .map(|e| (e.id, e.event_type()))
+                .collect();
+            terminal.sort();
+            terminal.dedup();
+            if terminal.len() != 1 {
+                violations.push(format!("saga {} has terminal events {:?}", order.placed.saga_id, terminal));
+            }
+        }
+
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for status in statuses.values() {
+            *counts.entry(status.clone()).or_default() += 1;
+        }
+        let mut statuses: Vec<(String, usize)> = counts.into_iter().collect();
+        statuses.sort();
+        let verdict = Verdict {
+            scenario: name.to_owned(),
+            orders: self.orders.len(),
+            terminal: statuses.iter().map(|(_, n)| n).sum(),
+            money_conserved,
+            stock_conserved,
+            settle,
+            statuses,
+        };
+        if violations.is_empty() {
+            Ok(verdict)
+        } else {
+            Err(format!("{} invariant violations: {}", violations.len(), violations.join("; ")).into())
+        }
+    }
+}
+
+/// Prints the verdicts as a table.
+pub fn print_table(rows: &[Verdict]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!("| scenario | orders | terminal | money conserved | stock conserved | settle | statuses |");
+    println!("|---|---:|---:|:---:|:---:|---:|---|");
+    for row in rows {
+        let statuses: Vec<String> = row.statuses.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        println!(
+            "| {} | {} | {} | {} | {} | {:.1}s | {} |",
+            row.scenario,
+            row.orders,
+            row.terminal,
+            if row.money_conserved { "yes" } else { "NO" },
+            if row.stock_conserved { "yes" } else { "NO" },
+            row.settle.as_secs_f64(),
+            statuses.join(", ")
+        );
+    }
+}
+
+impl Ledger {
+    /// Follows every order orders-svc's database holds for this ledger's customers. Used after
+    /// a crash in orders-svc, when an order may have committed although its 202 never arrived.
+    pub async fn adopt_orders_from_database(&mut self, stack: &Stack) -> TestResult {
+        use sea_orm::{ConnectionTrait, DbBackend, Statement};
+        let db = stack.database(ServiceName::Orders).await?;
+        let customers: Vec<Uuid> = self.customers.iter().map(|(id, _)| *id).collect();
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT o.id, o.saga_id, o.customer_id, o.total_cents, i.product_id, i.quantity \
+                 FROM orders o JOIN order_items i ON i.order_id = o.id \
+                 WHERE o.customer_id = ANY($1) ORDER BY o.id, i.line_no",
+                [customers.into()],
+            ))
+            .await?;
+        db.close().await?;
+        let mut adopted: Vec<TrackedOrder> = Vec::new();
+        for row in rows {
+            let id: Uuid = row.try_get("", "id")?;
+            let product: Uuid = row.try_get("", "product_id")?;
+            let quantity = u32::try_from(row.try_get::<i32>("", "quantity")?).unwrap_or(0);
+            match adopted.last_mut() {
+                Some(order) if order.placed.id == id => order.items.push((product, quantity)),
+                _ => adopted.push(TrackedOrder {
+                    placed: PlacedOrder { id, saga_id: row.try_get("", "saga_id")?, total_cents: row.try_get("", "total_cents")? },
+                    customer: row.try_get("", "customer_id")?,
+                    items: vec![(product, quantity)],
+                }),
+            }
+        }
+        self.orders = adopted;
+        Ok(())
+    }
+}
+
+/// Reads `topic` from the beginning until it has been quiet for a second.
+pub async fn read_topic(topic: &str, within: Duration) -> TestResult<Vec<Record>> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", saga_runtime::testing::kafka_brokers())
+        .set("group.id", format!("reader-{}", Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = Instant::now() + within;
+    let mut records = Vec::new();
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            Ok(Ok(message)) => records.push(Record {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                headers: message
+                    .headers()
+                    .map(|hs| hs.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                    .unwrap_or_default(),
+                envelope: None,
+            }),
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) if !records.is_empty() => break,
+            Err(_) => {}
+        }
+    }
+    Ok(records)
+}
+
+/// A small deterministic generator, so a randomised run can be replayed from its seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// A number in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound.max(1)
     }
 }

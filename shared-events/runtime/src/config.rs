@@ -83,6 +83,7 @@ impl CommonSettings {
                 brokers: var("KAFKA_BROKERS", "127.0.0.1:9092".to_owned())?,
                 topic_prefix: var("KAFKA_TOPIC_PREFIX", String::new())?,
                 group_id: var("KAFKA_GROUP_ID", defaults.service_name.to_owned())?,
+                group_instance_id: Some(var("KAFKA_GROUP_INSTANCE_ID", String::new())?).filter(|id| !id.is_empty()),
                 message_timeout: millis("KAFKA_MESSAGE_TIMEOUT_MS", Duration::from_secs(10))?,
                 session_timeout: millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
                 socket_timeout: millis("KAFKA_SOCKET_TIMEOUT_MS", Duration::from_secs(10))?,
@@ -92,6 +93,7 @@ impl CommonSettings {
                 batch_size: var("OUTBOX_BATCH_SIZE", 256)?,
                 poll_interval: millis("OUTBOX_POLL_INTERVAL_MS", Duration::from_millis(1000))?,
                 retry_backoff: millis("OUTBOX_RETRY_BACKOFF_MS", Duration::from_millis(500))?,
+                linger: millis("OUTBOX_LINGER_MS", Duration::ZERO)?,
             },
             consumer: ConsumerSettings {
                 lanes: var("CONSUMER_LANES", 4)?,
@@ -139,6 +141,9 @@ pub struct KafkaSettings {
     /// Prepended to every topic name, so a test run can have topics of its own. Empty by default.
     pub topic_prefix: String,
     pub group_id: String,
+    /// `group.instance.id` for static membership: set it to a name stable across restarts of
+    /// one instance (unique per instance) so a restart does not wait for the session timeout.
+    pub group_instance_id: Option<String>,
     /// librdkafka's `message.timeout.ms`: how long a produce may take, retries included.
     pub message_timeout: Duration,
     /// librdkafka's `session.timeout.ms`: how long a silent consumer keeps its partitions.
@@ -164,6 +169,9 @@ pub struct RelaySettings {
     pub poll_interval: Duration,
     /// Pause after a failed batch (Kafka or the database down) before trying again.
     pub retry_backoff: Duration,
+    /// How long the relay lets commits accumulate after a wake-up before claiming a batch:
+    /// zero favours latency, a few milliseconds favour throughput (fewer, larger batches).
+    pub linger: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -112,6 +112,9 @@ type SagaConsumer = StreamConsumer<CommitOnRevoke>;
 /// One service's subscription: topics, group, lanes and handler.
 pub struct EventConsumer<H> {
     consumer: Arc<SagaConsumer>,
+    /// Physical topic names, kept to subscribe a replacement client.
+    topics: Vec<String>,
+    client_id: String,
     handler: Arc<H>,
     dead_letters: FutureProducer,
     parking: Parking,
@@ -138,14 +141,12 @@ impl<H: EventHandler> EventConsumer<H> {
         dead_letters: FutureProducer,
         parking: Parking,
     ) -> Result<Self, KafkaError> {
-        let consumer: SagaConsumer = kafka::consumer_config(kafka_settings, client_id)
-            .create_with_context(CommitOnRevoke)?;
         let physical: Vec<String> = topics.iter().map(|t| kafka_settings.topic(t)).collect();
-        let names: Vec<&str> = physical.iter().map(String::as_str).collect();
-        consumer.subscribe(&names)?;
-        tracing::info!(topics = ?names, group = %kafka_settings.group_id, "consumer subscribed");
+        let consumer = connect(kafka_settings, client_id, &physical)?;
         Ok(Self {
             consumer: Arc::new(consumer),
+            topics: physical,
+            client_id: client_id.to_owned(),
             handler,
             dead_letters,
             parking,
@@ -155,9 +156,40 @@ impl<H: EventHandler> EventConsumer<H> {
     }
 
     /// Runs until `shutdown`. Each lane finishes the record in hand, then the stored offsets
-    /// are committed synchronously before returning.
+    /// are committed synchronously before returning. A client that librdkafka declares dead
+    /// (a fatal error, e.g. fenced after a broker restart) is replaced by a new one; the inbox
+    /// makes the records it redelivers harmless.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut consumer = Arc::clone(&self.consumer);
+        loop {
+            match self.session(Arc::clone(&consumer), &shutdown).await {
+                SessionEnd::Shutdown => break,
+                SessionEnd::Fatal(reason) => {
+                    tracing::error!(reason, "kafka consumer failed fatally; replacing it");
+                    consumer = loop {
+                        tokio::select! {
+                            () = tokio::time::sleep(self.settings.retry_backoff_max) => {}
+                            () = shutdown.cancelled() => return,
+                        }
+                        match connect(&self.kafka, &self.client_id, &self.topics) {
+                            Ok(fresh) => break Arc::new(fresh),
+                            Err(error) => tracing::warn!(%error, "kafka consumer cannot be created yet; retrying"),
+                        }
+                    };
+                }
+            }
+        }
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::info!("consumer stopped; offsets committed"),
+            Err(error) => tracing::info!(%error, "consumer stopped; nothing left to commit"),
+        }
+    }
+
+    /// Feeds the lanes from one client until shutdown or until the client fails fatally.
+    async fn session(&self, consumer: Arc<SagaConsumer>, shutdown: &CancellationToken) -> SessionEnd {
         let lanes = self.settings.lanes.max(1);
+        // Stops this session's lanes without stopping the service.
+        let session_stop = shutdown.child_token();
         let mut senders = Vec::with_capacity(lanes);
         let mut workers = JoinSet::new();
         for lane in 0..lanes {
@@ -165,25 +197,21 @@ impl<H: EventHandler> EventConsumer<H> {
             let (tx, rx) = mpsc::channel::<OwnedMessage>(64);
             senders.push(tx);
             let worker = Lane {
-                consumer: Arc::clone(&self.consumer),
+                consumer: Arc::clone(&consumer),
                 handler: Arc::clone(&self.handler),
                 dead_letters: self.dead_letters.clone(),
                 parking: self.parking.clone(),
                 settings: self.settings.clone(),
                 kafka: self.kafka.clone(),
-                shutdown: shutdown.clone(),
+                shutdown: session_stop.clone(),
             };
-            workers.spawn(
-                worker
-                    .run(rx)
-                    .instrument(tracing::info_span!("consumer_lane", lane)),
-            );
+            workers.spawn(worker.run(rx).instrument(tracing::info_span!("consumer_lane", lane)));
         }
 
-        loop {
+        let end = loop {
             let message = tokio::select! {
-                () = shutdown.cancelled() => break,
-                received = self.consumer.recv() => received,
+                () = shutdown.cancelled() => break SessionEnd::Shutdown,
+                received = consumer.recv() => received,
             };
             match message {
                 Ok(message) => {
@@ -191,27 +219,43 @@ impl<H: EventHandler> EventConsumer<H> {
                     let owned = message.detach();
                     // A closed lane means shutdown has begun; the record is redelivered later.
                     let sent = tokio::select! {
-                        () = shutdown.cancelled() => break,
+                        () = shutdown.cancelled() => break SessionEnd::Shutdown,
                         sent = senders[lane].send(owned) => sent,
                     };
                     if sent.is_err() {
-                        break;
+                        break SessionEnd::Shutdown;
                     }
                 }
                 Err(error) => {
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        break SessionEnd::Fatal(format!("{code:?}: {reason}"));
+                    }
                     tracing::warn!(%error, "kafka consumer error; continuing");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
+        };
+        if matches!(end, SessionEnd::Fatal(_)) {
+            // Records in the lanes' queues belong to a dead client: drop them unapplied.
+            session_stop.cancel();
         }
-
         drop(senders);
         while workers.join_next().await.is_some() {}
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => tracing::info!("consumer stopped; offsets committed"),
-            Err(error) => tracing::info!(%error, "consumer stopped; nothing left to commit"),
-        }
+        end
     }
+}
+
+enum SessionEnd {
+    Shutdown,
+    Fatal(String),
+}
+
+fn connect(kafka: &KafkaSettings, client_id: &str, topics: &[String]) -> Result<SagaConsumer, KafkaError> {
+    let consumer: SagaConsumer = kafka::consumer_config(kafka, client_id).create_with_context(CommitOnRevoke)?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+    tracing::info!(topics = ?names, group = %kafka.group_id, "consumer subscribed");
+    Ok(consumer)
 }
 
 fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {

@@ -50,6 +50,11 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfi
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", millis(settings.session_timeout))
         .set("partition.assignment.strategy", "cooperative-sticky");
+    // Static membership: a restarted instance with the same ID takes its partitions back at
+    // once instead of after `session.timeout.ms`.
+    if let Some(instance) = &settings.group_instance_id {
+        config.set("group.instance.id", instance);
+    }
     config
 }
 

@@ -104,6 +104,9 @@ impl Relay {
                         () = tokio::time::sleep(self.settings.poll_interval) => {}
                         () = shutdown.cancelled() => break,
                     }
+                    if !self.settings.linger.is_zero() {
+                        tokio::time::sleep(self.settings.linger).await;
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "outbox batch failed; rows stay and are retried");

@@ -89,6 +89,7 @@ pub fn kafka_settings(topic_prefix: &str, group_id: &str) -> KafkaSettings {
         brokers: kafka_brokers(),
         topic_prefix: topic_prefix.to_owned(),
         group_id: group_id.to_owned(),
+        group_instance_id: None,
         message_timeout: Duration::from_secs(10),
         session_timeout: Duration::from_secs(10),
         socket_timeout: Duration::from_secs(10),
