@@ -127,8 +127,16 @@ impl Stack {
             .join("../target/e2e-logs")
             .join(&run[..8]);
         std::fs::create_dir_all(&log_dir)?;
-        let base_env = base_env.into_iter().map(|(n, k, v)| (n, k.to_owned(), v.to_owned())).collect();
-        let mut stack = Stack { prefix, services: Vec::new(), log_dir, base_env };
+        let base_env = base_env
+            .into_iter()
+            .map(|(n, k, v)| (n, k.to_owned(), v.to_owned()))
+            .collect();
+        let mut stack = Stack {
+            prefix,
+            services: Vec::new(),
+            log_dir,
+            base_env,
+        };
         for name in ServiceName::ALL {
             let (role, home) = name.database();
             let database_url = saga_runtime::testing::fresh_database(role, home, "e2e").await?;
@@ -147,7 +155,13 @@ impl Stack {
         Ok(stack)
     }
 
-    fn spawn(&self, name: ServiceName, port: u16, database_url: &str, extra_env: &[(&str, &str)]) -> TestResult<Child> {
+    fn spawn(
+        &self,
+        name: ServiceName,
+        port: u16,
+        database_url: &str,
+        extra_env: &[(&str, &str)],
+    ) -> TestResult<Child> {
         let bin_dir = std::env::var("SAGA_BIN_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
@@ -216,7 +230,10 @@ impl Stack {
     }
 
     fn service_mut(&mut self, name: ServiceName) -> TestResult<&mut RunningService> {
-        self.services.iter_mut().find(|s| s.name == name).ok_or_else(|| format!("{} is not part of the stack", name.binary()).into())
+        self.services
+            .iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| format!("{} is not part of the stack", name.binary()).into())
     }
 
     /// SIGKILLs the service and waits for it to be gone.
@@ -229,8 +246,17 @@ impl Stack {
 
     /// Sends a signal (`STOP`, `CONT`, `TERM`...) to the service.
     pub async fn signal(&mut self, name: ServiceName, signal: &str) -> TestResult {
-        let pid = self.service_mut(name)?.child.as_ref().and_then(Child::id).ok_or("service is not running")?;
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().await?;
+        let pid = self
+            .service_mut(name)?
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .ok_or("service is not running")?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .await?;
         ensure!(status.success(), "kill -{signal} {pid} failed");
         Ok(())
     }
@@ -239,16 +265,28 @@ impl Stack {
     pub async fn terminate(&mut self, name: ServiceName, within: Duration) -> TestResult<Duration> {
         let started = Instant::now();
         self.signal(name, "TERM").await?;
-        let mut child = self.service_mut(name)?.child.take().ok_or("service is not running")?;
+        let mut child = self
+            .service_mut(name)?
+            .child
+            .take()
+            .ok_or("service is not running")?;
         match tokio::time::timeout(within, child.wait()).await {
             Ok(status) => {
                 let status = status?;
-                ensure!(status.success(), "{} exited with {status} after SIGTERM", name.binary());
+                ensure!(
+                    status.success(),
+                    "{} exited with {status} after SIGTERM",
+                    name.binary()
+                );
                 Ok(started.elapsed())
             }
             Err(_) => {
                 let _ = child.kill().await;
-                Err(format!("{} did not exit within {within:?} of SIGTERM", name.binary()).into())
+                Err(format!(
+                    "{} did not exit within {within:?} of SIGTERM",
+                    name.binary()
+                )
+                .into())
             }
         }
     }
@@ -275,7 +313,9 @@ impl Stack {
     /// Waits for the service to exit by itself (an injected crash); returns whether it did.
     pub async fn wait_exit(&mut self, name: ServiceName, within: Duration) -> TestResult<bool> {
         let service = self.service_mut(name)?;
-        let Some(child) = service.child.as_mut() else { return Ok(true) };
+        let Some(child) = service.child.as_mut() else {
+            return Ok(true);
+        };
         match tokio::time::timeout(within, child.wait()).await {
             Ok(_) => {
                 service.child = None;
@@ -289,7 +329,24 @@ impl Stack {
     pub async fn stack_command(&self, args: &[&str]) -> TestResult {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/stack");
         let output = Command::new(script).args(args).output().await?;
-        ensure!(output.status.success(), "deploy/stack {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+        ensure!(
+            output.status.success(),
+            "deploy/stack {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    /// Puts everything back after a failed scenario: PostgreSQL and Kafka started, every
+    /// service running without faults and not paused.
+    pub async fn heal(&mut self) -> TestResult {
+        self.stack_command(&["start", "postgres"]).await?;
+        self.stack_command(&["start", "kafka"]).await?;
+        for name in ServiceName::ALL {
+            let _ = self.signal(name, "CONT").await;
+            self.restart(name, &[]).await?;
+        }
         Ok(())
     }
 
@@ -338,7 +395,11 @@ impl Stack {
     }
 
     /// Like [`Stack::wait_until_consumed`], for some services' consumer groups only.
-    pub async fn wait_until_consumed_by(&self, services: &[ServiceName], within: Duration) -> TestResult {
+    pub async fn wait_until_consumed_by(
+        &self,
+        services: &[ServiceName],
+        within: Duration,
+    ) -> TestResult {
         let deadline = Instant::now() + within;
         for &name in services {
             let consumer: BaseConsumer = ClientConfig::new()
@@ -410,15 +471,32 @@ impl Stack {
         for service in &mut self.services {
             if let Some(pid) = service.child.as_ref().and_then(Child::id) {
                 // A paused service would never act on SIGTERM.
-                let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status().await;
-                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(pid.to_string())
+                    .status()
+                    .await;
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status()
+                    .await;
             }
         }
         for service in &mut self.services {
-            let Some(child) = service.child.as_mut() else { continue };
-            if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
+            let Some(child) = service.child.as_mut() else {
+                continue;
+            };
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
                 let _ = child.kill().await;
-                return Err(format!("{} did not stop within 30s of SIGTERM", service.name.binary()).into());
+                return Err(format!(
+                    "{} did not stop within 30s of SIGTERM",
+                    service.name.binary()
+                )
+                .into());
             }
         }
         Ok(())
@@ -785,9 +863,14 @@ impl Suite {
         }
     }
 
-    pub async fn run<'a>(&mut self, name: &str, scenario: impl FnOnce() -> ScenarioFuture<'a>) {
+    /// Runs the scenario unless filtered out; returns false if it ran and failed.
+    pub async fn run<'a>(
+        &mut self,
+        name: &str,
+        scenario: impl FnOnce() -> ScenarioFuture<'a>,
+    ) -> bool {
         if self.filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            return;
+            return true;
         }
         let started = Instant::now();
         match scenario().await {
@@ -797,6 +880,7 @@ impl Suite {
                     "test {name} ... ok ({:.2}s)",
                     started.elapsed().as_secs_f64()
                 );
+                true
             }
             Err(error) => {
                 println!(
@@ -804,6 +888,7 @@ impl Suite {
                     started.elapsed().as_secs_f64()
                 );
                 self.failed.push(name.to_owned());
+                false
             }
         }
     }
@@ -866,17 +951,22 @@ impl Ledger {
 
     /// Follows an order placed outside [`Ledger::place`].
     pub fn track(&mut self, placed: PlacedOrder, customer: Uuid, items: Vec<(Uuid, u32)>) {
-        self.orders.push(TrackedOrder { placed, customer, items });
+        self.orders.push(TrackedOrder {
+            placed,
+            customer,
+            items,
+        });
     }
 
     /// Places the orders concurrently and follows every one that was accepted; returns how
     /// many were refused (e.g. 503 while the database is down).
     pub async fn place_all(&mut self, api: &Api, orders: Vec<(Uuid, Vec<(Uuid, u32)>)>) -> usize {
-        let attempts = futures::future::join_all(orders.into_iter().map(|(customer, items)| async move {
-            let placed = api.place_order(customer, &items).await;
-            (customer, items, placed)
-        }))
-        .await;
+        let attempts =
+            futures::future::join_all(orders.into_iter().map(|(customer, items)| async move {
+                let placed = api.place_order(customer, &items).await;
+                (customer, items, placed)
+            }))
+            .await;
         let mut refused = 0;
         for (customer, items, placed) in attempts {
             match placed {
@@ -889,7 +979,14 @@ impl Ledger {
 
     /// Waits until every order is terminal, every outbox is empty and every consumer group
     /// has caught up, then checks the invariants. Errors name every violation found.
-    pub async fn settle_and_check(&self, name: &str, stack: &Stack, api: &Api, log: &EventLog, within: Duration) -> TestResult<Verdict> {
+    pub async fn settle_and_check(
+        &self,
+        name: &str,
+        stack: &Stack,
+        api: &Api,
+        log: &EventLog,
+        within: Duration,
+    ) -> TestResult<Verdict> {
         let started = Instant::now();
         let deadline = started + within;
         let mut violations = Vec::new();
@@ -897,16 +994,25 @@ impl Ledger {
         let mut statuses = HashMap::new();
         for order in &self.orders {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            match api.wait_terminal(order.placed.id, remaining.max(Duration::from_millis(1))).await {
+            match api
+                .wait_terminal(order.placed.id, remaining.max(Duration::from_millis(1)))
+                .await
+            {
                 Ok(body) => {
-                    statuses.insert(order.placed.id, body["status"].as_str().unwrap_or_default().to_owned());
+                    statuses.insert(
+                        order.placed.id,
+                        body["status"].as_str().unwrap_or_default().to_owned(),
+                    );
                 }
                 Err(error) => violations.push(format!("every saga finishes: {error}")),
             }
         }
         loop {
             let drained = stack.outbox_backlogs().await?.iter().all(|(_, n)| *n == 0);
-            let consumed = stack.wait_until_consumed(Duration::from_millis(1)).await.is_ok();
+            let consumed = stack
+                .wait_until_consumed(Duration::from_millis(1))
+                .await
+                .is_ok();
             if drained && consumed {
                 // One more look: a consumer that just caught up may have written new outbox rows.
                 if stack.outbox_backlogs().await?.iter().all(|(_, n)| *n == 0) {
@@ -914,26 +1020,55 @@ impl Ledger {
                 }
             }
             if Instant::now() >= deadline {
-                violations.push(format!("every outbox drains and every consumer catches up: {:?}", stack.outbox_backlogs().await?));
+                violations.push(format!(
+                    "every outbox drains and every consumer catches up: {:?}",
+                    stack.outbox_backlogs().await?
+                ));
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let settle = started.elapsed();
 
-        let confirmed: Vec<&TrackedOrder> = self.orders.iter().filter(|o| statuses.get(&o.placed.id).is_some_and(|s| s == "CONFIRMED")).collect();
+        let confirmed: Vec<&TrackedOrder> = self
+            .orders
+            .iter()
+            .filter(|o| statuses.get(&o.placed.id).is_some_and(|s| s == "CONFIRMED"))
+            .collect();
         let mut money_conserved = true;
         for &(customer, opening) in &self.customers {
-            let charged: i64 = confirmed.iter().filter(|o| o.customer == customer).map(|o| o.placed.total_cents).sum();
+            let charged: i64 = confirmed
+                .iter()
+                .filter(|o| o.customer == customer)
+                .map(|o| o.placed.total_cents)
+                .sum();
             let balance = api.balance(customer).await?;
             if balance != opening - charged {
                 money_conserved = false;
-                violations.push(format!("money: customer {customer} opened with {opening}, confirmed {charged}, holds {balance}"));
+                let orders: Vec<String> = self
+                    .orders
+                    .iter()
+                    .filter(|o| o.customer == customer)
+                    .map(|o| {
+                        format!(
+                            "{} {} {}",
+                            o.placed.saga_id,
+                            o.placed.total_cents,
+                            statuses.get(&o.placed.id).map_or("?", String::as_str)
+                        )
+                    })
+                    .collect();
+                violations.push(format!("money: customer {customer} opened with {opening}, confirmed {charged}, holds {balance}; orders (saga, total, status): {orders:?}"));
             }
         }
         let mut stock_conserved = true;
         for &(product, initial) in &self.products {
-            let held: i64 = confirmed.iter().flat_map(|o| &o.items).filter(|(p, _)| *p == product).map(|(_, q)| i64::from(*q)).sum();
+            let held: i64 = confirmed
+                .iter()
+                .flat_map(|o| &o.items)
+                .filter(|(p, _)| *p == product)
+                .map(|(_, q)| i64::from(*q))
+                .sum();
             let (available, reserved) = api.stock(product).await?;
             if available < 0 || available + reserved != initial || reserved != held {
                 stock_conserved = false;
@@ -950,7 +1085,10 @@ impl Ledger {
             terminal.sort();
             terminal.dedup();
             if terminal.len() != 1 {
-                violations.push(format!("saga {} has terminal events {:?}", order.placed.saga_id, terminal));
+                violations.push(format!(
+                    "saga {} has terminal events {:?}",
+                    order.placed.saga_id, terminal
+                ));
             }
         }
 
@@ -972,7 +1110,12 @@ impl Ledger {
         if violations.is_empty() {
             Ok(verdict)
         } else {
-            Err(format!("{} invariant violations: {}", violations.len(), violations.join("; ")).into())
+            Err(format!(
+                "{} invariant violations: {}",
+                violations.len(),
+                violations.join("; ")
+            )
+            .into())
         }
     }
 }
@@ -983,10 +1126,16 @@ pub fn print_table(rows: &[Verdict]) {
         return;
     }
     println!();
-    println!("| scenario | orders | terminal | money conserved | stock conserved | settle | statuses |");
+    println!(
+        "| scenario | orders | terminal | money conserved | stock conserved | settle | statuses |"
+    );
     println!("|---|---:|---:|:---:|:---:|---:|---|");
     for row in rows {
-        let statuses: Vec<String> = row.statuses.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        let statuses: Vec<String> = row
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
         println!(
             "| {} | {} | {} | {} | {} | {:.1}s | {} |",
             row.scenario,
@@ -1025,7 +1174,11 @@ impl Ledger {
             match adopted.last_mut() {
                 Some(order) if order.placed.id == id => order.items.push((product, quantity)),
                 _ => adopted.push(TrackedOrder {
-                    placed: PlacedOrder { id, saga_id: row.try_get("", "saga_id")?, total_cents: row.try_get("", "total_cents")? },
+                    placed: PlacedOrder {
+                        id,
+                        saga_id: row.try_get("", "saga_id")?,
+                        total_cents: row.try_get("", "total_cents")?,
+                    },
                     customer: row.try_get("", "customer_id")?,
                     items: vec![(product, quantity)],
                 }),
@@ -1052,11 +1205,24 @@ pub async fn read_topic(topic: &str, within: Duration) -> TestResult<Vec<Record>
             Ok(Ok(message)) => records.push(Record {
                 topic: message.topic().to_owned(),
                 partition: message.partition(),
-                key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+                key: message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default(),
                 payload: message.payload().unwrap_or_default().to_vec(),
                 headers: message
                     .headers()
-                    .map(|hs| hs.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 envelope: None,
             }),

@@ -8,7 +8,7 @@ use inventory_svc::repo::{SeaOrmProductRepository, SeaOrmReservationRepository};
 use inventory_svc::service::{InventoryService, ServiceError};
 use saga_runtime::outbox::OutboxSignal;
 use saga_runtime::testing;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::DatabaseConnection;
 use shared_events::{Envelope, OrderLine, PaymentSucceeded, SagaEvent};
 use uuid::Uuid;
 
@@ -62,24 +62,12 @@ fn paid(lines: &[(Uuid, u32)]) -> (Envelope, PaymentSucceeded) {
     )
 }
 
-async fn outbox_types(db: &DatabaseConnection) -> Result<Vec<String>, sea_orm::DbErr> {
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT event_type FROM outbox ORDER BY id",
-        ))
-        .await?;
-    rows.iter()
-        .map(|row| row.try_get("", "event_type"))
-        .collect()
-}
-
 #[tokio::test]
 async fn creating_a_product_announces_it_on_the_catalog_in_the_same_transaction() -> TestResult {
     let (db, service) = service().await?;
     let created = product(&service, 3).await?;
     assert_eq!(service.get_product(created.id).await?.available, 3);
-    assert_eq!(outbox_types(&db).await?, ["ProductUpserted"]);
+    assert_eq!(testing::outbox_event_types(&db).await?, ["ProductUpserted"]);
 
     let duplicate = service
         .create_product(NewProduct {
@@ -91,7 +79,7 @@ async fn creating_a_product_announces_it_on_the_catalog_in_the_same_transaction(
         })
         .await;
     assert!(matches!(duplicate, Err(ServiceError::SkuTaken(_))));
-    assert_eq!(outbox_types(&db).await?, ["ProductUpserted"]);
+    assert_eq!(testing::outbox_event_types(&db).await?, ["ProductUpserted"]);
     Ok(())
 }
 
@@ -112,7 +100,7 @@ async fn a_reservation_takes_every_line_once_even_when_its_event_repeats() -> Te
         (3, 2, 0, 5)
     );
     assert_eq!(
-        outbox_types(&db).await?,
+        testing::outbox_event_types(&db).await?,
         ["ProductUpserted", "ProductUpserted", "InventoryReserved"]
     );
     Ok(())
@@ -134,7 +122,10 @@ async fn one_short_line_reserves_nothing_at_all() -> TestResult {
         (5, 0, 1, 0)
     );
     assert_eq!(
-        outbox_types(&db).await?.last().map(String::as_str),
+        testing::outbox_event_types(&db)
+            .await?
+            .last()
+            .map(String::as_str),
         Some("InventoryReservationFailed")
     );
     Ok(())
@@ -158,7 +149,7 @@ async fn concurrent_reservations_never_oversell() -> TestResult {
     }
     let scarce = service.get_product(scarce.id).await?;
     assert_eq!((scarce.available, scarce.reserved), (0, 5));
-    let types = outbox_types(&db).await?;
+    let types = testing::outbox_event_types(&db).await?;
     assert_eq!(
         types.iter().filter(|t| *t == "InventoryReserved").count(),
         5

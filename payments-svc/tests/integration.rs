@@ -7,7 +7,7 @@ use payments_svc::repo::{SeaOrmAccountRepository, SeaOrmPaymentRepository};
 use payments_svc::service::{PaymentsService, ServiceError};
 use saga_runtime::outbox::OutboxSignal;
 use saga_runtime::testing;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::DatabaseConnection;
 use shared_events::{Envelope, InventoryReservationFailed, OrderCreated, OrderLine, SagaEvent};
 use uuid::Uuid;
 
@@ -61,18 +61,6 @@ fn reservation_failed(saga: &Envelope, order_id: Uuid) -> (Envelope, InventoryRe
     )
 }
 
-async fn outbox_types(db: &DatabaseConnection) -> Result<Vec<String>, sea_orm::DbErr> {
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT event_type FROM outbox ORDER BY id",
-        ))
-        .await?;
-    rows.iter()
-        .map(|row| row.try_get("", "event_type"))
-        .collect()
-}
-
 #[tokio::test]
 async fn a_covered_order_is_charged_once_even_when_its_event_repeats() -> TestResult {
     let (db, service) = service().await?;
@@ -87,7 +75,10 @@ async fn a_covered_order_is_charged_once_even_when_its_event_repeats() -> TestRe
     service.charge_order(&again, &order).await?;
 
     assert_eq!(service.get_account(customer).await?.balance_cents, 7_500);
-    assert_eq!(outbox_types(&db).await?, ["PaymentSucceeded"]);
+    assert_eq!(
+        testing::outbox_event_types(&db).await?,
+        ["PaymentSucceeded"]
+    );
     Ok(())
 }
 
@@ -100,7 +91,7 @@ async fn an_uncovered_order_is_declined_without_touching_the_balance() -> TestRe
     service.charge_order(&event, &order).await?;
 
     assert_eq!(service.get_account(customer).await?.balance_cents, 1_000);
-    assert_eq!(outbox_types(&db).await?, ["PaymentFailed"]);
+    assert_eq!(testing::outbox_event_types(&db).await?, ["PaymentFailed"]);
     Ok(())
 }
 
@@ -120,7 +111,7 @@ async fn the_refund_compensation_is_idempotent() -> TestResult {
 
     assert_eq!(service.get_account(customer).await?.balance_cents, 5_000);
     assert_eq!(
-        outbox_types(&db).await?,
+        testing::outbox_event_types(&db).await?,
         ["PaymentSucceeded", "PaymentRefunded"]
     );
     Ok(())
@@ -137,7 +128,7 @@ async fn a_refund_for_a_declined_payment_gives_no_money() -> TestResult {
     service.refund_order(&failed, &failure).await?;
 
     assert_eq!(service.get_account(customer).await?.balance_cents, 100);
-    assert_eq!(outbox_types(&db).await?, ["PaymentFailed"]);
+    assert_eq!(testing::outbox_event_types(&db).await?, ["PaymentFailed"]);
     Ok(())
 }
 

@@ -6,10 +6,7 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                r#"
+        saga_runtime::schema::execute(manager, r#"
                 -- `available` is what can still be reserved; `reserved` is held for orders.
                 -- The CHECKs make negative stock impossible whatever the code does.
                 -- `attributes` holds the product's flexible, per-category document.
@@ -36,17 +33,11 @@ impl MigrationTrait for Migration {
                     created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
                     updated_at  TIMESTAMPTZ NOT NULL DEFAULT now()
                 );
-                "#,
-            )
-            .await
-            .map(|_| ())
+                "#).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE reservations; DROP TABLE products;")
+        saga_runtime::schema::execute(manager, "DROP TABLE reservations; DROP TABLE products;")
             .await
-            .map(|_| ())
     }
 }

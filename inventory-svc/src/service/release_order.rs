@@ -1,5 +1,4 @@
-use saga_runtime::inbox::{self, Delivery};
-use sea_orm::TransactionTrait;
+use saga_runtime::inbox;
 use shared_events::{Envelope, OrderCancelled};
 
 use super::{InventoryService, ServiceError};
@@ -16,11 +15,9 @@ impl<P: ProductRepository, R: ReservationRepository> InventoryService<P, R> {
         cancelled: &OrderCancelled,
     ) -> Result<(), ServiceError> {
         let saga_id = event.sagaid.unwrap_or(cancelled.order_id);
-        let txn = self.db.begin().await?;
-        if inbox::record(&txn, event).await? == Delivery::Duplicate {
-            tracing::debug!("duplicate event ignored");
+        let Some(txn) = inbox::begin_once(&self.db, event).await? else {
             return Ok(());
-        }
+        };
         match self
             .reservations
             .find_for_update(&txn, cancelled.order_id)

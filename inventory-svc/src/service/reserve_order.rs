@@ -1,6 +1,5 @@
-use saga_runtime::inbox::{self, Delivery};
+use saga_runtime::inbox;
 use saga_runtime::outbox;
-use sea_orm::TransactionTrait;
 use shared_events::{
     Envelope, InventoryReservationFailed, InventoryReserved, PaymentSucceeded, SagaEvent,
 };
@@ -20,11 +19,9 @@ impl<P: ProductRepository, R: ReservationRepository> InventoryService<P, R> {
         paid: &PaymentSucceeded,
     ) -> Result<(), ServiceError> {
         let saga_id = event.sagaid.unwrap_or(paid.order_id);
-        let txn = self.db.begin().await?;
-        if inbox::record(&txn, event).await? == Delivery::Duplicate {
-            tracing::debug!("duplicate event ignored");
+        let Some(txn) = inbox::begin_once(&self.db, event).await? else {
             return Ok(());
-        }
+        };
         if let Some(existing) = self
             .reservations
             .find_for_update(&txn, paid.order_id)

@@ -6,10 +6,9 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                r#"
+        saga_runtime::schema::execute(
+            manager,
+            r#"
                 CREATE TABLE orders (
                     id              UUID PRIMARY KEY,
                     saga_id         UUID NOT NULL UNIQUE,
@@ -43,18 +42,15 @@ impl MigrationTrait for Migration {
                     updated_at   TIMESTAMPTZ NOT NULL DEFAULT now()
                 );
                 "#,
-            )
-            .await
-            .map(|_| ())
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "DROP TABLE order_items; DROP TABLE orders; DROP TABLE catalog_products;",
-            )
-            .await
-            .map(|_| ())
+        saga_runtime::schema::execute(
+            manager,
+            "DROP TABLE order_items; DROP TABLE orders; DROP TABLE catalog_products;",
+        )
+        .await
     }
 }

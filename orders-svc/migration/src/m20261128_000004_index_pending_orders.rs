@@ -6,23 +6,13 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                r#"
+        saga_runtime::schema::execute(manager, r#"
                 -- The saga-deadline job looks for old PENDING_PAYMENT orders every second.
                 CREATE INDEX orders_pending_by_age ON orders (created_at) WHERE status = 'PENDING_PAYMENT';
-                "#,
-            )
-            .await
-            .map(|_| ())
+                "#).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(r#"DROP INDEX orders_pending_by_age;"#)
-            .await
-            .map(|_| ())
+        saga_runtime::schema::execute(manager, r#"DROP INDEX orders_pending_by_age;"#).await
     }
 }

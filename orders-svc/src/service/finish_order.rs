@@ -1,9 +1,8 @@
 //! Saga step 5: the events that end an order's saga. Each is applied once (inbox), moves the
 //! order to a terminal status and announces it (`OrderConfirmed` or `OrderFailed`).
 
-use saga_runtime::inbox::{self, Delivery};
+use saga_runtime::inbox;
 use saga_runtime::outbox;
-use sea_orm::TransactionTrait;
 use shared_events::{Envelope, OrderConfirmed, OrderFailed, SagaEvent};
 use uuid::Uuid;
 
@@ -50,11 +49,9 @@ impl<O: OrderRepository, C: CatalogRepository> OrdersService<O, C> {
         order_id: Uuid,
         transition: impl FnOnce(&mut Order) -> Result<(), TransitionError>,
     ) -> Result<(), ServiceError> {
-        let txn = self.db.begin().await?;
-        if inbox::record(&txn, event).await? == Delivery::Duplicate {
-            tracing::debug!("duplicate event ignored");
+        let Some(txn) = inbox::begin_once(&self.db, event).await? else {
             return Ok(());
-        }
+        };
         let Some(mut order) = self.orders.find_for_update(&txn, order_id).await? else {
             // Not ours to fix by retrying: record it as seen so it does not block the partition.
             tracing::error!(%order_id, "event for an unknown order ignored");

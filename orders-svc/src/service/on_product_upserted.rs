@@ -1,5 +1,4 @@
-use saga_runtime::inbox::{self, Delivery};
-use sea_orm::TransactionTrait;
+use saga_runtime::inbox;
 use shared_events::{Envelope, ProductUpserted};
 
 use super::{OrdersService, ServiceError};
@@ -12,10 +11,9 @@ impl<O: OrderRepository, C: CatalogRepository> OrdersService<O, C> {
         event: &Envelope,
         product: &ProductUpserted,
     ) -> Result<(), ServiceError> {
-        let txn = self.db.begin().await?;
-        if inbox::record(&txn, event).await? == Delivery::Duplicate {
+        let Some(txn) = inbox::begin_once(&self.db, event).await? else {
             return Ok(());
-        }
+        };
         self.catalog
             .upsert(
                 &txn,

@@ -6,10 +6,7 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                r#"
+        saga_runtime::schema::execute(manager, r#"
                 -- The CHECK is the last line of defence: no code path can overdraw an account.
                 CREATE TABLE accounts (
                     customer_id    UUID PRIMARY KEY,
@@ -32,17 +29,10 @@ impl MigrationTrait for Migration {
                     updated_at     TIMESTAMPTZ NOT NULL DEFAULT now()
                 );
                 CREATE INDEX payments_customer ON payments (customer_id);
-                "#,
-            )
-            .await
-            .map(|_| ())
+                "#).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE payments; DROP TABLE accounts;")
-            .await
-            .map(|_| ())
+        saga_runtime::schema::execute(manager, "DROP TABLE payments; DROP TABLE accounts;").await
     }
 }

@@ -1,6 +1,5 @@
-use saga_runtime::inbox::{self, Delivery};
+use saga_runtime::inbox;
 use saga_runtime::outbox;
-use sea_orm::TransactionTrait;
 use shared_events::{Envelope, OrderCreated, PaymentFailed, PaymentSucceeded, SagaEvent};
 
 use super::{PaymentsService, SOURCE, ServiceError};
@@ -16,11 +15,9 @@ impl<A: AccountRepository, P: PaymentRepository> PaymentsService<A, P> {
         order: &OrderCreated,
     ) -> Result<(), ServiceError> {
         let saga_id = event.sagaid.unwrap_or(order.order_id);
-        let txn = self.db.begin().await?;
-        if inbox::record(&txn, event).await? == Delivery::Duplicate {
-            tracing::debug!("duplicate event ignored");
+        let Some(txn) = inbox::begin_once(&self.db, event).await? else {
             return Ok(());
-        }
+        };
         if let Some(existing) = self
             .payments
             .find_by_order_for_update(&txn, order.order_id)

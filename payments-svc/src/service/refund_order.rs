@@ -1,6 +1,6 @@
-use saga_runtime::inbox::{self, Delivery};
+use saga_runtime::inbox;
 use saga_runtime::outbox;
-use sea_orm::{DatabaseTransaction, TransactionTrait};
+use sea_orm::DatabaseTransaction;
 use shared_events::{Envelope, InventoryReservationFailed, PaymentRefunded, SagaEvent};
 
 use super::{PaymentsService, SOURCE, ServiceError};
@@ -18,11 +18,9 @@ impl<A: AccountRepository, P: PaymentRepository> PaymentsService<A, P> {
         failure: &InventoryReservationFailed,
     ) -> Result<(), ServiceError> {
         let saga_id = event.sagaid.unwrap_or(failure.order_id);
-        let txn = self.db.begin().await?;
-        if inbox::record(&txn, event).await? == Delivery::Duplicate {
-            tracing::debug!("duplicate event ignored");
+        let Some(txn) = inbox::begin_once(&self.db, event).await? else {
             return Ok(());
-        }
+        };
         match self
             .payments
             .find_by_order_for_update(&txn, failure.order_id)

@@ -83,7 +83,8 @@ impl CommonSettings {
                 brokers: var("KAFKA_BROKERS", "127.0.0.1:9092".to_owned())?,
                 topic_prefix: var("KAFKA_TOPIC_PREFIX", String::new())?,
                 group_id: var("KAFKA_GROUP_ID", defaults.service_name.to_owned())?,
-                group_instance_id: Some(var("KAFKA_GROUP_INSTANCE_ID", String::new())?).filter(|id| !id.is_empty()),
+                group_instance_id: Some(var("KAFKA_GROUP_INSTANCE_ID", String::new())?)
+                    .filter(|id| !id.is_empty()),
                 message_timeout: millis("KAFKA_MESSAGE_TIMEOUT_MS", Duration::from_secs(10))?,
                 session_timeout: millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
                 socket_timeout: millis("KAFKA_SOCKET_TIMEOUT_MS", Duration::from_secs(10))?,

@@ -173,7 +173,9 @@ impl<H: EventHandler> EventConsumer<H> {
                         }
                         match connect(&self.kafka, &self.client_id, &self.topics) {
                             Ok(fresh) => break Arc::new(fresh),
-                            Err(error) => tracing::warn!(%error, "kafka consumer cannot be created yet; retrying"),
+                            Err(error) => {
+                                tracing::warn!(%error, "kafka consumer cannot be created yet; retrying")
+                            }
                         }
                     };
                 }
@@ -186,7 +188,11 @@ impl<H: EventHandler> EventConsumer<H> {
     }
 
     /// Feeds the lanes from one client until shutdown or until the client fails fatally.
-    async fn session(&self, consumer: Arc<SagaConsumer>, shutdown: &CancellationToken) -> SessionEnd {
+    async fn session(
+        &self,
+        consumer: Arc<SagaConsumer>,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
         let lanes = self.settings.lanes.max(1);
         // Stops this session's lanes without stopping the service.
         let session_stop = shutdown.child_token();
@@ -205,7 +211,11 @@ impl<H: EventHandler> EventConsumer<H> {
                 kafka: self.kafka.clone(),
                 shutdown: session_stop.clone(),
             };
-            workers.spawn(worker.run(rx).instrument(tracing::info_span!("consumer_lane", lane)));
+            workers.spawn(
+                worker
+                    .run(rx)
+                    .instrument(tracing::info_span!("consumer_lane", lane)),
+            );
         }
 
         let end = loop {
@@ -250,8 +260,13 @@ enum SessionEnd {
     Fatal(String),
 }
 
-fn connect(kafka: &KafkaSettings, client_id: &str, topics: &[String]) -> Result<SagaConsumer, KafkaError> {
-    let consumer: SagaConsumer = kafka::consumer_config(kafka, client_id).create_with_context(CommitOnRevoke)?;
+fn connect(
+    kafka: &KafkaSettings,
+    client_id: &str,
+    topics: &[String],
+) -> Result<SagaConsumer, KafkaError> {
+    let consumer: SagaConsumer =
+        kafka::consumer_config(kafka, client_id).create_with_context(CommitOnRevoke)?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
     tracing::info!(topics = ?names, group = %kafka.group_id, "consumer subscribed");

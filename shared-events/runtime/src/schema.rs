@@ -4,6 +4,15 @@
 use sea_orm::ConnectionTrait;
 use sea_orm_migration::{DbErr, SchemaManager};
 
+/// Runs a migration's SQL, which may hold several statements.
+pub async fn execute(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    manager
+        .get_connection()
+        .execute_unprepared(sql)
+        .await
+        .map(|_| ())
+}
+
 /// Creates `outbox`: events written in the same transaction as the change they announce,
 /// waiting for the relay. A row is deleted once Kafka has acknowledged it, so the table's
 /// size is the relay's backlog.

@@ -69,6 +69,19 @@ pub async fn migrated_database<M: sea_orm_migration::MigratorTrait>(
     Ok(db)
 }
 
+/// The event types waiting in the outbox, oldest first.
+pub async fn outbox_event_types<C: ConnectionTrait>(db: &C) -> Result<Vec<String>, DbErr> {
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT event_type FROM outbox ORDER BY id",
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| row.try_get("", "event_type"))
+        .collect()
+}
+
 /// Pool settings for tests: small, with the production timeouts.
 pub fn database_settings(url: String) -> DatabaseSettings {
     DatabaseSettings {
