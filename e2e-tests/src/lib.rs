@@ -847,6 +847,7 @@ type ScenarioFuture<'a> = Pin<Box<dyn Future<Output = TestResult> + Send + 'a>>;
 
 /// Runs scenarios one after another and reports like a test runner.
 pub struct Suite {
+    name: &'static str,
     filter: Option<String>,
     passed: usize,
     failed: Vec<String>,
@@ -854,9 +855,10 @@ pub struct Suite {
 
 impl Suite {
     /// Takes an optional name filter from the command line (flags are ignored).
-    pub fn from_args() -> Suite {
+    pub fn from_args(name: &'static str) -> Suite {
         let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
         Suite {
+            name,
             filter,
             passed: 0,
             failed: Vec::new(),
@@ -898,7 +900,12 @@ impl Suite {
         for name in &self.failed {
             println!("failed: {name}");
         }
-        println!("e2e: {} passed, {} failed", self.passed, self.failed.len());
+        println!(
+            "{}: {} passed, {} failed",
+            self.name,
+            self.passed,
+            self.failed.len()
+        );
         self.failed.is_empty()
     }
 }

@@ -117,7 +117,7 @@ async fn run() -> TestResult<bool> {
         log,
         table: Arc::new(Mutex::new(Vec::new())),
     };
-    let mut suite = Suite::from_args();
+    let mut suite = Suite::from_args("faults");
 
     scenario!(
         suite,

@@ -59,7 +59,7 @@ async fn run() -> TestResult<bool> {
     );
     let api = Api::new(&stack);
     let log = EventLog::start(&stack)?;
-    let mut suite = Suite::from_args();
+    let mut suite = Suite::from_args("saga");
     let mut finished = Vec::new();
 
     suite
