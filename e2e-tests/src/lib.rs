@@ -843,6 +843,35 @@ impl RawProducer {
     }
 }
 
+/// The whole `main` of a suite binary: a runtime, the suite, and an exit code that fails
+/// the build when a scenario failed or the stack could not be set up.
+pub fn main<F, Fut>(name: &str, run: F) -> std::process::ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = TestResult<bool>>,
+{
+    use std::process::ExitCode;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{name}: cannot start a tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("{name}: the stack could not be set up: {error}");
+            println!("{name}: 0 passed, 1 failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 type ScenarioFuture<'a> = Pin<Box<dyn Future<Output = TestResult> + Send + 'a>>;
 
 /// Runs scenarios one after another and reports like a test runner.

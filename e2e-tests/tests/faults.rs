@@ -30,25 +30,7 @@ const SETTLE: Duration = Duration::from_secs(60);
 const DEADLINE_MS: &str = "15000";
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("faults: cannot start a tokio runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(error) => {
-            eprintln!("faults: the stack could not be set up: {error}");
-            println!("faults: 0 passed, 1 failed");
-            ExitCode::FAILURE
-        }
-    }
+    e2e_tests::main("faults", run)
 }
 
 /// What every scenario gets.

@@ -29,25 +29,7 @@ const FAILED_INVENTORY_EVENTS: [&str; 5] = [
 ];
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("e2e: cannot start a tokio runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(error) => {
-            eprintln!("e2e: the stack could not be set up: {error}");
-            println!("e2e: 0 passed, 1 failed");
-            ExitCode::FAILURE
-        }
-    }
+    e2e_tests::main("saga", run)
 }
 
 async fn run() -> TestResult<bool> {
