@@ -1,0 +1,126 @@
+//! The outbox relay against a real PostgreSQL and a real Kafka broker.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message};
+use saga_runtime::config::RelaySettings;
+use saga_runtime::outbox::{self, OutboxSignal};
+use saga_runtime::relay::Relay;
+use saga_runtime::{kafka, schema, testing};
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::SchemaManager;
+use shared_events::{Envelope, InventoryReserved, SagaEvent, topics};
+use uuid::Uuid;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+async fn outbox_database() -> Result<DatabaseConnection, Box<dyn std::error::Error>> {
+    let url = testing::fresh_database("orders_svc", "orders", "it").await?;
+    let db = sea_orm::Database::connect(url).await?;
+    schema::create_outbox(&SchemaManager::new(&db)).await?;
+    Ok(db)
+}
+
+fn settings(batch_size: u64) -> RelaySettings {
+    RelaySettings {
+        batch_size,
+        poll_interval: Duration::from_millis(100),
+        retry_backoff: Duration::from_millis(100),
+        linger: Duration::ZERO,
+    }
+}
+
+fn event(saga: Uuid) -> Envelope {
+    Envelope::new(
+        "orders-svc",
+        Some(saga),
+        SagaEvent::InventoryReserved(InventoryReserved {
+            order_id: Uuid::now_v7(),
+        }),
+    )
+}
+
+#[tokio::test]
+async fn the_relay_publishes_each_sagas_events_in_order_and_deletes_them() -> TestResult {
+    let db = outbox_database().await?;
+    let prefix = format!("it-{}.", &Uuid::new_v4().simple().to_string()[..8]);
+    testing::create_topics(&prefix, &[topics::INVENTORY_EVENTS]).await?;
+    let kafka_settings = testing::kafka_settings(&prefix, "unused");
+
+    // Three sagas, four events each, interleaved as concurrent transactions would write them.
+    let sagas: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let mut written: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for _ in 0..4 {
+        for saga in &sagas {
+            let event = event(*saga);
+            outbox::enqueue(&db, &event).await?;
+            written.entry(saga.to_string()).or_default().push(event.id);
+        }
+    }
+
+    let producer = kafka::producer(&kafka_settings, "relay-test")?;
+    let relay = Relay::new(
+        db.clone(),
+        producer,
+        OutboxSignal::default(),
+        settings(100),
+        kafka_settings.clone(),
+    );
+    // A batch takes only the oldest waiting event of each saga: three per batch, four batches.
+    let mut batch_sizes = Vec::new();
+    while outbox::backlog_and_age(&db).await?.0 > 0 && batch_sizes.len() < 10 {
+        batch_sizes.push(relay.publish_batch().await?);
+    }
+    assert_eq!(batch_sizes, [3, 3, 3, 3]);
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", testing::kafka_brokers())
+        .set("group.id", format!("{prefix}reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[&kafka_settings.topic(topics::INVENTORY_EVENTS)])?;
+    let mut read: HashMap<String, Vec<Uuid>> = HashMap::new();
+    while read.values().map(Vec::len).sum::<usize>() < 12 {
+        let message = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await??;
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+        let envelope = Envelope::decode(message.payload().unwrap_or_default())?;
+        read.entry(key).or_default().push(envelope.id);
+    }
+    assert_eq!(
+        read, written,
+        "every saga's events, each once, in the order they were written"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn rows_stay_in_the_outbox_while_kafka_is_unreachable() -> TestResult {
+    let db = outbox_database().await?;
+    let mut unreachable = testing::kafka_settings("", "unused");
+    // Nothing listens on port 1: every delivery times out.
+    unreachable.brokers = "127.0.0.1:1".to_owned();
+    unreachable.message_timeout = Duration::from_millis(500);
+    outbox::enqueue(&db, &event(Uuid::now_v7())).await?;
+    outbox::enqueue(&db, &event(Uuid::now_v7())).await?;
+
+    let producer = kafka::producer(&unreachable, "relay-test")?;
+    let relay = Relay::new(
+        db.clone(),
+        producer,
+        OutboxSignal::default(),
+        settings(100),
+        unreachable,
+    );
+    assert!(
+        relay.publish_batch().await.is_err(),
+        "an unacknowledged batch is an error"
+    );
+    assert_eq!(
+        outbox::backlog_and_age(&db).await?.0,
+        2,
+        "nothing was deleted"
+    );
+    Ok(())
+}
