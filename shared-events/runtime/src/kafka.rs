@@ -17,7 +17,10 @@ fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
         .set("bootstrap.servers", &settings.brokers)
         .set("client.id", client_id)
         .set("socket.timeout.ms", millis(settings.socket_timeout))
-        .set("log.connection.close", "false");
+        .set("log.connection.close", "false")
+        // Nagle's algorithm holds small writes back for up to ~40 ms (delayed ACKs); a saga is a
+        // chain of small records, so every hop would pay it.
+        .set("socket.nagle.disable", "true");
     config
 }
 
