@@ -47,34 +47,19 @@ async fn run() -> TestResult<bool> {
     suite
         .run(
             "happy_path_confirms_the_order_charges_once_and_reserves_stock",
-            || {
-                Box::pin(async {
-                    finished.push(happy_path(&api, &log).await?);
-                    Ok(())
-                })
-            },
+            || Box::pin(happy_path(&api, &log, &mut finished)),
         )
         .await;
     suite
         .run(
             "insufficient_funds_fails_the_order_and_leaves_stock_alone",
-            || {
-                Box::pin(async {
-                    finished.push(insufficient_funds(&api, &log).await?);
-                    Ok(())
-                })
-            },
+            || Box::pin(insufficient_funds(&api, &log, &mut finished)),
         )
         .await;
     suite
         .run(
             "out_of_stock_refunds_the_payment_before_the_order_fails",
-            || {
-                Box::pin(async {
-                    finished.push(out_of_stock(&api, &log).await?);
-                    Ok(())
-                })
-            },
+            || Box::pin(out_of_stock(&api, &log, &mut finished)),
         )
         .await;
     suite
@@ -116,7 +101,7 @@ struct Finished {
     stock: (i64, i64),
 }
 
-async fn happy_path(api: &Api, log: &EventLog) -> TestResult<Finished> {
+async fn happy_path(api: &Api, log: &EventLog, finished: &mut Vec<Finished>) -> TestResult {
     let product = api.product(1_250, 10).await?;
     let customer = api.customer(10_000).await?;
     let order = api.place_order(customer, &[(product, 2)]).await?;
@@ -126,10 +111,10 @@ async fn happy_path(api: &Api, log: &EventLog) -> TestResult<Finished> {
         "the order is priced from the catalog"
     );
 
-    let finished = api.wait_terminal(order.id, SETTLE).await?;
-    ensure_eq!(finished["status"], json!("CONFIRMED"), "final status");
+    let settled = api.wait_terminal(order.id, SETTLE).await?;
+    ensure_eq!(settled["status"], json!("CONFIRMED"), "final status");
     ensure_eq!(
-        finished["items"][0]["unit_price_cents"],
+        settled["items"][0]["unit_price_cents"],
         json!(1_250),
         "line price"
     );
@@ -144,7 +129,7 @@ async fn happy_path(api: &Api, log: &EventLog) -> TestResult<Finished> {
         CONFIRMED_EVENTS,
         "events on Kafka"
     );
-    Ok(Finished {
+    finished.push(Finished {
         order: order.id,
         saga: order.saga_id,
         customer,
@@ -152,22 +137,23 @@ async fn happy_path(api: &Api, log: &EventLog) -> TestResult<Finished> {
         status: "CONFIRMED",
         balance: 7_500,
         stock: (8, 2),
-    })
+    });
+    Ok(())
 }
 
-async fn insufficient_funds(api: &Api, log: &EventLog) -> TestResult<Finished> {
+async fn insufficient_funds(api: &Api, log: &EventLog, finished: &mut Vec<Finished>) -> TestResult {
     let product = api.product(5_000, 10).await?;
     let customer = api.customer(4_999).await?;
     let order = api.place_order(customer, &[(product, 1)]).await?;
 
-    let finished = api.wait_terminal(order.id, SETTLE).await?;
-    ensure_eq!(finished["status"], json!("FAILED_PAYMENT"), "final status");
+    let settled = api.wait_terminal(order.id, SETTLE).await?;
+    ensure_eq!(settled["status"], json!("FAILED_PAYMENT"), "final status");
     ensure!(
-        finished["failure_reason"]
+        settled["failure_reason"]
             .as_str()
             .is_some_and(|r| r.contains("insufficient funds")),
         "failure_reason should explain: {}",
-        finished["failure_reason"]
+        settled["failure_reason"]
     );
     ensure_eq!(api.balance(customer).await?, 4_999, "balance untouched");
     ensure_eq!(api.stock(product).await?, (10, 0), "stock untouched");
@@ -176,7 +162,7 @@ async fn insufficient_funds(api: &Api, log: &EventLog) -> TestResult<Finished> {
         FAILED_PAYMENT_EVENTS,
         "events on Kafka"
     );
-    Ok(Finished {
+    finished.push(Finished {
         order: order.id,
         saga: order.saga_id,
         customer,
@@ -184,10 +170,11 @@ async fn insufficient_funds(api: &Api, log: &EventLog) -> TestResult<Finished> {
         status: "FAILED_PAYMENT",
         balance: 4_999,
         stock: (10, 0),
-    })
+    });
+    Ok(())
 }
 
-async fn out_of_stock(api: &Api, log: &EventLog) -> TestResult<Finished> {
+async fn out_of_stock(api: &Api, log: &EventLog, finished: &mut Vec<Finished>) -> TestResult {
     let plenty = api.product(1_000, 10).await?;
     let scarce = api.product(300, 1).await?;
     let customer = api.customer(10_000).await?;
@@ -196,12 +183,8 @@ async fn out_of_stock(api: &Api, log: &EventLog) -> TestResult<Finished> {
         .await?;
     ensure_eq!(order.total_cents, 1_600, "total");
 
-    let finished = api.wait_terminal(order.id, SETTLE).await?;
-    ensure_eq!(
-        finished["status"],
-        json!("FAILED_INVENTORY"),
-        "final status"
-    );
+    let settled = api.wait_terminal(order.id, SETTLE).await?;
+    ensure_eq!(settled["status"], json!("FAILED_INVENTORY"), "final status");
     // The order says FAILED_INVENTORY only after the refund committed: the money is back now.
     ensure_eq!(
         api.balance(customer).await?,
@@ -223,7 +206,7 @@ async fn out_of_stock(api: &Api, log: &EventLog) -> TestResult<Finished> {
         FAILED_INVENTORY_EVENTS,
         "events on Kafka"
     );
-    Ok(Finished {
+    finished.push(Finished {
         order: order.id,
         saga: order.saga_id,
         customer,
@@ -231,7 +214,8 @@ async fn out_of_stock(api: &Api, log: &EventLog) -> TestResult<Finished> {
         status: "FAILED_INVENTORY",
         balance: 10_000,
         stock: (1, 0),
-    })
+    });
+    Ok(())
 }
 
 async fn republishing_changes_nothing(
