@@ -96,8 +96,9 @@ impl Relay {
         tracing::info!("outbox relay started");
         loop {
             match self.publish_batch().await {
-                // A full batch means more may be waiting: go again without waiting.
-                Ok(published) if published as u64 >= self.settings.batch_size => continue,
+                // Something was published, so more may be waiting: a full batch's remainder, or
+                // a saga's next event, which the claim holds back until its predecessor is out.
+                Ok(published) if published > 0 => continue,
                 Ok(_) => {
                     tokio::select! {
                         () = self.signal.notified() => {}
