@@ -69,7 +69,7 @@ async fn deadline_job(
     loop {
         match service.cancel_expired_orders(settings.deadline).await {
             // A full batch may mean more are waiting: go again at once.
-            Ok(cancelled) if cancelled >= 100 => continue,
+            Ok(cancelled) if cancelled as u64 >= service::CANCEL_BATCH => continue,
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "saga deadline scan failed; retrying"),
         }

@@ -8,7 +8,7 @@ use super::{OrdersService, SOURCE, ServiceError};
 use crate::repo::{CatalogRepository, OrderRepository};
 
 /// Orders cancelled per transaction; the job loops while it finds full batches.
-const BATCH: u64 = 100;
+pub const CANCEL_BATCH: u64 = 100;
 
 impl<O: OrderRepository, C: CatalogRepository> OrdersService<O, C> {
     /// Cancels orders still `PENDING_PAYMENT` after `deadline` (by the database's clock) and
@@ -16,7 +16,10 @@ impl<O: OrderRepository, C: CatalogRepository> OrdersService<O, C> {
     /// whatever they did. Returns how many it cancelled.
     pub async fn cancel_expired_orders(&self, deadline: Duration) -> Result<usize, ServiceError> {
         let txn = self.db.begin().await?;
-        let expired = self.orders.lock_expired(&txn, deadline, BATCH).await?;
+        let expired = self
+            .orders
+            .lock_expired(&txn, deadline, CANCEL_BATCH)
+            .await?;
         let reason = format!("the saga did not finish within {deadline:?}");
         let mut cancelled = 0;
         for order_id in expired {

@@ -13,6 +13,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use crate::domain::PlaceOrderError;
 use crate::repo::{SeaOrmCatalogRepository, SeaOrmOrderRepository};
 
+pub use cancel_expired::CANCEL_BATCH;
 pub use place_order::PlaceOrder;
 
 /// The service name carried in every event's `source`.
