@@ -507,7 +507,7 @@ async fn a_refund_that_arrives_before_the_charge_creates_no_money(
         Some(order.placed.saga_id),
         SagaEvent::InventoryReservationFailed(InventoryReservationFailed {
             order_id: order.placed.id,
-            product_id: product,
+            product_id: Some(product),
             reason: "forged out of order".into(),
         }),
     );

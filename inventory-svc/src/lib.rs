@@ -1,10 +1,11 @@
 //! inventory-svc: owns the product catalog and its stock, and reserves stock for paid orders.
 //!
 //! Reading order, following one `PaymentSucceeded`:
-//! - [`messaging`]: the consumed event → [`service::InventoryService::reserve_order`].
-//! - [`service`]: one file per use case; each owns its transaction.
+//! - [`messaging`]: the consumed event → [`service::reserve_order`].
+//! - [`service`]: one file per use case, each the business rule alone; the runtime's unit
+//!   of work owns the transaction.
 //! - [`domain`]: products and the all-or-nothing reservation rule, pure.
-//! - [`repo`]: sea-orm repositories behind traits.
+//! - [`repo`]: sea-orm queries, plain functions over any connection.
 //! - [`http`]: `POST /products`, `GET /products/{id}`.
 //! - [`config`]: this service's defaults.
 //!
@@ -17,19 +18,14 @@ pub mod messaging;
 pub mod repo;
 pub mod service;
 
-use std::sync::Arc;
-
 use saga_runtime::config::CommonSettings;
 use saga_runtime::service::{Application, Infrastructure, StartupError};
 use sea_orm_migration::MigratorTrait;
 
 use crate::messaging::InventoryEventHandler;
-use crate::repo::{SeaOrmProductRepository, SeaOrmReservationRepository};
-use crate::service::InventoryService;
 
 /// inventory-svc wired to its infrastructure, ready to run.
-pub type InventoryApplication =
-    Application<InventoryEventHandler<SeaOrmProductRepository, SeaOrmReservationRepository>>;
+pub type InventoryApplication = Application<InventoryEventHandler>;
 
 /// Connects, migrates, binds and subscribes; `main` and the tests then run the result.
 pub async fn build(settings: CommonSettings) -> Result<InventoryApplication, StartupError> {
@@ -37,16 +33,8 @@ pub async fn build(settings: CommonSettings) -> Result<InventoryApplication, Sta
     inventory_migration::Migrator::up(&infra.db, None)
         .await
         .map_err(StartupError::Migration)?;
-    let service = Arc::new(InventoryService::new(
-        infra.db.clone(),
-        SeaOrmProductRepository,
-        SeaOrmReservationRepository,
-        infra.outbox_signal.clone(),
-    ));
-    let handler = InventoryEventHandler {
-        service: Arc::clone(&service),
-    };
+    let routes = http::router(infra.unit_of_work());
     infra
-        .application(http::router(service), &messaging::TOPICS, handler)
+        .application(routes, &messaging::TOPICS, InventoryEventHandler)
         .await
 }

@@ -1,36 +1,35 @@
-//! What inventory-svc does with the events it consumes. The relay and consumer loop themselves
+//! What inventory-svc does with the events it consumes. The consumer loop and the unit of work
 //! are `saga_runtime`'s; this file only routes each event type to its use case.
 
-use std::sync::Arc;
-
 use saga_runtime::consumer::{EventHandler, HandlerError};
+use saga_runtime::unit_of_work::{Reaction, Tx};
 use shared_events::{Envelope, SagaEvent, topics};
 
-use crate::repo::{ProductRepository, ReservationRepository};
-use crate::service::InventoryService;
+use crate::service;
 
 /// The topics inventory-svc consumes.
 pub const TOPICS: [&str; 2] = [topics::PAYMENTS_EVENTS, topics::ORDERS_EVENTS];
 
-pub struct InventoryEventHandler<P, R> {
-    pub service: Arc<InventoryService<P, R>>,
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InventoryEventHandler;
 
-impl<P: ProductRepository, R: ReservationRepository> EventHandler for InventoryEventHandler<P, R> {
-    async fn handle(&self, event: Envelope) -> Result<(), HandlerError> {
+impl EventHandler for InventoryEventHandler {
+    async fn handle(&self, tx: &Tx, event: &Envelope) -> Result<Reaction, HandlerError> {
+        let saga_id = || event.saga_id().map_err(HandlerError::new);
         let outcome = match &event.event {
-            SagaEvent::PaymentSucceeded(paid) => self.service.reserve_order(&event, paid).await,
+            SagaEvent::PaymentSucceeded(paid) => service::reserve_order(tx, saga_id()?, paid).await,
             SagaEvent::OrderCancelled(cancelled) => {
-                self.service.release_order(&event, cancelled).await
+                service::release_order(tx, saga_id()?, cancelled).await
             }
             // A declined or refunded payment needs nothing from inventory.
-            SagaEvent::PaymentFailed(_) | SagaEvent::PaymentRefunded(_) => Ok(()),
-            SagaEvent::OrderCreated(_)
+            SagaEvent::PaymentFailed(_)
+            | SagaEvent::PaymentRefunded(_)
+            | SagaEvent::OrderCreated(_)
             | SagaEvent::OrderConfirmed(_)
             | SagaEvent::OrderFailed(_)
             | SagaEvent::InventoryReserved(_)
             | SagaEvent::InventoryReservationFailed(_)
-            | SagaEvent::ProductUpserted(_) => Ok(()),
+            | SagaEvent::ProductUpserted(_) => Ok(Reaction::none()),
         };
         outcome.map_err(HandlerError::new)
     }

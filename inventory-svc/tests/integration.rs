@@ -1,40 +1,35 @@
 //! inventory-svc against a real PostgreSQL: each test gets a fresh, migrated database.
 
-use std::sync::Arc;
-
 use inventory_migration::Migrator;
 use inventory_svc::domain::{NewProduct, Product};
-use inventory_svc::repo::{SeaOrmProductRepository, SeaOrmReservationRepository};
-use inventory_svc::service::{InventoryService, ServiceError};
+use inventory_svc::messaging::InventoryEventHandler;
+use inventory_svc::service::{self, CreateProduct, ServiceError};
+use saga_runtime::inbox::Delivery;
 use saga_runtime::outbox::OutboxSignal;
 use saga_runtime::testing;
+use saga_runtime::unit_of_work::UnitOfWork;
 use sea_orm::DatabaseConnection;
-use shared_events::{Envelope, OrderLine, PaymentSucceeded, SagaEvent};
+use shared_events::{Envelope, OrderCancelled, OrderLine, PaymentSucceeded, SagaEvent};
 use uuid::Uuid;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-async fn service() -> Result<(DatabaseConnection, InventoryService), sea_orm::DbErr> {
+/// inventory-svc's unit of work on a fresh database, as the service runs it.
+async fn service() -> Result<(DatabaseConnection, UnitOfWork), sea_orm::DbErr> {
     let db = testing::migrated_database::<Migrator>("inventory_svc", "inventory").await?;
-    let service = InventoryService::new(
-        db.clone(),
-        SeaOrmProductRepository,
-        SeaOrmReservationRepository,
-        OutboxSignal::default(),
-    );
-    Ok((db, service))
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "inventory-svc");
+    Ok((db, uow))
 }
 
-async fn product(service: &InventoryService, stock: i64) -> Result<Product, ServiceError> {
-    service
-        .create_product(NewProduct {
-            sku: format!("SKU-{}", Uuid::new_v4().simple()),
-            name: "Widget".into(),
-            price_cents: 100,
-            stock,
-            attributes: None,
-        })
-        .await
+async fn product(uow: &UnitOfWork, stock: i64) -> Result<Product, ServiceError> {
+    uow.run(CreateProduct(NewProduct {
+        sku: format!("SKU-{}", Uuid::new_v4().simple()),
+        name: "Widget".into(),
+        price_cents: 100,
+        stock,
+        attributes: None,
+    }))
+    .await
 }
 
 fn paid(lines: &[(Uuid, u32)]) -> (Envelope, PaymentSucceeded) {
@@ -64,19 +59,19 @@ fn paid(lines: &[(Uuid, u32)]) -> (Envelope, PaymentSucceeded) {
 
 #[tokio::test]
 async fn creating_a_product_announces_it_on_the_catalog_in_the_same_transaction() -> TestResult {
-    let (db, service) = service().await?;
-    let created = product(&service, 3).await?;
-    assert_eq!(service.get_product(created.id).await?.available, 3);
+    let (db, uow) = service().await?;
+    let created = product(&uow, 3).await?;
+    assert_eq!(service::get_product(&db, created.id).await?.available, 3);
     assert_eq!(testing::outbox_event_types(&db).await?, ["ProductUpserted"]);
 
-    let duplicate = service
-        .create_product(NewProduct {
+    let duplicate = uow
+        .run(CreateProduct(NewProduct {
             sku: created.sku.clone(),
             name: "Other".into(),
             price_cents: 1,
             stock: 1,
             attributes: None,
-        })
+        }))
         .await;
     assert!(matches!(duplicate, Err(ServiceError::SkuTaken(_))));
     assert_eq!(testing::outbox_event_types(&db).await?, ["ProductUpserted"]);
@@ -85,15 +80,21 @@ async fn creating_a_product_announces_it_on_the_catalog_in_the_same_transaction(
 
 #[tokio::test]
 async fn a_reservation_takes_every_line_once_even_when_its_event_repeats() -> TestResult {
-    let (db, service) = service().await?;
-    let (a, b) = (product(&service, 5).await?, product(&service, 5).await?);
-    let (event, payment) = paid(&[(a.id, 2), (b.id, 5)]);
-    service.reserve_order(&event, &payment).await?;
-    service.reserve_order(&event, &payment).await?;
+    let (db, uow) = service().await?;
+    let (a, b) = (product(&uow, 5).await?, product(&uow, 5).await?);
+    let (event, _) = paid(&[(a.id, 2), (b.id, 5)]);
+    assert_eq!(
+        uow.apply(&InventoryEventHandler, &event).await?,
+        Delivery::First
+    );
+    assert_eq!(
+        uow.apply(&InventoryEventHandler, &event).await?,
+        Delivery::Duplicate
+    );
 
     let (a, b) = (
-        service.get_product(a.id).await?,
-        service.get_product(b.id).await?,
+        service::get_product(&db, a.id).await?,
+        service::get_product(&db, b.id).await?,
     );
     assert_eq!(
         (a.available, a.reserved, b.available, b.reserved),
@@ -108,14 +109,14 @@ async fn a_reservation_takes_every_line_once_even_when_its_event_repeats() -> Te
 
 #[tokio::test]
 async fn one_short_line_reserves_nothing_at_all() -> TestResult {
-    let (db, service) = service().await?;
-    let (a, b) = (product(&service, 5).await?, product(&service, 1).await?);
-    let (event, payment) = paid(&[(a.id, 2), (b.id, 2)]);
-    service.reserve_order(&event, &payment).await?;
+    let (db, uow) = service().await?;
+    let (a, b) = (product(&uow, 5).await?, product(&uow, 1).await?);
+    let (event, _) = paid(&[(a.id, 2), (b.id, 2)]);
+    uow.apply(&InventoryEventHandler, &event).await?;
 
     let (a, b) = (
-        service.get_product(a.id).await?,
-        service.get_product(b.id).await?,
+        service::get_product(&db, a.id).await?,
+        service::get_product(&db, b.id).await?,
     );
     assert_eq!(
         (a.available, a.reserved, b.available, b.reserved),
@@ -133,21 +134,20 @@ async fn one_short_line_reserves_nothing_at_all() -> TestResult {
 
 #[tokio::test]
 async fn concurrent_reservations_never_oversell() -> TestResult {
-    let (db, service) = service().await?;
-    let service = Arc::new(service);
-    let scarce = product(&service, 5).await?;
+    let (db, uow) = service().await?;
+    let scarce = product(&uow, 5).await?;
     let mut tasks = Vec::new();
     for _ in 0..20 {
-        let service = Arc::clone(&service);
+        let uow = uow.clone();
         tasks.push(tokio::spawn(async move {
-            let (event, payment) = paid(&[(scarce.id, 1)]);
-            service.reserve_order(&event, &payment).await
+            let (event, _) = paid(&[(scarce.id, 1)]);
+            uow.apply(&InventoryEventHandler, &event).await
         }));
     }
     for task in tasks {
         task.await??;
     }
-    let scarce = service.get_product(scarce.id).await?;
+    let scarce = service::get_product(&db, scarce.id).await?;
     assert_eq!((scarce.available, scarce.reserved), (0, 5));
     let types = testing::outbox_event_types(&db).await?;
     assert_eq!(
@@ -161,5 +161,33 @@ async fn concurrent_reservations_never_oversell() -> TestResult {
             .count(),
         15
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_payment_after_the_cancellation_becomes_a_failure_naming_no_product() -> TestResult {
+    let (db, uow) = service().await?;
+    let stocked = product(&uow, 5).await?;
+    let (paid_event, payment) = paid(&[(stocked.id, 2)]);
+    let cancelled = Envelope::new(
+        "orders-svc",
+        paid_event.sagaid,
+        SagaEvent::OrderCancelled(OrderCancelled {
+            order_id: payment.order_id,
+            reason: "deadline".into(),
+        }),
+    );
+    uow.apply(&InventoryEventHandler, &cancelled).await?;
+    uow.apply(&InventoryEventHandler, &paid_event).await?;
+
+    let stocked = service::get_product(&db, stocked.id).await?;
+    assert_eq!((stocked.available, stocked.reserved), (5, 0));
+    let rows = testing::outbox_payloads(&db).await?;
+    let refusal: Envelope = serde_json::from_value(rows.last().ok_or("no outbox row")?.clone())?;
+    let SagaEvent::InventoryReservationFailed(failure) = refusal.event else {
+        return Err("expected InventoryReservationFailed".into());
+    };
+    assert_eq!(failure.product_id, None);
+    assert_eq!(refusal.sagaid, paid_event.sagaid);
     Ok(())
 }

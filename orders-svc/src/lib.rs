@@ -1,10 +1,11 @@
 //! orders-svc: takes orders over HTTP, starts one saga per order and records how it ends.
 //!
 //! Reading order, following one order:
-//! - [`http`]: `POST /orders` → DTO → [`service::OrdersService::place_order`].
-//! - [`service`]: one file per use case; each owns its transaction.
+//! - [`http`]: `POST /orders` → DTO → [`service::PlaceOrder`], run in the unit of work.
+//! - [`service`]: one file per use case, each the business rule alone; the runtime's unit
+//!   of work owns the transaction.
 //! - [`domain`]: the order state machine, pure.
-//! - [`repo`]: sea-orm repositories behind traits.
+//! - [`repo`]: sea-orm queries, plain functions over any connection.
 //! - [`messaging`]: which consumed event calls which use case.
 //! - [`config`]: settings from the environment.
 //!
@@ -17,20 +18,17 @@ pub mod messaging;
 pub mod repo;
 pub mod service;
 
-use std::sync::Arc;
-
 use saga_runtime::config::CommonSettings;
 use saga_runtime::service::{Application, Infrastructure, StartupError};
+use saga_runtime::unit_of_work::UnitOfWork;
 use sea_orm_migration::MigratorTrait;
 use tokio_util::sync::CancellationToken;
 
 use crate::messaging::OrdersEventHandler;
-use crate::repo::{SeaOrmCatalogRepository, SeaOrmOrderRepository};
-use crate::service::OrdersService;
+use crate::service::{CANCEL_BATCH, CancelExpiredOrders};
 
 /// orders-svc wired to its infrastructure, ready to run.
-pub type OrdersApplication =
-    Application<OrdersEventHandler<SeaOrmOrderRepository, SeaOrmCatalogRepository>>;
+pub type OrdersApplication = Application<OrdersEventHandler>;
 
 /// Connects, migrates, binds and subscribes; `main` and the tests then run the result.
 pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, StartupError> {
@@ -39,37 +37,32 @@ pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, Startu
     orders_migration::Migrator::up(&infra.db, None)
         .await
         .map_err(StartupError::Migration)?;
-    let service = Arc::new(OrdersService::new(
-        infra.db.clone(),
-        SeaOrmOrderRepository,
-        SeaOrmCatalogRepository,
-        infra.outbox_signal.clone(),
-    ));
-    let handler = OrdersEventHandler {
-        service: Arc::clone(&service),
-    };
+    let uow = infra.unit_of_work();
     let app = infra
         .application(
-            http::router(Arc::clone(&service)),
+            http::router(uow.clone()),
             &messaging::TOPICS,
-            handler,
+            OrdersEventHandler,
         )
         .await?;
     Ok(app.with_background(Box::new(move |stop| {
-        Box::pin(deadline_job(service, deadline, stop))
+        Box::pin(deadline_job(uow, deadline, stop))
     })))
 }
 
 /// Cancels expired sagas every `scan_interval` until `stop`.
 async fn deadline_job(
-    service: Arc<OrdersService>,
+    uow: UnitOfWork,
     settings: config::DeadlineSettings,
     stop: CancellationToken,
 ) {
+    let scan = CancelExpiredOrders {
+        deadline: settings.deadline,
+    };
     loop {
-        match service.cancel_expired_orders(settings.deadline).await {
+        match uow.run(scan).await {
             // A full batch may mean more are waiting: go again at once.
-            Ok(cancelled) if cancelled as u64 >= service::CANCEL_BATCH => continue,
+            Ok(cancelled) if cancelled as u64 >= CANCEL_BATCH => continue,
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "saga deadline scan failed; retrying"),
         }

@@ -1,13 +1,11 @@
-//! What orders-svc does with the events it consumes. The relay and consumer loop themselves
+//! What orders-svc does with the events it consumes. The consumer loop and the unit of work
 //! are `saga_runtime`'s; this file only routes each event type to its use case.
 
-use std::sync::Arc;
-
 use saga_runtime::consumer::{EventHandler, HandlerError};
+use saga_runtime::unit_of_work::{Reaction, Tx};
 use shared_events::{Envelope, SagaEvent, topics};
 
-use crate::repo::{CatalogRepository, OrderRepository};
-use crate::service::OrdersService;
+use crate::service;
 
 /// The topics orders-svc consumes.
 pub const TOPICS: [&str; 3] = [
@@ -16,34 +14,27 @@ pub const TOPICS: [&str; 3] = [
     topics::INVENTORY_CATALOG,
 ];
 
-pub struct OrdersEventHandler<O, C> {
-    pub service: Arc<OrdersService<O, C>>,
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrdersEventHandler;
 
-impl<O: OrderRepository, C: CatalogRepository> EventHandler for OrdersEventHandler<O, C> {
-    async fn handle(&self, event: Envelope) -> Result<(), HandlerError> {
-        let service = &self.service;
+impl EventHandler for OrdersEventHandler {
+    async fn handle(&self, tx: &Tx, event: &Envelope) -> Result<Reaction, HandlerError> {
         let outcome = match &event.event {
-            SagaEvent::InventoryReserved(e) => {
-                service.on_inventory_reserved(&event, e.order_id).await
-            }
+            SagaEvent::InventoryReserved(e) => service::on_inventory_reserved(tx, e.order_id).await,
             SagaEvent::PaymentFailed(e) => {
-                service
-                    .on_payment_failed(&event, e.order_id, &e.reason)
-                    .await
+                service::on_payment_failed(tx, e.order_id, &e.reason).await
             }
             SagaEvent::PaymentRefunded(e) => {
-                service
-                    .on_payment_refunded(&event, e.order_id, &e.reason)
-                    .await
+                service::on_payment_refunded(tx, e.order_id, &e.reason).await
             }
-            SagaEvent::ProductUpserted(e) => service.on_product_upserted(&event, e).await,
+            SagaEvent::ProductUpserted(e) => service::on_product_upserted(tx, e, event.time).await,
             // Steps that other services act on; orders-svc waits for their outcome.
-            SagaEvent::PaymentSucceeded(_) | SagaEvent::InventoryReservationFailed(_) => Ok(()),
-            SagaEvent::OrderCreated(_)
+            SagaEvent::PaymentSucceeded(_)
+            | SagaEvent::InventoryReservationFailed(_)
+            | SagaEvent::OrderCreated(_)
             | SagaEvent::OrderConfirmed(_)
             | SagaEvent::OrderFailed(_)
-            | SagaEvent::OrderCancelled(_) => Ok(()),
+            | SagaEvent::OrderCancelled(_) => Ok(Reaction::none()),
         };
         outcome.map_err(HandlerError::new)
     }

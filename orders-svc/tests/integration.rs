@@ -2,14 +2,14 @@
 
 use chrono::Utc;
 use orders_migration::Migrator;
-use orders_svc::domain::{LineRequest, OrderStatus, PlaceOrderError};
-use orders_svc::repo::{
-    CatalogProduct, CatalogRepository, OrderRepository, SeaOrmCatalogRepository,
-    SeaOrmOrderRepository,
-};
-use orders_svc::service::{OrdersService, PlaceOrder, ServiceError};
+use orders_svc::domain::{LineRequest, Order, OrderStatus, PlaceOrderError};
+use orders_svc::messaging::OrdersEventHandler;
+use orders_svc::repo::{CatalogProduct, catalog, orders};
+use orders_svc::service::{self, PlaceOrder, ServiceError};
+use saga_runtime::inbox::Delivery;
 use saga_runtime::outbox::{self, OutboxSignal};
 use saga_runtime::testing;
+use saga_runtime::unit_of_work::UnitOfWork;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use shared_events::{
     Envelope, InventoryReserved, OrderCreated, PaymentFailed, ProductUpserted, SagaEvent,
@@ -22,29 +22,23 @@ async fn database() -> Result<DatabaseConnection, sea_orm::DbErr> {
     testing::migrated_database::<Migrator>("orders_svc", "orders").await
 }
 
-fn service(db: &DatabaseConnection) -> OrdersService {
-    OrdersService::new(
-        db.clone(),
-        SeaOrmOrderRepository,
-        SeaOrmCatalogRepository,
-        OutboxSignal::default(),
-    )
+fn uow(db: &DatabaseConnection) -> UnitOfWork {
+    UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc")
 }
 
 async fn seed_product(db: &DatabaseConnection, price_cents: i64) -> Result<Uuid, sea_orm::DbErr> {
     let product_id = Uuid::now_v7();
-    SeaOrmCatalogRepository
-        .upsert(
-            db,
-            &CatalogProduct {
-                product_id,
-                sku: format!("SKU-{product_id}"),
-                name: "Widget".into(),
-                price_cents,
-                source_time: Utc::now(),
-            },
-        )
-        .await?;
+    catalog::upsert(
+        db,
+        &CatalogProduct {
+            product_id,
+            sku: format!("SKU-{product_id}"),
+            name: "Widget".into(),
+            price_cents,
+            source_time: Utc::now(),
+        },
+    )
+    .await?;
     Ok(product_id)
 }
 
@@ -68,8 +62,8 @@ async fn placing_an_order_writes_the_order_and_its_order_created_event_together(
     let db = database().await?;
     let product = seed_product(&db, 1250).await?;
     let customer = Uuid::now_v7();
-    let order = service(&db)
-        .place_order(PlaceOrder {
+    let order = uow(&db)
+        .run(PlaceOrder {
             customer_id: customer,
             lines: vec![LineRequest {
                 product_id: product,
@@ -78,8 +72,7 @@ async fn placing_an_order_writes_the_order_and_its_order_created_event_together(
         })
         .await?;
 
-    let stored = SeaOrmOrderRepository
-        .find(&db, order.id)
+    let stored = orders::find(&db, order.id)
         .await?
         .ok_or("order not stored")?;
     assert_eq!(stored.status, OrderStatus::PendingPayment);
@@ -108,8 +101,8 @@ async fn placing_an_order_writes_the_order_and_its_order_created_event_together(
 async fn a_rejected_order_leaves_neither_order_nor_outbox_row() -> TestResult {
     let db = database().await?;
     let unknown = Uuid::now_v7();
-    let result = service(&db)
-        .place_order(PlaceOrder {
+    let result = uow(&db)
+        .run(PlaceOrder {
             customer_id: Uuid::now_v7(),
             lines: vec![LineRequest {
                 product_id: unknown,
@@ -129,7 +122,7 @@ async fn a_rejected_order_leaves_neither_order_nor_outbox_row() -> TestResult {
 async fn an_outbox_row_rolls_back_with_the_change_it_announces() -> TestResult {
     let db = database().await?;
     let product = seed_product(&db, 100).await?;
-    let prices = SeaOrmCatalogRepository.prices(&db, &[product]).await?;
+    let prices = catalog::prices(&db, &[product]).await?;
     let order = orders_svc::domain::Order::place(
         Uuid::now_v7(),
         &[LineRequest {
@@ -140,7 +133,7 @@ async fn an_outbox_row_rolls_back_with_the_change_it_announces() -> TestResult {
     )?;
 
     let txn = db.begin().await?;
-    SeaOrmOrderRepository.insert(&txn, &order).await?;
+    orders::insert(&txn, &order).await?;
     let event = Envelope::new(
         "orders-svc",
         Some(order.saga_id),
@@ -169,8 +162,8 @@ async fn placed_order(
     db: &DatabaseConnection,
 ) -> Result<orders_svc::domain::Order, Box<dyn std::error::Error>> {
     let product = seed_product(db, 700).await?;
-    Ok(service(db)
-        .place_order(PlaceOrder {
+    Ok(uow(db)
+        .run(PlaceOrder {
             customer_id: Uuid::now_v7(),
             lines: vec![LineRequest {
                 product_id: product,
@@ -180,27 +173,39 @@ async fn placed_order(
         .await?)
 }
 
+/// payments-svc's answer when it declined `order`.
+fn payment_failed(order: &Order) -> Envelope {
+    Envelope::new(
+        "payments-svc",
+        Some(order.saga_id),
+        SagaEvent::PaymentFailed(PaymentFailed {
+            order_id: order.id,
+            customer_id: order.customer_id,
+            reason: "insufficient funds".into(),
+        }),
+    )
+}
+
+/// inventory-svc's answer when it reserved `order`.
+fn inventory_reserved(order: &Order) -> Envelope {
+    Envelope::new(
+        "inventory-svc",
+        Some(order.saga_id),
+        SagaEvent::InventoryReserved(InventoryReserved { order_id: order.id }),
+    )
+}
+
 #[tokio::test]
 async fn a_duplicate_event_is_applied_once() -> TestResult {
     let db = database().await?;
     let order = placed_order(&db).await?;
-    let reserved = Envelope::new(
-        "inventory-svc",
-        Some(order.saga_id),
-        SagaEvent::InventoryReserved(InventoryReserved { order_id: order.id }),
-    );
+    let reserved = inventory_reserved(&order);
 
-    service(&db)
-        .on_inventory_reserved(&reserved, order.id)
-        .await?;
-    service(&db)
-        .on_inventory_reserved(&reserved, order.id)
-        .await?;
+    let first = uow(&db).apply(&OrdersEventHandler, &reserved).await?;
+    let second = uow(&db).apply(&OrdersEventHandler, &reserved).await?;
+    assert_eq!((first, second), (Delivery::First, Delivery::Duplicate));
 
-    let stored = SeaOrmOrderRepository
-        .find(&db, order.id)
-        .await?
-        .ok_or("order missing")?;
+    let stored = orders::find(&db, order.id).await?.ok_or("order missing")?;
     assert_eq!(stored.status, OrderStatus::Confirmed);
     let types: Vec<String> = outbox_rows(&db)
         .await?
@@ -216,29 +221,12 @@ async fn a_duplicate_event_is_applied_once() -> TestResult {
 async fn a_declined_payment_fails_the_order_and_a_late_confirmation_is_ignored() -> TestResult {
     let db = database().await?;
     let order = placed_order(&db).await?;
-    let failed = Envelope::new(
-        "payments-svc",
-        Some(order.saga_id),
-        SagaEvent::PaymentFailed(PaymentFailed {
-            order_id: order.id,
-            customer_id: order.customer_id,
-            reason: "insufficient funds".into(),
-        }),
-    );
-    service(&db)
-        .on_payment_failed(&failed, order.id, "insufficient funds")
-        .await?;
-    let late = Envelope::new(
-        "inventory-svc",
-        Some(order.saga_id),
-        SagaEvent::InventoryReserved(InventoryReserved { order_id: order.id }),
-    );
-    service(&db).on_inventory_reserved(&late, order.id).await?;
+    let failed = payment_failed(&order);
+    uow(&db).apply(&OrdersEventHandler, &failed).await?;
+    let late = inventory_reserved(&order);
+    uow(&db).apply(&OrdersEventHandler, &late).await?;
 
-    let stored = SeaOrmOrderRepository
-        .find(&db, order.id)
-        .await?
-        .ok_or("order missing")?;
+    let stored = orders::find(&db, order.id).await?.ok_or("order missing")?;
     assert_eq!(stored.status, OrderStatus::FailedPayment);
     assert_eq!(stored.failure_reason.as_deref(), Some("insufficient funds"));
     let types: Vec<String> = outbox_rows(&db)
@@ -268,12 +256,46 @@ async fn the_catalog_replica_keeps_the_newest_product_version() -> TestResult {
     };
     let (older, newer) = (upserted(100), upserted(200));
     for event in [&newer, &older] {
-        let SagaEvent::ProductUpserted(product) = &event.event else {
-            return Err("wrong event".into());
-        };
-        service(&db).on_product_upserted(event, product).await?;
+        uow(&db).apply(&OrdersEventHandler, event).await?;
     }
-    let replica = service(&db).get_catalog_product(product_id).await?;
+    let replica = service::get_catalog_product(&db, product_id).await?;
     assert_eq!(replica.price_cents, 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_inbox_alone_refuses_a_redelivered_event_and_commits_nothing_more() -> TestResult {
+    // A declined payment is applied, then delivered again. The order's own status check would
+    // also refuse it; what this test pins down is that the inbox answers first: the handler is
+    // not run, and no inbox or outbox row is added.
+    let db = database().await?;
+    let order = placed_order(&db).await?;
+    let failed = payment_failed(&order);
+    assert_eq!(
+        uow(&db).apply(&OrdersEventHandler, &failed).await?,
+        Delivery::First
+    );
+    let (outbox_before, inbox_before) = (count(&db, "outbox").await?, count(&db, "inbox").await?);
+    assert_eq!(
+        uow(&db).apply(&OrdersEventHandler, &failed).await?,
+        Delivery::Duplicate
+    );
+    assert_eq!(count(&db, "outbox").await?, outbox_before);
+    assert_eq!(count(&db, "inbox").await?, inbox_before);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_terminal_event_is_correlated_with_the_consumed_events_saga() -> TestResult {
+    let db = database().await?;
+    let order = placed_order(&db).await?;
+    let reserved = inventory_reserved(&order);
+    uow(&db).apply(&OrdersEventHandler, &reserved).await?;
+    let rows = outbox_rows(&db).await?;
+    let confirmed: Envelope =
+        serde_json::from_value(rows.last().ok_or("no outbox row")?.1.clone())?;
+    assert_eq!(confirmed.sagaid, Some(order.saga_id));
+    assert_eq!(confirmed.source, "orders-svc");
+    assert_eq!(confirmed.event_type(), "OrderConfirmed");
     Ok(())
 }

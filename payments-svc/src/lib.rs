@@ -1,10 +1,11 @@
 //! payments-svc: charges customers for orders and refunds them when a later step fails.
 //!
 //! Reading order, following one `OrderCreated`:
-//! - [`messaging`]: the consumed event → [`service::PaymentsService::charge_order`].
-//! - [`service`]: one file per use case; each owns its transaction.
+//! - [`messaging`]: the consumed event → [`service::charge_order`].
+//! - [`service`]: one file per use case, each the business rule alone; the runtime's unit
+//!   of work owns the transaction.
 //! - [`domain`]: accounts, payments, charge and refund rules, pure.
-//! - [`repo`]: sea-orm repositories behind traits.
+//! - [`repo`]: sea-orm queries, plain functions over any connection.
 //! - [`http`]: `POST /accounts`, `GET /accounts/{customer_id}`.
 //! - [`config`]: this service's defaults.
 //!
@@ -17,19 +18,14 @@ pub mod messaging;
 pub mod repo;
 pub mod service;
 
-use std::sync::Arc;
-
 use saga_runtime::config::CommonSettings;
 use saga_runtime::service::{Application, Infrastructure, StartupError};
 use sea_orm_migration::MigratorTrait;
 
 use crate::messaging::PaymentsEventHandler;
-use crate::repo::{SeaOrmAccountRepository, SeaOrmPaymentRepository};
-use crate::service::PaymentsService;
 
 /// payments-svc wired to its infrastructure, ready to run.
-pub type PaymentsApplication =
-    Application<PaymentsEventHandler<SeaOrmAccountRepository, SeaOrmPaymentRepository>>;
+pub type PaymentsApplication = Application<PaymentsEventHandler>;
 
 /// Connects, migrates, binds and subscribes; `main` and the tests then run the result.
 pub async fn build(settings: CommonSettings) -> Result<PaymentsApplication, StartupError> {
@@ -37,16 +33,8 @@ pub async fn build(settings: CommonSettings) -> Result<PaymentsApplication, Star
     payments_migration::Migrator::up(&infra.db, None)
         .await
         .map_err(StartupError::Migration)?;
-    let service = Arc::new(PaymentsService::new(
-        infra.db.clone(),
-        SeaOrmAccountRepository,
-        SeaOrmPaymentRepository,
-        infra.outbox_signal.clone(),
-    ));
-    let handler = PaymentsEventHandler {
-        service: Arc::clone(&service),
-    };
+    let routes = http::router(infra.unit_of_work());
     infra
-        .application(http::router(service), &messaging::TOPICS, handler)
+        .application(routes, &messaging::TOPICS, PaymentsEventHandler)
         .await
 }

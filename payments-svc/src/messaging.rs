@@ -1,39 +1,37 @@
-//! What payments-svc does with the events it consumes. The relay and consumer loop themselves
+//! What payments-svc does with the events it consumes. The consumer loop and the unit of work
 //! are `saga_runtime`'s; this file only routes each event type to its use case.
 
-use std::sync::Arc;
-
 use saga_runtime::consumer::{EventHandler, HandlerError};
+use saga_runtime::unit_of_work::{Reaction, Tx};
 use shared_events::{Envelope, SagaEvent, topics};
 
-use crate::repo::{AccountRepository, PaymentRepository};
-use crate::service::PaymentsService;
+use crate::service;
 
 /// The topics payments-svc consumes.
 pub const TOPICS: [&str; 2] = [topics::ORDERS_EVENTS, topics::INVENTORY_EVENTS];
 
-pub struct PaymentsEventHandler<A, P> {
-    pub service: Arc<PaymentsService<A, P>>,
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PaymentsEventHandler;
 
-impl<A: AccountRepository, P: PaymentRepository> EventHandler for PaymentsEventHandler<A, P> {
-    async fn handle(&self, event: Envelope) -> Result<(), HandlerError> {
+impl EventHandler for PaymentsEventHandler {
+    async fn handle(&self, tx: &Tx, event: &Envelope) -> Result<Reaction, HandlerError> {
+        let saga_id = || event.saga_id().map_err(HandlerError::new);
         let outcome = match &event.event {
-            SagaEvent::OrderCreated(order) => self.service.charge_order(&event, order).await,
+            SagaEvent::OrderCreated(order) => service::charge_order(tx, saga_id()?, order).await,
             SagaEvent::OrderCancelled(cancelled) => {
-                self.service.cancel_order(&event, cancelled).await
+                service::cancel_order(tx, saga_id()?, cancelled).await
             }
             SagaEvent::InventoryReservationFailed(failure) => {
-                self.service.refund_order(&event, failure).await
+                service::refund_order(tx, saga_id()?, failure).await
             }
             // Outcomes that other services act on.
             SagaEvent::InventoryReserved(_)
             | SagaEvent::OrderConfirmed(_)
-            | SagaEvent::OrderFailed(_) => Ok(()),
-            SagaEvent::PaymentSucceeded(_)
+            | SagaEvent::OrderFailed(_)
+            | SagaEvent::PaymentSucceeded(_)
             | SagaEvent::PaymentFailed(_)
             | SagaEvent::PaymentRefunded(_)
-            | SagaEvent::ProductUpserted(_) => Ok(()),
+            | SagaEvent::ProductUpserted(_) => Ok(Reaction::none()),
         };
         outcome.map_err(HandlerError::new)
     }

@@ -1,27 +1,48 @@
 //! payments-svc against a real PostgreSQL: each test gets a fresh, migrated database.
 
-use std::sync::Arc;
-
 use payments_migration::Migrator;
-use payments_svc::repo::{SeaOrmAccountRepository, SeaOrmPaymentRepository};
-use payments_svc::service::{PaymentsService, ServiceError};
+use payments_svc::messaging::PaymentsEventHandler;
+use payments_svc::service::{self, CreateAccount, ServiceError};
+use saga_runtime::inbox::Delivery;
 use saga_runtime::outbox::OutboxSignal;
 use saga_runtime::testing;
+use saga_runtime::unit_of_work::UnitOfWork;
 use sea_orm::DatabaseConnection;
-use shared_events::{Envelope, InventoryReservationFailed, OrderCreated, OrderLine, SagaEvent};
+use shared_events::{
+    Envelope, InventoryReservationFailed, OrderCancelled, OrderCreated, OrderLine, SagaEvent,
+};
 use uuid::Uuid;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-async fn service() -> Result<(DatabaseConnection, PaymentsService), sea_orm::DbErr> {
+/// payments-svc's unit of work on a fresh database, as the service runs it.
+async fn service() -> Result<(DatabaseConnection, UnitOfWork), sea_orm::DbErr> {
     let db = testing::migrated_database::<Migrator>("payments_svc", "payments").await?;
-    let service = PaymentsService::new(
-        db.clone(),
-        SeaOrmAccountRepository,
-        SeaOrmPaymentRepository,
-        OutboxSignal::default(),
-    );
-    Ok((db, service))
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "payments-svc");
+    Ok((db, uow))
+}
+
+async fn open_account(uow: &UnitOfWork, customer_id: Uuid, balance_cents: i64) -> TestResult {
+    uow.run(CreateAccount {
+        customer_id,
+        balance_cents,
+    })
+    .await?;
+    Ok(())
+}
+
+/// A fresh database with one customer whose account holds `balance_cents`.
+async fn funded_customer(
+    balance_cents: i64,
+) -> Result<(DatabaseConnection, UnitOfWork, Uuid), Box<dyn std::error::Error>> {
+    let (db, uow) = service().await?;
+    let customer = Uuid::now_v7();
+    open_account(&uow, customer, balance_cents).await?;
+    Ok((db, uow, customer))
+}
+
+async fn balance(db: &DatabaseConnection, customer_id: Uuid) -> Result<i64, ServiceError> {
+    Ok(service::get_account(db, customer_id).await?.balance_cents)
 }
 
 fn order_created(customer_id: Uuid, total_cents: i64) -> (Envelope, OrderCreated) {
@@ -45,36 +66,38 @@ fn order_created(customer_id: Uuid, total_cents: i64) -> (Envelope, OrderCreated
     )
 }
 
-fn reservation_failed(saga: &Envelope, order_id: Uuid) -> (Envelope, InventoryReservationFailed) {
+fn reservation_failed(saga: &Envelope, order_id: Uuid) -> Envelope {
     let failure = InventoryReservationFailed {
         order_id,
-        product_id: Uuid::now_v7(),
+        product_id: Some(Uuid::now_v7()),
         reason: "out of stock".into(),
     };
-    (
-        Envelope::new(
-            "inventory-svc",
-            saga.sagaid,
-            SagaEvent::InventoryReservationFailed(failure.clone()),
-        ),
-        failure,
+    Envelope::new(
+        "inventory-svc",
+        saga.sagaid,
+        SagaEvent::InventoryReservationFailed(failure),
     )
 }
 
 #[tokio::test]
 async fn a_covered_order_is_charged_once_even_when_its_event_repeats() -> TestResult {
-    let (db, service) = service().await?;
-    let customer = Uuid::now_v7();
-    service.create_account(customer, 10_000).await?;
-    let (event, order) = order_created(customer, 2_500);
+    let (db, uow, customer) = funded_customer(10_000).await?;
+    let (event, _) = order_created(customer, 2_500);
 
-    service.charge_order(&event, &order).await?;
-    service.charge_order(&event, &order).await?;
-    // The same order under a new event ID (a producer bug) must not be charged either.
+    assert_eq!(
+        uow.apply(&PaymentsEventHandler, &event).await?,
+        Delivery::First
+    );
+    assert_eq!(
+        uow.apply(&PaymentsEventHandler, &event).await?,
+        Delivery::Duplicate
+    );
+    // The same order under a new event ID (a producer bug) passes the inbox, and the unique
+    // payment per order still refuses a second charge.
     let again = Envelope::new("orders-svc", event.sagaid, event.event.clone());
-    service.charge_order(&again, &order).await?;
+    uow.apply(&PaymentsEventHandler, &again).await?;
 
-    assert_eq!(service.get_account(customer).await?.balance_cents, 7_500);
+    assert_eq!(balance(&db, customer).await?, 7_500);
     assert_eq!(
         testing::outbox_event_types(&db).await?,
         ["PaymentSucceeded"]
@@ -84,32 +107,28 @@ async fn a_covered_order_is_charged_once_even_when_its_event_repeats() -> TestRe
 
 #[tokio::test]
 async fn an_uncovered_order_is_declined_without_touching_the_balance() -> TestResult {
-    let (db, service) = service().await?;
-    let customer = Uuid::now_v7();
-    service.create_account(customer, 1_000).await?;
-    let (event, order) = order_created(customer, 1_001);
-    service.charge_order(&event, &order).await?;
+    let (db, uow, customer) = funded_customer(1_000).await?;
+    uow.apply(&PaymentsEventHandler, &order_created(customer, 1_001).0)
+        .await?;
 
-    assert_eq!(service.get_account(customer).await?.balance_cents, 1_000);
+    assert_eq!(balance(&db, customer).await?, 1_000);
     assert_eq!(testing::outbox_event_types(&db).await?, ["PaymentFailed"]);
     Ok(())
 }
 
 #[tokio::test]
 async fn the_refund_compensation_is_idempotent() -> TestResult {
-    let (db, service) = service().await?;
-    let customer = Uuid::now_v7();
-    service.create_account(customer, 5_000).await?;
+    let (db, uow, customer) = funded_customer(5_000).await?;
     let (event, order) = order_created(customer, 3_000);
-    service.charge_order(&event, &order).await?;
-    let (failed, failure) = reservation_failed(&event, order.order_id);
+    uow.apply(&PaymentsEventHandler, &event).await?;
+    let failed = reservation_failed(&event, order.order_id);
 
-    service.refund_order(&failed, &failure).await?;
-    service.refund_order(&failed, &failure).await?;
-    let (failed_again, failure_again) = reservation_failed(&event, order.order_id);
-    service.refund_order(&failed_again, &failure_again).await?;
+    uow.apply(&PaymentsEventHandler, &failed).await?;
+    uow.apply(&PaymentsEventHandler, &failed).await?;
+    let failed_again = reservation_failed(&event, order.order_id);
+    uow.apply(&PaymentsEventHandler, &failed_again).await?;
 
-    assert_eq!(service.get_account(customer).await?.balance_cents, 5_000);
+    assert_eq!(balance(&db, customer).await?, 5_000);
     assert_eq!(
         testing::outbox_event_types(&db).await?,
         ["PaymentSucceeded", "PaymentRefunded"]
@@ -119,53 +138,105 @@ async fn the_refund_compensation_is_idempotent() -> TestResult {
 
 #[tokio::test]
 async fn a_refund_for_a_declined_payment_gives_no_money() -> TestResult {
-    let (db, service) = service().await?;
-    let customer = Uuid::now_v7();
-    service.create_account(customer, 100).await?;
+    let (db, uow, customer) = funded_customer(100).await?;
     let (event, order) = order_created(customer, 500);
-    service.charge_order(&event, &order).await?;
-    let (failed, failure) = reservation_failed(&event, order.order_id);
-    service.refund_order(&failed, &failure).await?;
+    uow.apply(&PaymentsEventHandler, &event).await?;
+    let failed = reservation_failed(&event, order.order_id);
+    uow.apply(&PaymentsEventHandler, &failed).await?;
 
-    assert_eq!(service.get_account(customer).await?.balance_cents, 100);
+    assert_eq!(balance(&db, customer).await?, 100);
     assert_eq!(testing::outbox_event_types(&db).await?, ["PaymentFailed"]);
     Ok(())
 }
 
 #[tokio::test]
 async fn concurrent_charges_never_overdraw_an_account() -> TestResult {
-    let (_db, service) = service().await?;
-    let service = Arc::new(service);
-    let customer = Uuid::now_v7();
-    service.create_account(customer, 5_000).await?;
+    let (db, uow, customer) = funded_customer(5_000).await?;
     let mut tasks = Vec::new();
     for _ in 0..20 {
-        let service = Arc::clone(&service);
+        let uow = uow.clone();
         tasks.push(tokio::spawn(async move {
-            let (event, order) = order_created(customer, 1_000);
-            service.charge_order(&event, &order).await
+            let (event, _) = order_created(customer, 1_000);
+            uow.apply(&PaymentsEventHandler, &event).await
         }));
     }
     for task in tasks {
         task.await??;
     }
-    assert_eq!(service.get_account(customer).await?.balance_cents, 0);
+    assert_eq!(balance(&db, customer).await?, 0);
     Ok(())
 }
 
 #[tokio::test]
 async fn an_account_is_opened_once_and_never_negative() -> TestResult {
-    let (_db, service) = service().await?;
-    let customer = Uuid::now_v7();
-    service.create_account(customer, 0).await?;
+    let (db, uow, customer) = funded_customer(0).await?;
+    let again = CreateAccount {
+        customer_id: customer,
+        balance_cents: 10,
+    };
     assert!(matches!(
-        service.create_account(customer, 10).await,
+        uow.run(again).await,
         Err(ServiceError::AccountExists(_))
     ));
+    let negative = CreateAccount {
+        customer_id: Uuid::now_v7(),
+        balance_cents: -1,
+    };
     assert!(matches!(
-        service.create_account(Uuid::now_v7(), -1).await,
+        uow.run(negative).await,
         Err(ServiceError::Rejected(_))
     ));
-    assert_eq!(service.get_account(customer).await?.balance_cents, 0);
+    assert_eq!(balance(&db, customer).await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_inbox_alone_refuses_a_redelivered_refund_and_commits_nothing_more() -> TestResult {
+    let (db, uow, customer) = funded_customer(5_000).await?;
+    let (event, order) = order_created(customer, 3_000);
+    uow.apply(&PaymentsEventHandler, &event).await?;
+    let failed = reservation_failed(&event, order.order_id);
+    assert_eq!(
+        uow.apply(&PaymentsEventHandler, &failed).await?,
+        Delivery::First
+    );
+    let outbox_before = testing::outbox_event_types(&db).await?;
+    assert_eq!(
+        uow.apply(&PaymentsEventHandler, &failed).await?,
+        Delivery::Duplicate
+    );
+    assert_eq!(testing::outbox_event_types(&db).await?, outbox_before);
+    assert_eq!(balance(&db, customer).await?, 5_000);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cancellation_before_the_charge_leaves_a_tombstone_that_refuses_it() -> TestResult {
+    let (db, uow, customer) = funded_customer(5_000).await?;
+    let (created, order) = order_created(customer, 1_000);
+    let cancelled = Envelope::new(
+        "orders-svc",
+        created.sagaid,
+        SagaEvent::OrderCancelled(OrderCancelled {
+            order_id: order.order_id,
+            reason: "deadline".into(),
+        }),
+    );
+    uow.apply(&PaymentsEventHandler, &cancelled).await?;
+    uow.apply(&PaymentsEventHandler, &created).await?;
+
+    assert_eq!(balance(&db, customer).await?, 5_000);
+    assert_eq!(testing::outbox_event_types(&db).await?, ["PaymentFailed"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_saga_event_without_a_saga_id_is_refused_not_given_one() -> TestResult {
+    let (db, uow, customer) = funded_customer(5_000).await?;
+    let (mut event, _) = order_created(customer, 1_000);
+    event.sagaid = None;
+    assert!(uow.apply(&PaymentsEventHandler, &event).await.is_err());
+    assert_eq!(balance(&db, customer).await?, 5_000);
+    assert!(testing::outbox_event_types(&db).await?.is_empty());
     Ok(())
 }

@@ -55,9 +55,18 @@ pub enum DecodeError {
     SpecVersion(String),
     #[error("dataversion {0} is not supported, expected {DATA_VERSION}")]
     DataVersion(u32),
+    #[error("{0} is a saga event but carries no sagaid")]
+    MissingSagaId(&'static str),
 }
 
 impl Envelope {
+    /// The saga this event belongs to. [`Envelope::decode`] refuses a saga event without
+    /// one, so for a decoded saga event this is always `Ok`.
+    pub fn saga_id(&self) -> Result<Uuid, DecodeError> {
+        self.sagaid
+            .ok_or(DecodeError::MissingSagaId(self.event_type()))
+    }
+
     /// Wraps a saga event produced now by `source`.
     pub fn new(source: &str, saga_id: Option<Uuid>, event: SagaEvent) -> Self {
         Self {
@@ -101,6 +110,9 @@ impl Envelope {
         }
         if envelope.dataversion != DATA_VERSION {
             return Err(DecodeError::DataVersion(envelope.dataversion));
+        }
+        if envelope.event.belongs_to_saga() && envelope.sagaid.is_none() {
+            return Err(DecodeError::MissingSagaId(envelope.event_type()));
         }
         Ok(envelope)
     }
@@ -157,9 +169,17 @@ mod tests {
         missing_data.as_object_mut().map(|o| o.remove("data"));
         let mut wrong_data_version = good.clone();
         wrong_data_version["dataversion"] = serde_json::json!(2);
-        let mut wrong_spec = good;
+        let mut wrong_spec = good.clone();
         wrong_spec["specversion"] = serde_json::json!("0.3");
-        for bad in [unknown_type, missing_data, wrong_data_version, wrong_spec] {
+        let mut no_saga = good;
+        no_saga.as_object_mut().map(|o| o.remove("sagaid"));
+        for bad in [
+            unknown_type,
+            missing_data,
+            wrong_data_version,
+            wrong_spec,
+            no_saga,
+        ] {
             assert!(
                 Envelope::decode(&serde_json::to_vec(&bad)?).is_err(),
                 "{bad}"

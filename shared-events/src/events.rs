@@ -1,6 +1,7 @@
 //! Event payloads. Amounts are integer cents; IDs are UUIDs.
 
 use serde::{Deserialize, Serialize};
+use strum::{IntoStaticStr, VariantNames};
 use uuid::Uuid;
 
 use crate::topics;
@@ -57,11 +58,15 @@ pub struct InventoryReserved {
     pub order_id: Uuid,
 }
 
-/// inventory-svc reserved nothing, because `product_id` is short or unknown.
+/// inventory-svc reserved nothing: a product is short or unknown, or the order was cancelled
+/// before its payment arrived.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryReservationFailed {
     pub order_id: Uuid,
-    pub product_id: Uuid,
+    /// The first product that could not be covered; absent when no product was at fault
+    /// (the order had been cancelled).
+    #[serde(default)]
+    pub product_id: Option<Uuid>,
     pub reason: String,
 }
 
@@ -76,9 +81,18 @@ pub struct OrderConfirmed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderFailed {
     pub order_id: Uuid,
-    /// The order's terminal status, `FAILED_PAYMENT` or `FAILED_INVENTORY`.
-    pub status: String,
+    pub status: FailedStatus,
     pub reason: String,
+}
+
+/// How an order failed: its terminal status, as `GET /orders/{id}` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailedStatus {
+    /// The payment was declined; nothing needed compensating.
+    FailedPayment,
+    /// Stock was short; the payment was refunded first.
+    FailedInventory,
 }
 
 /// orders-svc gave up on a saga that passed its deadline: the order is `CANCELLED`.
@@ -100,8 +114,8 @@ pub struct ProductUpserted {
 }
 
 /// Every event of the system. Serialized adjacently tagged, which is exactly the `type` and
-/// `data` attributes of the CloudEvents envelope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `data` attributes of the CloudEvents envelope; the variant's name is the `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantNames)]
 #[serde(tag = "type", content = "data")]
 pub enum SagaEvent {
     OrderCreated(OrderCreated),
@@ -119,18 +133,13 @@ pub enum SagaEvent {
 impl SagaEvent {
     /// The CloudEvents `type`, which is also the `event_type` header.
     pub fn event_type(&self) -> &'static str {
-        match self {
-            SagaEvent::OrderCreated(_) => "OrderCreated",
-            SagaEvent::PaymentSucceeded(_) => "PaymentSucceeded",
-            SagaEvent::PaymentFailed(_) => "PaymentFailed",
-            SagaEvent::PaymentRefunded(_) => "PaymentRefunded",
-            SagaEvent::InventoryReserved(_) => "InventoryReserved",
-            SagaEvent::InventoryReservationFailed(_) => "InventoryReservationFailed",
-            SagaEvent::OrderConfirmed(_) => "OrderConfirmed",
-            SagaEvent::OrderFailed(_) => "OrderFailed",
-            SagaEvent::OrderCancelled(_) => "OrderCancelled",
-            SagaEvent::ProductUpserted(_) => "ProductUpserted",
-        }
+        self.into()
+    }
+
+    /// Whether the event is a step of a saga, and so must carry the saga's ID. Catalog events
+    /// are not; they are keyed by product.
+    pub fn belongs_to_saga(&self) -> bool {
+        !matches!(self, SagaEvent::ProductUpserted(_))
     }
 
     /// The topic this event is published to; each topic has exactly one producing service.
@@ -148,5 +157,113 @@ impl SagaEvent {
             }
             SagaEvent::ProductUpserted(_) => topics::INVENTORY_CATALOG,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use strum::VariantNames;
+    use uuid::Uuid;
+
+    use super::*;
+
+    /// One event of every type; the test below fails if a variant is missing here.
+    fn one_of_each() -> Vec<SagaEvent> {
+        let id = Uuid::now_v7();
+        let line = OrderLine {
+            product_id: id,
+            quantity: 1,
+            unit_price_cents: 5,
+        };
+        vec![
+            SagaEvent::OrderCreated(OrderCreated {
+                order_id: id,
+                customer_id: id,
+                total_cents: 5,
+                items: vec![line.clone()],
+            }),
+            SagaEvent::PaymentSucceeded(PaymentSucceeded {
+                order_id: id,
+                customer_id: id,
+                payment_id: id,
+                amount_cents: 5,
+                items: vec![line],
+            }),
+            SagaEvent::PaymentFailed(PaymentFailed {
+                order_id: id,
+                customer_id: id,
+                reason: "declined".into(),
+            }),
+            SagaEvent::PaymentRefunded(PaymentRefunded {
+                order_id: id,
+                customer_id: id,
+                payment_id: id,
+                amount_cents: 5,
+                reason: "short".into(),
+            }),
+            SagaEvent::InventoryReserved(InventoryReserved { order_id: id }),
+            SagaEvent::InventoryReservationFailed(InventoryReservationFailed {
+                order_id: id,
+                product_id: Some(id),
+                reason: "short".into(),
+            }),
+            SagaEvent::OrderConfirmed(OrderConfirmed {
+                order_id: id,
+                total_cents: 5,
+            }),
+            SagaEvent::OrderFailed(OrderFailed {
+                order_id: id,
+                status: FailedStatus::FailedInventory,
+                reason: "short".into(),
+            }),
+            SagaEvent::OrderCancelled(OrderCancelled {
+                order_id: id,
+                reason: "late".into(),
+            }),
+            SagaEvent::ProductUpserted(ProductUpserted {
+                product_id: id,
+                sku: "SKU".into(),
+                name: "Widget".into(),
+                price_cents: 5,
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_event_type_is_its_serde_tag() -> Result<(), serde_json::Error> {
+        let events = one_of_each();
+        let covered: BTreeSet<&str> = events.iter().map(SagaEvent::event_type).collect();
+        let declared: BTreeSet<&str> = SagaEvent::VARIANTS.iter().copied().collect();
+        assert_eq!(covered, declared, "one_of_each must hold every variant");
+        for event in events {
+            let json = serde_json::to_value(&event)?;
+            assert_eq!(json["type"], event.event_type());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn only_catalog_events_stand_outside_a_saga() {
+        for event in one_of_each() {
+            assert_eq!(
+                event.belongs_to_saga(),
+                event.event_type() != "ProductUpserted",
+                "{}",
+                event.event_type()
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_order_names_its_status_as_the_order_api_does() -> Result<(), serde_json::Error> {
+        let failed = OrderFailed {
+            order_id: Uuid::now_v7(),
+            status: FailedStatus::FailedPayment,
+            reason: "declined".into(),
+        };
+        assert_eq!(serde_json::to_value(&failed)?["status"], "FAILED_PAYMENT");
+        Ok(())
     }
 }

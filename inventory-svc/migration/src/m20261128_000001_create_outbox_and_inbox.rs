@@ -6,11 +6,11 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::create_outbox(manager).await?;
-        saga_runtime::schema::create_inbox(manager).await
+        saga_schema::create_outbox(manager).await?;
+        saga_schema::create_inbox(manager).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::drop_outbox_and_inbox(manager).await
+        saga_schema::drop_outbox_and_inbox(manager).await
     }
 }

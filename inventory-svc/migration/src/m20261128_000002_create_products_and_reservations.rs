@@ -6,7 +6,7 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::execute(manager, r#"
+        saga_schema::execute(manager, r#"
                 -- `available` is what can still be reserved; `reserved` is held for orders.
                 -- The CHECKs make negative stock impossible whatever the code does.
                 -- `attributes` holds the product's flexible, per-category document.
@@ -37,7 +37,6 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::execute(manager, "DROP TABLE reservations; DROP TABLE products;")
-            .await
+        saga_schema::execute(manager, "DROP TABLE reservations; DROP TABLE products;").await
     }
 }

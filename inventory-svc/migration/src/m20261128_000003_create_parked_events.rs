@@ -6,10 +6,10 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::create_parked_events(manager).await
+        saga_schema::create_parked_events(manager).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::drop_parked_events(manager).await
+        saga_schema::drop_parked_events(manager).await
     }
 }

@@ -6,7 +6,7 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::execute(
+        saga_schema::execute(
             manager,
             r#"
                 -- CANCELLED: the order was cancelled before any reservation. The row stays so a
@@ -20,7 +20,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::execute(manager, r#"ALTER TABLE reservations DROP CONSTRAINT reservations_status_check;
+        saga_schema::execute(manager, r#"ALTER TABLE reservations DROP CONSTRAINT reservations_status_check;
                ALTER TABLE reservations ADD CONSTRAINT reservations_status_check CHECK (status IN ('RESERVED', 'REJECTED', 'RELEASED'));"#).await
     }
 }

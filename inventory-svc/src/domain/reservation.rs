@@ -1,9 +1,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use shared_events::OrderLine;
+use strum::{Display, EnumString, IntoStaticStr};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A reservation's status; its text (`RESERVED`, …) is what the database stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, EnumString, IntoStaticStr)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReservationStatus {
     /// Every line is held for the order.
     Reserved,
@@ -13,28 +16,6 @@ pub enum ReservationStatus {
     Released,
     /// The order was cancelled before any reservation; a late request is refused.
     Cancelled,
-}
-
-impl ReservationStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReservationStatus::Reserved => "RESERVED",
-            ReservationStatus::Rejected => "REJECTED",
-            ReservationStatus::Released => "RELEASED",
-            ReservationStatus::Cancelled => "CANCELLED",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        [
-            ReservationStatus::Reserved,
-            ReservationStatus::Rejected,
-            ReservationStatus::Released,
-            ReservationStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == value)
-    }
 }
 
 /// The reservation decision for one order.
@@ -105,6 +86,20 @@ pub fn plan_reservation(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_read_back_what_they_write() {
+        for status in [
+            ReservationStatus::Reserved,
+            ReservationStatus::Rejected,
+            ReservationStatus::Released,
+            ReservationStatus::Cancelled,
+        ] {
+            let text: &'static str = status.into();
+            assert_eq!(text.parse::<ReservationStatus>(), Ok(status));
+        }
+        assert_eq!(ReservationStatus::Released.to_string(), "RELEASED");
+    }
 
     fn line(product_id: Uuid, quantity: u32) -> OrderLine {
         OrderLine {

@@ -4,13 +4,11 @@
 mod error;
 mod products;
 
-use std::sync::Arc;
-
 use axum::Router;
+use saga_runtime::unit_of_work::UnitOfWork;
 
-use crate::service::InventoryService;
-
-pub type AppState = Arc<InventoryService>;
+/// Commands run in the unit of work; reads use its pool.
+pub type AppState = UnitOfWork;
 
 pub fn router(state: AppState) -> Router {
     Router::new().merge(products::router()).with_state(state)

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::domain::{NewProduct, Product};
+use crate::service::{self, CreateProduct};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -54,17 +55,17 @@ impl From<Product> for ProductResponse {
 }
 
 async fn create_product(
-    State(service): State<AppState>,
+    State(uow): State<AppState>,
     AppJson(request): AppJson<CreateProductRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let product = service
-        .create_product(NewProduct {
+    let product = uow
+        .run(CreateProduct(NewProduct {
             sku: request.sku,
             name: request.name,
             price_cents: request.price_cents,
             stock: request.stock,
             attributes: request.attributes,
-        })
+        }))
         .await?;
     let location = format!("/products/{}", product.id);
     Ok((
@@ -75,8 +76,8 @@ async fn create_product(
 }
 
 async fn get_product(
-    State(service): State<AppState>,
+    State(uow): State<AppState>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<ProductResponse>, ApiError> {
-    Ok(Json(service.get_product(id).await?.into()))
+    Ok(Json(service::get_product(uow.db(), id).await?.into()))
 }

@@ -1,5 +1,6 @@
+//! The `products` table: the catalog and its stock.
+
 use std::collections::HashMap;
-use std::future::Future;
 
 use sea_orm::{
     ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, Statement,
@@ -9,50 +10,6 @@ use uuid::Uuid;
 
 use super::entity::product;
 use crate::domain::Product;
-
-pub trait ProductRepository: Send + Sync + 'static {
-    /// Inserts a new product; returns false, changing nothing, if its SKU is taken.
-    fn insert<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        product: &Product,
-    ) -> impl Future<Output = Result<bool, DbErr>> + Send;
-
-    fn find<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        id: Uuid,
-    ) -> impl Future<Output = Result<Option<Product>, DbErr>> + Send;
-
-    /// Locks the products' rows in ID order and returns what each has available. Products
-    /// that do not exist are absent from the map.
-    fn lock_available<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        ids: &[Uuid],
-    ) -> impl Future<Output = Result<HashMap<Uuid, i64>, DbErr>> + Send;
-
-    /// Moves `quantity` from available to reserved, only if that much is available; returns
-    /// whether it did. The condition in SQL keeps stock from going negative even if a caller
-    /// forgot to lock.
-    fn reserve<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        id: Uuid,
-        quantity: i64,
-    ) -> impl Future<Output = Result<bool, DbErr>> + Send;
-
-    /// Moves `quantity` back from reserved to available, only if that much is reserved.
-    fn release<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        id: Uuid,
-        quantity: i64,
-    ) -> impl Future<Output = Result<bool, DbErr>> + Send;
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SeaOrmProductRepository;
 
 const RESERVE: &str = "UPDATE products SET available = available - $2, reserved = reserved + $2, updated_at = now() \
                        WHERE id = $1 AND available >= $2";
@@ -65,76 +22,70 @@ struct AvailableRow {
     available: i64,
 }
 
-impl ProductRepository for SeaOrmProductRepository {
-    async fn insert<C: ConnectionTrait>(&self, db: &C, product: &Product) -> Result<bool, DbErr> {
-        let now = chrono::Utc::now().fixed_offset();
-        let inserted = product::Entity::insert(product::ActiveModel {
-            id: Set(product.id),
-            sku: Set(product.sku.clone()),
-            name: Set(product.name.clone()),
-            price_cents: Set(product.price_cents),
-            available: Set(product.available),
-            reserved: Set(product.reserved),
-            attributes: Set(product.attributes.clone()),
-            created_at: Set(now),
-            updated_at: Set(now),
-        })
-        .on_conflict_do_nothing_on([product::Column::Sku])
-        .exec_without_returning(db)
-        .await?;
-        Ok(matches!(inserted, TryInsertResult::Inserted(1)))
-    }
+/// Inserts a new product; returns false, changing nothing, if its SKU is taken.
+pub async fn insert<C: ConnectionTrait>(db: &C, product: &Product) -> Result<bool, DbErr> {
+    let now = chrono::Utc::now().fixed_offset();
+    let inserted = product::Entity::insert(product::ActiveModel {
+        id: Set(product.id),
+        sku: Set(product.sku.clone()),
+        name: Set(product.name.clone()),
+        price_cents: Set(product.price_cents),
+        available: Set(product.available),
+        reserved: Set(product.reserved),
+        attributes: Set(product.attributes.clone()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .on_conflict_do_nothing_on([product::Column::Sku])
+    .exec_without_returning(db)
+    .await?;
+    Ok(matches!(inserted, TryInsertResult::Inserted(1)))
+}
 
-    async fn find<C: ConnectionTrait>(&self, db: &C, id: Uuid) -> Result<Option<Product>, DbErr> {
-        Ok(product::Entity::find_by_id(id)
-            .one(db)
-            .await?
-            .map(|row| Product {
-                id: row.id,
-                sku: row.sku,
-                name: row.name,
-                price_cents: row.price_cents,
-                available: row.available,
-                reserved: row.reserved,
-                attributes: row.attributes,
-            }))
-    }
+pub async fn find<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<Product>, DbErr> {
+    Ok(product::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .map(|row| Product {
+            id: row.id,
+            sku: row.sku,
+            name: row.name,
+            price_cents: row.price_cents,
+            available: row.available,
+            reserved: row.reserved,
+            attributes: row.attributes,
+        }))
+}
 
-    async fn lock_available<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, i64>, DbErr> {
-        let rows = AvailableRow::find_by_statement(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT id, available FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            [ids.to_vec().into()],
-        ))
-        .all(db)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| (row.id, row.available))
-            .collect())
-    }
+/// Locks the products' rows in ID order and returns what each has available. Products
+/// that do not exist are absent from the map.
+pub async fn lock_available<C: ConnectionTrait>(
+    db: &C,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, i64>, DbErr> {
+    let rows = AvailableRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT id, available FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        [ids.to_vec().into()],
+    ))
+    .all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.id, row.available))
+        .collect())
+}
 
-    async fn reserve<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        id: Uuid,
-        quantity: i64,
-    ) -> Result<bool, DbErr> {
-        move_stock(db, RESERVE, id, quantity).await
-    }
+/// Moves `quantity` from available to reserved, only if that much is available; returns
+/// whether it did. The condition in SQL keeps stock from going negative even if a caller
+/// forgot to lock.
+pub async fn reserve<C: ConnectionTrait>(db: &C, id: Uuid, quantity: i64) -> Result<bool, DbErr> {
+    move_stock(db, RESERVE, id, quantity).await
+}
 
-    async fn release<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        id: Uuid,
-        quantity: i64,
-    ) -> Result<bool, DbErr> {
-        move_stock(db, RELEASE, id, quantity).await
-    }
+/// Moves `quantity` back from reserved to available, only if that much is reserved.
+pub async fn release<C: ConnectionTrait>(db: &C, id: Uuid, quantity: i64) -> Result<bool, DbErr> {
+    move_stock(db, RELEASE, id, quantity).await
 }
 
 async fn move_stock<C: ConnectionTrait>(

@@ -1,5 +1,4 @@
-use std::future::Future;
-
+//! The `reservations` table: the one reservation decision each order has.
 use sea_orm::sea_query::LockType;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
@@ -9,99 +8,68 @@ use uuid::Uuid;
 use super::entity::reservation;
 use crate::domain::{Reservation, ReservationStatus};
 
-pub trait ReservationRepository: Send + Sync + 'static {
-    fn find_for_update<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        order_id: Uuid,
-    ) -> impl Future<Output = Result<Option<Reservation>, DbErr>> + Send;
-
-    fn update_status<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        reservation: &Reservation,
-    ) -> impl Future<Output = Result<(), DbErr>> + Send;
-
-    fn insert<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        reservation: &Reservation,
-    ) -> impl Future<Output = Result<(), DbErr>> + Send;
+pub async fn find_for_update<C: ConnectionTrait>(
+    db: &C,
+    order_id: Uuid,
+) -> Result<Option<Reservation>, DbErr> {
+    let Some(row) = reservation::Entity::find_by_id(order_id)
+        .lock(LockType::Update)
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let status = row.status.parse::<ReservationStatus>().map_err(|_| {
+        DbErr::Custom(format!(
+            "order_id={order_id} reservation has unknown status {:?}",
+            row.status
+        ))
+    })?;
+    let lines = serde_json::from_value(row.lines).map_err(|e| {
+        DbErr::Custom(format!(
+            "order_id={order_id} reservation lines are unreadable: {e}"
+        ))
+    })?;
+    Ok(Some(Reservation {
+        order_id,
+        saga_id: row.saga_id,
+        status,
+        lines,
+        reason: row.reason,
+    }))
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SeaOrmReservationRepository;
-
-impl ReservationRepository for SeaOrmReservationRepository {
-    async fn find_for_update<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        order_id: Uuid,
-    ) -> Result<Option<Reservation>, DbErr> {
-        let Some(row) = reservation::Entity::find_by_id(order_id)
-            .lock(LockType::Update)
-            .one(db)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let status = ReservationStatus::parse(&row.status).ok_or_else(|| {
-            DbErr::Custom(format!(
-                "order_id={order_id} reservation has unknown status {:?}",
-                row.status
-            ))
-        })?;
-        let lines = serde_json::from_value(row.lines).map_err(|e| {
-            DbErr::Custom(format!(
-                "order_id={order_id} reservation lines are unreadable: {e}"
-            ))
-        })?;
-        Ok(Some(Reservation {
-            order_id,
-            saga_id: row.saga_id,
-            status,
-            lines,
-            reason: row.reason,
-        }))
-    }
-
-    async fn update_status<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        reservation: &Reservation,
-    ) -> Result<(), DbErr> {
-        reservation::Entity::update_many()
-            .set(reservation::ActiveModel {
-                status: Set(reservation.status.as_str().to_owned()),
-                reason: Set(reservation.reason.clone()),
-                updated_at: Set(chrono::Utc::now().fixed_offset()),
-                ..Default::default()
-            })
-            .filter(reservation::Column::OrderId.eq(reservation.order_id))
-            .exec(db)
-            .await?;
-        Ok(())
-    }
-
-    async fn insert<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        reservation: &Reservation,
-    ) -> Result<(), DbErr> {
-        let lines = serde_json::to_value(&reservation.lines)
-            .map_err(|e| DbErr::Custom(format!("reservation lines cannot be encoded: {e}")))?;
-        let now = chrono::Utc::now().fixed_offset();
-        reservation::Entity::insert(reservation::ActiveModel {
-            order_id: Set(reservation.order_id),
-            saga_id: Set(reservation.saga_id),
-            status: Set(reservation.status.as_str().to_owned()),
-            lines: Set(lines),
+pub async fn update_status<C: ConnectionTrait>(
+    db: &C,
+    reservation: &Reservation,
+) -> Result<(), DbErr> {
+    reservation::Entity::update_many()
+        .set(reservation::ActiveModel {
+            status: Set(reservation.status.to_string()),
             reason: Set(reservation.reason.clone()),
-            created_at: Set(now),
-            updated_at: Set(now),
+            updated_at: Set(chrono::Utc::now().fixed_offset()),
+            ..Default::default()
         })
-        .exec_without_returning(db)
+        .filter(reservation::Column::OrderId.eq(reservation.order_id))
+        .exec(db)
         .await?;
-        Ok(())
-    }
+    Ok(())
+}
+
+pub async fn insert<C: ConnectionTrait>(db: &C, reservation: &Reservation) -> Result<(), DbErr> {
+    let lines = serde_json::to_value(&reservation.lines)
+        .map_err(|e| DbErr::Custom(format!("reservation lines cannot be encoded: {e}")))?;
+    let now = chrono::Utc::now().fixed_offset();
+    reservation::Entity::insert(reservation::ActiveModel {
+        order_id: Set(reservation.order_id),
+        saga_id: Set(reservation.saga_id),
+        status: Set(reservation.status.to_string()),
+        lines: Set(lines),
+        reason: Set(reservation.reason.clone()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
 }

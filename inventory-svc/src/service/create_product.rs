@@ -1,18 +1,22 @@
-use saga_runtime::outbox;
-use sea_orm::TransactionTrait;
-use shared_events::{Envelope, ProductUpserted, SagaEvent};
+use saga_runtime::unit_of_work::{Announcements, Command, Tx};
+use shared_events::{ProductUpserted, SagaEvent};
 
-use super::{InventoryService, SOURCE, ServiceError};
+use super::ServiceError;
 use crate::domain::{NewProduct, Product};
-use crate::repo::{ProductRepository, ReservationRepository};
+use crate::repo::products;
 
-impl<P: ProductRepository, R: ReservationRepository> InventoryService<P, R> {
-    /// Adds a product to the catalog and announces it on `inventory.catalog`, in one
-    /// transaction, so orders-svc's replica can never miss a product that exists.
-    pub async fn create_product(&self, request: NewProduct) -> Result<Product, ServiceError> {
-        let product = request.validate()?;
-        let txn = self.db.begin().await?;
-        if !self.products.insert(&txn, &product).await? {
+/// Adds a product to the catalog and announces it on `inventory.catalog` in the same
+/// transaction, so orders-svc's replica can never miss a product that exists.
+#[derive(Debug, Clone)]
+pub struct CreateProduct(pub NewProduct);
+
+impl Command for CreateProduct {
+    type Output = Product;
+    type Error = ServiceError;
+
+    async fn execute(self, tx: &Tx) -> Result<(Product, Announcements), ServiceError> {
+        let product = self.0.validate()?;
+        if !products::insert(tx, &product).await? {
             return Err(ServiceError::SkuTaken(product.sku));
         }
         let upserted = SagaEvent::ProductUpserted(ProductUpserted {
@@ -21,10 +25,7 @@ impl<P: ProductRepository, R: ReservationRepository> InventoryService<P, R> {
             name: product.name.clone(),
             price_cents: product.price_cents,
         });
-        outbox::enqueue(&txn, &Envelope::new(SOURCE, None, upserted)).await?;
-        txn.commit().await?;
-        self.outbox_signal.notify();
         tracing::info!(product_id = %product.id, sku = %product.sku, available = product.available, "product created");
-        Ok(product)
+        Ok((product, Announcements::outside_saga(upserted)))
     }
 }

@@ -1,43 +1,25 @@
-//! Use cases, one file each. Every command opens one transaction and shows its steps in order:
-//! begin → inbox (for events) → domain → repository → outbox → commit → wake the relay.
+//! Use cases, one file each. A use case is the business rule and nothing else: the runtime's
+//! unit of work (`saga_runtime::unit_of_work`) opens the transaction, records a consumed event
+//! in the inbox, writes what the use case returns to the outbox, commits and wakes the relay.
+//!
+//! - Consumed events: `fn(tx, saga_id, event) -> Reaction`, routed by `crate::messaging`.
+//! - HTTP commands: a struct implementing `Command`, run by the HTTP layer.
+//! - Reads: plain functions on the pool, in `queries.rs`.
 
 mod create_product;
 mod queries;
 mod release_order;
 mod reserve_order;
 
-use saga_runtime::outbox::{OutboxError, OutboxSignal};
-use sea_orm::{DatabaseConnection, DbErr};
+pub use create_product::CreateProduct;
+pub use queries::get_product;
+pub use release_order::release_order;
+pub use reserve_order::reserve_order;
+
+use saga_runtime::outbox::OutboxError;
+use sea_orm::DbErr;
 
 use crate::domain::ProductError;
-use crate::repo::{SeaOrmProductRepository, SeaOrmReservationRepository};
-
-/// The service name carried in every event's `source`.
-pub const SOURCE: &str = "inventory-svc";
-
-/// inventory-svc's use cases over repositories `P` (products) and `R` (reservations).
-pub struct InventoryService<P = SeaOrmProductRepository, R = SeaOrmReservationRepository> {
-    db: DatabaseConnection,
-    products: P,
-    reservations: R,
-    outbox_signal: OutboxSignal,
-}
-
-impl<P, R> InventoryService<P, R> {
-    pub fn new(
-        db: DatabaseConnection,
-        products: P,
-        reservations: R,
-        outbox_signal: OutboxSignal,
-    ) -> Self {
-        Self {
-            db,
-            products,
-            reservations,
-            outbox_signal,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

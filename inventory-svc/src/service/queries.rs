@@ -1,14 +1,12 @@
+use sea_orm::ConnectionTrait;
 use uuid::Uuid;
 
-use super::{InventoryService, ServiceError};
+use super::ServiceError;
 use crate::domain::Product;
-use crate::repo::{ProductRepository, ReservationRepository};
+use crate::repo::products;
 
-impl<P: ProductRepository, R: ReservationRepository> InventoryService<P, R> {
-    pub async fn get_product(&self, id: Uuid) -> Result<Product, ServiceError> {
-        self.products
-            .find(&self.db, id)
-            .await?
-            .ok_or(ServiceError::NotFound("product"))
-    }
+pub async fn get_product<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Product, ServiceError> {
+    products::find(db, id)
+        .await?
+        .ok_or(ServiceError::NotFound("product"))
 }

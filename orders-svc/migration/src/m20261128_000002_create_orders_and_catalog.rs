@@ -6,7 +6,7 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::execute(
+        saga_schema::execute(
             manager,
             r#"
                 CREATE TABLE orders (
@@ -47,7 +47,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::execute(
+        saga_schema::execute(
             manager,
             "DROP TABLE order_items; DROP TABLE orders; DROP TABLE catalog_products;",
         )

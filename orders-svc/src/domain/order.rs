@@ -1,6 +1,6 @@
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 
+use strum::{Display, EnumString, IntoStaticStr};
 use uuid::Uuid;
 
 /// Upper bound on lines per order; a bigger basket is almost surely a client bug.
@@ -8,8 +8,10 @@ pub const MAX_LINES: usize = 100;
 /// Upper bound on one line's quantity.
 pub const MAX_QUANTITY: u32 = 10_000;
 
-/// Where an order is in its saga. Only `PendingPayment` is not terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where an order is in its saga. Only `PendingPayment` is not terminal. Its text
+/// (`PENDING_PAYMENT`, …) is what the database stores and the API shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, EnumString, IntoStaticStr)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     PendingPayment,
     Confirmed,
@@ -19,44 +21,17 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::PendingPayment => "PENDING_PAYMENT",
-            OrderStatus::Confirmed => "CONFIRMED",
-            OrderStatus::FailedPayment => "FAILED_PAYMENT",
-            OrderStatus::FailedInventory => "FAILED_INVENTORY",
-            OrderStatus::Cancelled => "CANCELLED",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        [
-            OrderStatus::PendingPayment,
-            OrderStatus::Confirmed,
-            OrderStatus::FailedPayment,
-            OrderStatus::FailedInventory,
-            OrderStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == value)
-    }
-
     pub fn is_terminal(self) -> bool {
         self != OrderStatus::PendingPayment
     }
 }
 
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What the client asked for: a product and a quantity, never a price.
+/// What the client asked for: a product and a quantity, never a price. The quantity is as
+/// sent, so that a negative or huge one is refused here with the domain's own message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LineRequest {
     pub product_id: Uuid,
-    pub quantity: u32,
+    pub quantity: i64,
 }
 
 /// A product's price as the catalog replica knows it.
@@ -128,9 +103,10 @@ impl Order {
         let mut lines = Vec::with_capacity(requested.len());
         let mut total: i64 = 0;
         for line in requested {
-            if line.quantity == 0 || line.quantity > MAX_QUANTITY {
-                return Err(PlaceOrderError::InvalidQuantity(line.product_id));
-            }
+            let quantity = u32::try_from(line.quantity)
+                .ok()
+                .filter(|quantity| (1..=MAX_QUANTITY).contains(quantity))
+                .ok_or(PlaceOrderError::InvalidQuantity(line.product_id))?;
             if !seen.insert(line.product_id) {
                 return Err(PlaceOrderError::DuplicateProduct(line.product_id));
             }
@@ -139,14 +115,14 @@ impl Order {
                 .ok_or(PlaceOrderError::UnknownProduct(line.product_id))?;
             let line_total = product
                 .price_cents
-                .checked_mul(i64::from(line.quantity))
+                .checked_mul(i64::from(quantity))
                 .ok_or(PlaceOrderError::TotalOverflow)?;
             total = total
                 .checked_add(line_total)
                 .ok_or(PlaceOrderError::TotalOverflow)?;
             lines.push(OrderLine {
                 product_id: line.product_id,
-                quantity: line.quantity,
+                quantity,
                 unit_price_cents: product.price_cents,
             });
         }
@@ -266,7 +242,15 @@ mod tests {
                 PlaceOrderError::InvalidQuantity(known),
             ),
             (
-                vec![line(known, MAX_QUANTITY + 1)],
+                vec![line(known, i64::from(MAX_QUANTITY) + 1)],
+                PlaceOrderError::InvalidQuantity(known),
+            ),
+            (
+                vec![line(known, -1)],
+                PlaceOrderError::InvalidQuantity(known),
+            ),
+            (
+                vec![line(known, i64::MAX)],
                 PlaceOrderError::InvalidQuantity(known),
             ),
             (
@@ -340,8 +324,10 @@ mod tests {
             OrderStatus::FailedInventory,
             OrderStatus::Cancelled,
         ] {
-            assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
+            let text: &'static str = status.into();
+            assert_eq!(text.parse::<OrderStatus>(), Ok(status));
         }
-        assert_eq!(OrderStatus::parse("SHIPPED"), None);
+        assert_eq!(OrderStatus::FailedInventory.to_string(), "FAILED_INVENTORY");
+        assert!("SHIPPED".parse::<OrderStatus>().is_err());
     }
 }

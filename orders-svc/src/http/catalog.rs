@@ -7,6 +7,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::AppState;
+use crate::service;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/catalog/{product_id}", get(get_product))
@@ -24,10 +25,10 @@ pub struct CatalogProductResponse {
 }
 
 async fn get_product(
-    State(service): State<AppState>,
+    State(uow): State<AppState>,
     AppPath(product_id): AppPath<Uuid>,
 ) -> Result<Json<CatalogProductResponse>, ApiError> {
-    let product = service.get_catalog_product(product_id).await?;
+    let product = service::get_catalog_product(uow.db(), product_id).await?;
     Ok(Json(CatalogProductResponse {
         product_id: product.product_id,
         sku: product.sku,

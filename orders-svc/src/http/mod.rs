@@ -5,13 +5,11 @@ mod catalog;
 mod error;
 mod orders;
 
-use std::sync::Arc;
-
 use axum::Router;
+use saga_runtime::unit_of_work::UnitOfWork;
 
-use crate::service::OrdersService;
-
-pub type AppState = Arc<OrdersService>;
+/// Commands run in the unit of work; reads use its pool.
+pub type AppState = UnitOfWork;
 
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::domain::{LineRequest, Order};
-use crate::service::PlaceOrder;
+use crate::service::{self, PlaceOrder};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,7 +29,8 @@ pub struct PlaceOrderRequest {
 #[serde(deny_unknown_fields)]
 pub struct ItemRequest {
     pub product_id: Uuid,
-    /// Signed so that a negative quantity is a 422 from the domain rather than a parse error.
+    /// Signed and wide so that a negative or huge quantity is a 422 from the domain rather
+    /// than a parse error.
     pub quantity: i64,
 }
 
@@ -60,7 +61,7 @@ pub struct ItemResponse {
 }
 
 async fn place_order(
-    State(service): State<AppState>,
+    State(uow): State<AppState>,
     AppJson(request): AppJson<PlaceOrderRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let lines = request
@@ -68,12 +69,11 @@ async fn place_order(
         .iter()
         .map(|item| LineRequest {
             product_id: item.product_id,
-            // Out-of-range quantities become 0, which the domain rejects with its own message.
-            quantity: u32::try_from(item.quantity).unwrap_or(0),
+            quantity: item.quantity,
         })
         .collect();
-    let order = service
-        .place_order(PlaceOrder {
+    let order = uow
+        .run(PlaceOrder {
             customer_id: request.customer_id,
             lines,
         })
@@ -82,7 +82,7 @@ async fn place_order(
     let body = OrderAccepted {
         id: order.id,
         saga_id: order.saga_id,
-        status: order.status.as_str(),
+        status: order.status.into(),
         total_cents: order.total_cents,
     };
     Ok((
@@ -93,10 +93,10 @@ async fn place_order(
 }
 
 async fn get_order(
-    State(service): State<AppState>,
+    State(uow): State<AppState>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<OrderResponse>, ApiError> {
-    let order = service.get_order(id).await?;
+    let order = service::get_order(uow.db(), id).await?;
     Ok(Json(OrderResponse::from(order)))
 }
 
@@ -106,7 +106,7 @@ impl From<Order> for OrderResponse {
             id: order.id,
             saga_id: order.saga_id,
             customer_id: order.customer_id,
-            status: order.status.as_str(),
+            status: order.status.into(),
             total_cents: order.total_cents,
             items: order
                 .lines

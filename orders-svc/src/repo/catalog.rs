@@ -1,5 +1,7 @@
+//! The `catalog_products` table: orders-svc's replica of inventory-svc's catalog, fed by
+//! `ProductUpserted` events and used to price orders.
+
 use std::collections::HashMap;
-use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -21,94 +23,62 @@ pub struct CatalogProduct {
     pub source_time: DateTime<Utc>,
 }
 
-/// The local replica of inventory-svc's catalog.
-pub trait CatalogRepository: Send + Sync + 'static {
-    fn prices<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        product_ids: &[Uuid],
-    ) -> impl Future<Output = Result<HashMap<Uuid, PricedProduct>, DbErr>> + Send;
-
-    fn find<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        product_id: Uuid,
-    ) -> impl Future<Output = Result<Option<CatalogProduct>, DbErr>> + Send;
-
-    /// Stores `product` unless the replica already holds a newer version of it.
-    fn upsert<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        product: &CatalogProduct,
-    ) -> impl Future<Output = Result<(), DbErr>> + Send;
+pub async fn prices<C: ConnectionTrait>(
+    db: &C,
+    product_ids: &[Uuid],
+) -> Result<HashMap<Uuid, PricedProduct>, DbErr> {
+    let rows = catalog_product::Entity::find()
+        .filter(catalog_product::Column::ProductId.is_in(product_ids.iter().copied()))
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            (
+                row.product_id,
+                PricedProduct {
+                    product_id: row.product_id,
+                    price_cents: row.price_cents,
+                },
+            )
+        })
+        .collect())
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SeaOrmCatalogRepository;
+pub async fn find<C: ConnectionTrait>(
+    db: &C,
+    product_id: Uuid,
+) -> Result<Option<CatalogProduct>, DbErr> {
+    Ok(catalog_product::Entity::find_by_id(product_id)
+        .one(db)
+        .await?
+        .map(|row| CatalogProduct {
+            product_id: row.product_id,
+            sku: row.sku,
+            name: row.name,
+            price_cents: row.price_cents,
+            source_time: row.source_time.with_timezone(&Utc),
+        }))
+}
 
-impl CatalogRepository for SeaOrmCatalogRepository {
-    async fn prices<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        product_ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, PricedProduct>, DbErr> {
-        let rows = catalog_product::Entity::find()
-            .filter(catalog_product::Column::ProductId.is_in(product_ids.iter().copied()))
-            .all(db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                (
-                    row.product_id,
-                    PricedProduct {
-                        product_id: row.product_id,
-                        price_cents: row.price_cents,
-                    },
-                )
-            })
-            .collect())
-    }
-
-    async fn find<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        product_id: Uuid,
-    ) -> Result<Option<CatalogProduct>, DbErr> {
-        Ok(catalog_product::Entity::find_by_id(product_id)
-            .one(db)
-            .await?
-            .map(|row| CatalogProduct {
-                product_id: row.product_id,
-                sku: row.sku,
-                name: row.name,
-                price_cents: row.price_cents,
-                source_time: row.source_time.with_timezone(&Utc),
-            }))
-    }
-
-    async fn upsert<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        product: &CatalogProduct,
-    ) -> Result<(), DbErr> {
-        db.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "INSERT INTO catalog_products (product_id, sku, name, price_cents, source_time) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (product_id) DO UPDATE \
-             SET sku = EXCLUDED.sku, name = EXCLUDED.name, price_cents = EXCLUDED.price_cents, \
-                 source_time = EXCLUDED.source_time, updated_at = now() \
-             WHERE catalog_products.source_time <= EXCLUDED.source_time",
-            [
-                product.product_id.into(),
-                product.sku.clone().into(),
-                product.name.clone().into(),
-                product.price_cents.into(),
-                product.source_time.into(),
-            ],
-        ))
-        .await?;
-        Ok(())
-    }
+/// Stores `product` unless the replica already holds a newer version of it.
+pub async fn upsert<C: ConnectionTrait>(db: &C, product: &CatalogProduct) -> Result<(), DbErr> {
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "INSERT INTO catalog_products (product_id, sku, name, price_cents, source_time) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (product_id) DO UPDATE \
+         SET sku = EXCLUDED.sku, name = EXCLUDED.name, price_cents = EXCLUDED.price_cents, \
+             source_time = EXCLUDED.source_time, updated_at = now() \
+         WHERE catalog_products.source_time <= EXCLUDED.source_time",
+        [
+            product.product_id.into(),
+            product.sku.clone().into(),
+            product.name.clone().into(),
+            product.price_cents.into(),
+            product.source_time.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
 }

@@ -1,47 +1,45 @@
 use std::time::Duration;
 
-use saga_runtime::outbox;
-use sea_orm::TransactionTrait;
-use shared_events::{Envelope, OrderCancelled, SagaEvent};
+use saga_runtime::unit_of_work::{Announcements, Command, Tx};
+use shared_events::{OrderCancelled, SagaEvent};
 
-use super::{OrdersService, SOURCE, ServiceError};
-use crate::repo::{CatalogRepository, OrderRepository};
+use super::ServiceError;
+use crate::repo::orders;
 
 /// Orders cancelled per transaction; the job loops while it finds full batches.
 pub const CANCEL_BATCH: u64 = 100;
 
-impl<O: OrderRepository, C: CatalogRepository> OrdersService<O, C> {
-    /// Cancels orders still `PENDING_PAYMENT` after `deadline` (by the database's clock) and
-    /// announces `OrderCancelled` for each, so payments-svc refunds and inventory-svc releases
-    /// whatever they did. Returns how many it cancelled.
-    pub async fn cancel_expired_orders(&self, deadline: Duration) -> Result<usize, ServiceError> {
-        let txn = self.db.begin().await?;
-        let expired = self
-            .orders
-            .lock_expired(&txn, deadline, CANCEL_BATCH)
-            .await?;
-        let reason = format!("the saga did not finish within {deadline:?}");
-        let mut cancelled = 0;
+/// The saga deadline: cancels orders still `PENDING_PAYMENT` after `deadline` (by the
+/// database's clock) and announces `OrderCancelled` for each, so payments-svc refunds and
+/// inventory-svc releases whatever they did. Its output is how many it cancelled.
+#[derive(Debug, Clone, Copy)]
+pub struct CancelExpiredOrders {
+    pub deadline: Duration,
+}
+
+impl Command for CancelExpiredOrders {
+    type Output = usize;
+    type Error = ServiceError;
+
+    async fn execute(self, tx: &Tx) -> Result<(usize, Announcements), ServiceError> {
+        let expired = orders::lock_expired(tx, self.deadline, CANCEL_BATCH).await?;
+        let reason = format!("the saga did not finish within {:?}", self.deadline);
+        let mut cancellations = Announcements::none();
         for order_id in expired {
-            let Some(mut order) = self.orders.find(&txn, order_id).await? else {
+            let Some(mut order) = orders::find(tx, order_id).await? else {
                 continue;
             };
             if order.cancel(&reason).is_err() {
                 continue;
             }
-            self.orders.update_status(&txn, &order).await?;
+            orders::update_status(tx, &order).await?;
             let event = SagaEvent::OrderCancelled(OrderCancelled {
                 order_id,
                 reason: reason.clone(),
             });
-            outbox::enqueue(&txn, &Envelope::new(SOURCE, Some(order.saga_id), event)).await?;
+            cancellations.add_saga(order.saga_id, event);
             tracing::warn!(%order_id, saga_id = %order.saga_id, "order cancelled: saga deadline passed");
-            cancelled += 1;
         }
-        txn.commit().await?;
-        if cancelled > 0 {
-            self.outbox_signal.notify();
-        }
-        Ok(cancelled)
+        Ok((cancellations.len(), cancellations))
     }
 }

@@ -1,5 +1,10 @@
-//! Use cases, one file each. Every command opens one transaction and shows its steps in order:
-//! begin → inbox (for events) → domain → repository → outbox → commit → wake the relay.
+//! Use cases, one file each. A use case is the business rule and nothing else: the runtime's
+//! unit of work (`saga_runtime::unit_of_work`) opens the transaction, records a consumed event
+//! in the inbox, writes what the use case returns to the outbox, commits and wakes the relay.
+//!
+//! - Consumed events: `fn(tx, …, event) -> Reaction`, routed by `crate::messaging`.
+//! - HTTP commands and the deadline job: structs implementing `Command`.
+//! - Reads: plain functions on the pool, in `queries.rs`.
 
 mod cancel_expired;
 mod finish_order;
@@ -7,36 +12,16 @@ mod on_product_upserted;
 mod place_order;
 mod queries;
 
-use saga_runtime::outbox::{OutboxError, OutboxSignal};
-use sea_orm::{DatabaseConnection, DbErr};
+pub use cancel_expired::{CANCEL_BATCH, CancelExpiredOrders};
+pub use finish_order::{on_inventory_reserved, on_payment_failed, on_payment_refunded};
+pub use on_product_upserted::on_product_upserted;
+pub use place_order::PlaceOrder;
+pub use queries::{get_catalog_product, get_order};
+
+use saga_runtime::outbox::OutboxError;
+use sea_orm::DbErr;
 
 use crate::domain::PlaceOrderError;
-use crate::repo::{SeaOrmCatalogRepository, SeaOrmOrderRepository};
-
-pub use cancel_expired::CANCEL_BATCH;
-pub use place_order::PlaceOrder;
-
-/// The service name carried in every event's `source`.
-pub const SOURCE: &str = "orders-svc";
-
-/// orders-svc's use cases over repositories `O` (orders) and `C` (catalog replica).
-pub struct OrdersService<O = SeaOrmOrderRepository, C = SeaOrmCatalogRepository> {
-    db: DatabaseConnection,
-    orders: O,
-    catalog: C,
-    outbox_signal: OutboxSignal,
-}
-
-impl<O, C> OrdersService<O, C> {
-    pub fn new(db: DatabaseConnection, orders: O, catalog: C, outbox_signal: OutboxSignal) -> Self {
-        Self {
-            db,
-            orders,
-            catalog,
-            outbox_signal,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -1,33 +1,28 @@
-use saga_runtime::inbox;
-use shared_events::{Envelope, ProductUpserted};
+use chrono::{DateTime, Utc};
+use saga_runtime::unit_of_work::{Reaction, Tx};
+use shared_events::ProductUpserted;
 
-use super::{OrdersService, ServiceError};
-use crate::repo::{CatalogProduct, CatalogRepository, OrderRepository};
+use super::ServiceError;
+use crate::repo::{CatalogProduct, catalog};
 
-impl<O: OrderRepository, C: CatalogRepository> OrdersService<O, C> {
-    /// Keeps the catalog replica current: prices for new orders come from here.
-    pub async fn on_product_upserted(
-        &self,
-        event: &Envelope,
-        product: &ProductUpserted,
-    ) -> Result<(), ServiceError> {
-        let Some(txn) = inbox::begin_once(&self.db, event).await? else {
-            return Ok(());
-        };
-        self.catalog
-            .upsert(
-                &txn,
-                &CatalogProduct {
-                    product_id: product.product_id,
-                    sku: product.sku.clone(),
-                    name: product.name.clone(),
-                    price_cents: product.price_cents,
-                    source_time: event.time,
-                },
-            )
-            .await?;
-        txn.commit().await?;
-        tracing::info!(product_id = %product.product_id, price_cents = product.price_cents, "catalog replica updated");
-        Ok(())
-    }
+/// Keeps the catalog replica current: prices for new orders come from here. `produced_at` is
+/// when inventory-svc produced this version, so an older one arriving late is ignored.
+pub async fn on_product_upserted(
+    tx: &Tx,
+    product: &ProductUpserted,
+    produced_at: DateTime<Utc>,
+) -> Result<Reaction, ServiceError> {
+    catalog::upsert(
+        tx,
+        &CatalogProduct {
+            product_id: product.product_id,
+            sku: product.sku.clone(),
+            name: product.name.clone(),
+            price_cents: product.price_cents,
+            source_time: produced_at,
+        },
+    )
+    .await?;
+    tracing::debug!(product_id = %product.product_id, price_cents = product.price_cents, "catalog replica updated");
+    Ok(Reaction::none())
 }

@@ -6,6 +6,7 @@ mod m20261128_000001_create_outbox_and_inbox;
 mod m20261128_000002_create_accounts_and_payments;
 mod m20261128_000003_create_parked_events;
 mod m20261128_000004_allow_cancelled_payments;
+mod m20261128_000005_make_tombstone_customer_optional;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_create_accounts_and_payments::Migration),
             Box::new(m20261128_000003_create_parked_events::Migration),
             Box::new(m20261128_000004_allow_cancelled_payments::Migration),
+            Box::new(m20261128_000005_make_tombstone_customer_optional::Migration),
         ]
     }
 }

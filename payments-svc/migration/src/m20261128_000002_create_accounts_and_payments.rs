@@ -6,7 +6,7 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::execute(manager, r#"
+        saga_schema::execute(manager, r#"
                 -- The CHECK is the last line of defence: no code path can overdraw an account.
                 CREATE TABLE accounts (
                     customer_id    UUID PRIMARY KEY,
@@ -33,6 +33,6 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::execute(manager, "DROP TABLE payments; DROP TABLE accounts;").await
+        saga_schema::execute(manager, "DROP TABLE payments; DROP TABLE accounts;").await
     }
 }

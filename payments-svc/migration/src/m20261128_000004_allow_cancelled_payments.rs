@@ -6,7 +6,7 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::execute(
+        saga_schema::execute(
             manager,
             r#"
                 -- CANCELLED: the order was cancelled (or compensated) before any charge. The row
@@ -20,7 +20,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        saga_runtime::schema::execute(manager, r#"ALTER TABLE payments DROP CONSTRAINT payments_status_check;
+        saga_schema::execute(manager, r#"ALTER TABLE payments DROP CONSTRAINT payments_status_check;
                ALTER TABLE payments ADD CONSTRAINT payments_status_check CHECK (status IN ('CHARGED', 'DECLINED', 'REFUNDED'));"#).await
     }
 }

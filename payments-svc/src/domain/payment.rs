@@ -1,8 +1,11 @@
+use strum::{Display, EnumString, IntoStaticStr};
 use uuid::Uuid;
 
 use super::account::Account;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A payment's status; its text (`CHARGED`, …) is what the database stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, EnumString, IntoStaticStr)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentStatus {
     /// Money was taken from the account.
     Charged,
@@ -15,35 +18,15 @@ pub enum PaymentStatus {
     Cancelled,
 }
 
-impl PaymentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentStatus::Charged => "CHARGED",
-            PaymentStatus::Declined => "DECLINED",
-            PaymentStatus::Refunded => "REFUNDED",
-            PaymentStatus::Cancelled => "CANCELLED",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        [
-            PaymentStatus::Charged,
-            PaymentStatus::Declined,
-            PaymentStatus::Refunded,
-            PaymentStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == value)
-    }
-}
-
 /// The one payment an order has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payment {
     pub id: Uuid,
     pub order_id: Uuid,
     pub saga_id: Uuid,
-    pub customer_id: Uuid,
+    /// The customer charged, or asked to be. A tombstone (`Cancelled`) written for an order
+    /// that was never charged has none: the event that cancelled it did not name one.
+    pub customer_id: Option<Uuid>,
     pub amount_cents: i64,
     pub status: PaymentStatus,
     pub reason: Option<String>,
@@ -54,8 +37,9 @@ pub struct Payment {
 pub enum ChargeOutcome {
     /// The account was debited; the caller stores the account and the payment.
     Charged(Payment),
-    /// Nothing was debited; the caller stores the payment so the decision is final.
-    Declined(Payment),
+    /// Nothing was debited, for `reason`; the caller stores the payment so the decision is
+    /// final.
+    Declined { payment: Payment, reason: String },
 }
 
 /// Charges `amount_cents` for `order_id` to `account`, if there is one and it has the funds.
@@ -70,39 +54,33 @@ pub fn charge(
         id: Uuid::now_v7(),
         order_id,
         saga_id,
-        customer_id,
+        customer_id: Some(customer_id),
         amount_cents,
         status,
         reason,
     };
+    let declined = |reason: String| ChargeOutcome::Declined {
+        payment: payment(PaymentStatus::Declined, Some(reason.clone())),
+        reason,
+    };
     let Some(account) = account else {
-        return ChargeOutcome::Declined(payment(
-            PaymentStatus::Declined,
-            Some(format!("no account for customer {customer_id}")),
-        ));
+        return declined(format!("no account for customer {customer_id}"));
     };
     match account.debit(amount_cents) {
         Ok(()) => ChargeOutcome::Charged(payment(PaymentStatus::Charged, None)),
-        Err(declined) => {
-            ChargeOutcome::Declined(payment(PaymentStatus::Declined, Some(declined.to_string())))
-        }
+        Err(refused) => declined(refused.to_string()),
     }
 }
 
 impl Payment {
     /// The record of an order that was cancelled, or compensated, before it was ever charged:
     /// it moves no money and blocks any later charge.
-    pub fn cancelled_before_charge(
-        order_id: Uuid,
-        saga_id: Uuid,
-        customer_id: Uuid,
-        reason: &str,
-    ) -> Payment {
+    pub fn cancelled_before_charge(order_id: Uuid, saga_id: Uuid, reason: &str) -> Payment {
         Payment {
             id: Uuid::now_v7(),
             order_id,
             saga_id,
-            customer_id,
+            customer_id: None,
             amount_cents: 0,
             status: PaymentStatus::Cancelled,
             reason: Some(reason.to_owned()),
@@ -142,6 +120,30 @@ mod tests {
     use super::*;
     use crate::domain::AccountError;
 
+    #[test]
+    fn statuses_read_back_what_they_write() {
+        for status in [
+            PaymentStatus::Charged,
+            PaymentStatus::Declined,
+            PaymentStatus::Refunded,
+            PaymentStatus::Cancelled,
+        ] {
+            let text: &'static str = status.into();
+            assert_eq!(text.parse::<PaymentStatus>(), Ok(status));
+        }
+        assert_eq!(PaymentStatus::Cancelled.to_string(), "CANCELLED");
+        assert!("charged".parse::<PaymentStatus>().is_err());
+    }
+
+    #[test]
+    fn a_tombstone_moves_no_money_and_names_no_customer() {
+        let mut tombstone =
+            Payment::cancelled_before_charge(Uuid::now_v7(), Uuid::now_v7(), "late");
+        assert_eq!(tombstone.customer_id, None);
+        assert_eq!(tombstone.amount_cents, 0);
+        assert_eq!(tombstone.refund("again"), RefundOutcome::NothingCharged);
+    }
+
     fn account(balance_cents: i64) -> Account {
         Account {
             customer_id: Uuid::now_v7(),
@@ -178,14 +180,10 @@ mod tests {
             101,
         );
         match outcome {
-            ChargeOutcome::Declined(payment) => {
+            ChargeOutcome::Declined { payment, reason } => {
                 assert_eq!(payment.status, PaymentStatus::Declined);
-                assert!(
-                    payment
-                        .reason
-                        .unwrap_or_default()
-                        .contains("insufficient funds")
-                );
+                assert!(reason.contains("insufficient funds"), "{reason}");
+                assert_eq!(payment.reason, Some(reason));
             }
             ChargeOutcome::Charged(_) => panic!("an uncovered charge must be declined"),
         }
@@ -195,7 +193,7 @@ mod tests {
     #[test]
     fn a_charge_without_an_account_is_declined() {
         let outcome = charge(None, Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), 1);
-        assert!(matches!(outcome, ChargeOutcome::Declined(_)));
+        assert!(matches!(outcome, ChargeOutcome::Declined { .. }));
     }
 
     #[test]
@@ -221,8 +219,10 @@ mod tests {
         );
         assert_eq!(payment.status, PaymentStatus::Refunded);
 
-        let ChargeOutcome::Declined(mut declined) =
-            charge(None, Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), 5)
+        let ChargeOutcome::Declined {
+            payment: mut declined,
+            ..
+        } = charge(None, Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), 5)
         else {
             panic!("no account must decline");
         };

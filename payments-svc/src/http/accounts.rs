@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::domain::Account;
+use crate::service::{self, CreateAccount};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -39,11 +40,14 @@ impl From<Account> for AccountResponse {
 }
 
 async fn create_account(
-    State(service): State<AppState>,
+    State(uow): State<AppState>,
     AppJson(request): AppJson<CreateAccountRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let account = service
-        .create_account(request.customer_id, request.balance_cents)
+    let account = uow
+        .run(CreateAccount {
+            customer_id: request.customer_id,
+            balance_cents: request.balance_cents,
+        })
         .await?;
     let location = format!("/accounts/{}", account.customer_id);
     Ok((
@@ -54,8 +58,10 @@ async fn create_account(
 }
 
 async fn get_account(
-    State(service): State<AppState>,
+    State(uow): State<AppState>,
     AppPath(customer_id): AppPath<Uuid>,
 ) -> Result<Json<AccountResponse>, ApiError> {
-    Ok(Json(service.get_account(customer_id).await?.into()))
+    Ok(Json(
+        service::get_account(uow.db(), customer_id).await?.into(),
+    ))
 }

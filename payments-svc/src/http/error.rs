@@ -21,7 +21,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Db(db) if saga_runtime::http::is_unavailable(db) => {
                 ApiError::unavailable(&error)
             }
-            ServiceError::Db(_) | ServiceError::Outbox(_) => ApiError::internal(&error),
+            ServiceError::Db(_)
+            | ServiceError::Outbox(_)
+            | ServiceError::ChargedWithoutCustomer(_) => ApiError::internal(&error),
         }
     }
 }

@@ -4,13 +4,11 @@
 mod accounts;
 mod error;
 
-use std::sync::Arc;
-
 use axum::Router;
+use saga_runtime::unit_of_work::UnitOfWork;
 
-use crate::service::PaymentsService;
-
-pub type AppState = Arc<PaymentsService>;
+/// Commands run in the unit of work; reads use its pool.
+pub type AppState = UnitOfWork;
 
 pub fn router(state: AppState) -> Router {
     Router::new().merge(accounts::router()).with_state(state)

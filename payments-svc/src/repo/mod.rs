@@ -1,10 +1,11 @@
-//! Persistence. Each aggregate has a repository trait, which is all the service layer sees,
-//! and a sea-orm implementation. Every method takes the connection to run on, generic over
-//! `ConnectionTrait`, so the same method serves the pool and a transaction; none commits.
+//! Persistence: sea-orm queries, one module per aggregate, plain functions. Each takes the
+//! connection to run on, generic over `ConnectionTrait`, so the same function serves the pool
+//! and a unit of work's transaction; none commits.
+//!
+//! There are no repository traits: each would have exactly one implementation. Use-case logic
+//! is tested through its pure `domain` rules and, with these functions, against a real
+//! database (see ARCHITECTURE.md).
 
-mod accounts;
+pub mod accounts;
 pub mod entity;
-mod payments;
-
-pub use accounts::{AccountRepository, SeaOrmAccountRepository};
-pub use payments::{PaymentRepository, SeaOrmPaymentRepository};
+pub mod payments;

@@ -1,21 +1,27 @@
+use saga_runtime::unit_of_work::{Announcements, Command, Tx};
 use uuid::Uuid;
 
-use super::{PaymentsService, ServiceError};
+use super::ServiceError;
 use crate::domain::Account;
-use crate::repo::{AccountRepository, PaymentRepository};
+use crate::repo::accounts;
 
-impl<A: AccountRepository, P: PaymentRepository> PaymentsService<A, P> {
-    /// Opens a customer's account with an opening balance. One account per customer.
-    pub async fn create_account(
-        &self,
-        customer_id: Uuid,
-        balance_cents: i64,
-    ) -> Result<Account, ServiceError> {
-        let account = Account::open(customer_id, balance_cents)?;
-        if !self.accounts.create(&self.db, &account).await? {
-            return Err(ServiceError::AccountExists(customer_id));
+/// Opens a customer's account with an opening balance. One account per customer.
+#[derive(Debug, Clone)]
+pub struct CreateAccount {
+    pub customer_id: Uuid,
+    pub balance_cents: i64,
+}
+
+impl Command for CreateAccount {
+    type Output = Account;
+    type Error = ServiceError;
+
+    async fn execute(self, tx: &Tx) -> Result<(Account, Announcements), ServiceError> {
+        let account = Account::open(self.customer_id, self.balance_cents)?;
+        if !accounts::create(tx, &account).await? {
+            return Err(ServiceError::AccountExists(self.customer_id));
         }
-        tracing::info!(%customer_id, balance_cents, "account opened");
-        Ok(account)
+        tracing::info!(customer_id = %self.customer_id, balance_cents = self.balance_cents, "account opened");
+        Ok((account, Announcements::none()))
     }
 }

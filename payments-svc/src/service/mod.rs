@@ -1,5 +1,10 @@
-//! Use cases, one file each. Every command opens one transaction and shows its steps in order:
-//! begin → inbox (for events) → domain → repository → outbox → commit → wake the relay.
+//! Use cases, one file each. A use case is the business rule and nothing else: the runtime's
+//! unit of work (`saga_runtime::unit_of_work`) opens the transaction, records a consumed event
+//! in the inbox, writes what the use case returns to the outbox, commits and wakes the relay.
+//!
+//! - Consumed events: `fn(tx, saga_id, event) -> Reaction`, routed by `crate::messaging`.
+//! - HTTP commands: a struct implementing `Command`, run by the HTTP layer.
+//! - Reads: plain functions on the pool, in `queries.rs`.
 
 mod cancel_order;
 mod charge_order;
@@ -7,47 +12,28 @@ mod create_account;
 mod queries;
 mod refund_order;
 
-use saga_runtime::outbox::{OutboxError, OutboxSignal};
-use sea_orm::{DatabaseConnection, DbErr};
+pub use cancel_order::cancel_order;
+pub use charge_order::charge_order;
+pub use create_account::CreateAccount;
+pub use queries::get_account;
+pub use refund_order::refund_order;
+
+use saga_runtime::outbox::OutboxError;
+use sea_orm::DbErr;
+use uuid::Uuid;
 
 use crate::domain::AccountError;
-use crate::repo::{SeaOrmAccountRepository, SeaOrmPaymentRepository};
-
-/// The service name carried in every event's `source`.
-pub const SOURCE: &str = "payments-svc";
-
-/// payments-svc's use cases over repositories `A` (accounts) and `P` (payments).
-pub struct PaymentsService<A = SeaOrmAccountRepository, P = SeaOrmPaymentRepository> {
-    db: DatabaseConnection,
-    accounts: A,
-    payments: P,
-    outbox_signal: OutboxSignal,
-}
-
-impl<A, P> PaymentsService<A, P> {
-    pub fn new(
-        db: DatabaseConnection,
-        accounts: A,
-        payments: P,
-        outbox_signal: OutboxSignal,
-    ) -> Self {
-        Self {
-            db,
-            accounts,
-            payments,
-            outbox_signal,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]
     Rejected(#[from] AccountError),
     #[error("customer_id={0} already has an account")]
-    AccountExists(uuid::Uuid),
+    AccountExists(Uuid),
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("payment_id={0} is charged but names no customer")]
+    ChargedWithoutCustomer(Uuid),
     #[error("database: {0}")]
     Db(#[from] DbErr),
     #[error("outbox: {0}")]

@@ -1,14 +1,15 @@
+use sea_orm::ConnectionTrait;
 use uuid::Uuid;
 
-use super::{PaymentsService, ServiceError};
+use super::ServiceError;
 use crate::domain::Account;
-use crate::repo::{AccountRepository, PaymentRepository};
+use crate::repo::accounts;
 
-impl<A: AccountRepository, P: PaymentRepository> PaymentsService<A, P> {
-    pub async fn get_account(&self, customer_id: Uuid) -> Result<Account, ServiceError> {
-        self.accounts
-            .find(&self.db, customer_id)
-            .await?
-            .ok_or(ServiceError::NotFound("account"))
-    }
+pub async fn get_account<C: ConnectionTrait>(
+    db: &C,
+    customer_id: Uuid,
+) -> Result<Account, ServiceError> {
+    accounts::find(db, customer_id)
+        .await?
+        .ok_or(ServiceError::NotFound("account"))
 }

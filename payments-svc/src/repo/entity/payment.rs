@@ -8,7 +8,7 @@ pub struct Model {
     #[sea_orm(unique)]
     pub order_id: Uuid,
     pub saga_id: Uuid,
-    pub customer_id: Uuid,
+    pub customer_id: Option<Uuid>,
     pub amount_cents: i64,
     pub status: String,
     pub reason: Option<String>,

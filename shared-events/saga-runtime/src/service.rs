@@ -1,11 +1,11 @@
-//! What a service needs to start: the pool, the producer and the relay's wake-up signal, and
-//! [`run`], which drives the HTTP server, the relay and the consumer until shutdown.
+//! What a service needs to start: the pool, the producer and the relay's wake-up signal (and
+//! the [`UnitOfWork`] over them), and [`run`], which drives the HTTP server, the relay and the
+//! consumer until shutdown.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use rdkafka::error::KafkaError;
@@ -15,13 +15,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CommonSettings, ServiceDefaults};
-use crate::consumer::{EventConsumer, EventHandler};
+use crate::consumer::{Applier, EventConsumer, EventHandler};
 use crate::db::{self, ConnectError};
 use crate::http::{self, HealthProbe};
 use crate::kafka;
 use crate::outbox::OutboxSignal;
 use crate::parking::Parking;
 use crate::relay::Relay;
+use crate::unit_of_work::UnitOfWork;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -31,6 +32,8 @@ pub enum StartupError {
     Database(#[from] ConnectError),
     #[error("migrations failed: {0}")]
     Migration(sea_orm::DbErr),
+    #[error("cannot load the parked events: {0}")]
+    Parking(sea_orm::DbErr),
     #[error("kafka client setup failed: {0}")]
     Kafka(#[from] KafkaError),
     #[error("cannot listen on {address}: {source}")]
@@ -61,6 +64,15 @@ impl Infrastructure {
         })
     }
 
+    /// The unit of work every use case of this service runs in.
+    pub fn unit_of_work(&self) -> UnitOfWork {
+        UnitOfWork::new(
+            self.db.clone(),
+            self.outbox_signal.clone(),
+            self.settings.service_name,
+        )
+    }
+
     pub async fn listen(&self) -> Result<TcpListener, StartupError> {
         let address = format!("{}:{}", self.settings.http.host, self.settings.http.port);
         TcpListener::bind(&address)
@@ -87,18 +99,21 @@ impl Infrastructure {
         handler: H,
     ) -> Result<Application<H>, StartupError> {
         let listener = self.listen().await?;
-        let handler = Arc::new(handler);
         let parking = Parking::load(self.db.clone())
             .await
-            .map_err(StartupError::Migration)?;
+            .map_err(StartupError::Parking)?;
+        let applier = Applier {
+            handler: Arc::new(handler),
+            uow: self.unit_of_work(),
+            parking,
+        };
         let consumer = EventConsumer::subscribe(
             &self.settings.kafka,
             self.settings.consumer.clone(),
             self.settings.service_name,
             topics,
-            Arc::clone(&handler),
+            applier.clone(),
             self.producer.clone(),
-            parking.clone(),
         )?;
         let router = routes
             .merge(http::health_router(HealthProbe {
@@ -106,7 +121,7 @@ impl Infrastructure {
                 producer: self.producer.clone(),
                 metadata_timeout: self.settings.kafka.metadata_timeout,
             }))
-            .merge(http::sagas_router(parking, handler))
+            .merge(http::sagas_router(applier))
             .merge(http::metrics_router(
                 self.settings.service_name,
                 self.db.clone(),
@@ -212,7 +227,8 @@ where
 
 /// Runs the service until `shutdown` is cancelled, then stops in order: HTTP stops taking
 /// requests, the consumer finishes the record in hand and commits, and the relay flushes.
-/// Each part gets at most `shutdown_timeout` after the signal.
+/// `shutdown_timeout` bounds the whole of it, from the signal to the return; what has not
+/// finished by then is abandoned (the outbox and Kafka's offsets make that safe).
 pub async fn run<H: EventHandler>(
     app: Application<H>,
     shutdown: CancellationToken,
@@ -239,24 +255,42 @@ pub async fn run<H: EventHandler>(
         settings.http.request_timeout,
         shutdown.clone(),
     );
-    let served = http.await;
+    tokio::pin!(http);
+    let ended_early = tokio::select! {
+        served = &mut http => Some(served),
+        () = shutdown.cancelled() => None,
+    };
+    // The one budget for everything that follows, counted from the signal.
+    let deadline = tokio::time::Instant::now() + settings.http.shutdown_timeout;
+    let served = match ended_early {
+        Some(served) => {
+            // The server failed on its own: stop the rest as if signalled.
+            shutdown.cancel();
+            served
+        }
+        None => tokio::time::timeout_at(deadline, http)
+            .await
+            .unwrap_or_else(|_| {
+                tracing::warn!("in-flight requests did not finish in time");
+                Ok(())
+            }),
+    };
 
-    let bound = settings.http.shutdown_timeout;
-    if tokio::time::timeout(bound, consumer_task).await.is_err() {
-        tracing::warn!(?bound, "consumer did not stop in time");
+    if tokio::time::timeout_at(deadline, consumer_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("consumer did not stop in time");
     }
     for job in jobs {
-        if tokio::time::timeout(bound, job).await.is_err() {
-            tracing::warn!(?bound, "background job did not stop in time");
+        if tokio::time::timeout_at(deadline, job).await.is_err() {
+            tracing::warn!("background job did not stop in time");
         }
     }
     // The relay stops last so that events the consumer committed while stopping go out too.
     relay_stop.cancel();
-    if tokio::time::timeout(bound + Duration::from_secs(1), relay_task)
-        .await
-        .is_err()
-    {
-        tracing::warn!(?bound, "relay did not flush in time");
+    if tokio::time::timeout_at(deadline, relay_task).await.is_err() {
+        tracing::warn!("relay did not flush in time");
     }
     served
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use shared_events::Envelope;
 use uuid::Uuid;
 
-use crate::consumer::EventHandler;
+use crate::consumer::{Applier, EventHandler};
 use crate::metrics;
 
 /// Where a parked event was read from.
@@ -100,7 +100,9 @@ impl Parking {
                     origin.offset.into(),
                     payload.into(),
                     error.to_owned().into(),
-                    i32::try_from(attempts).unwrap_or(i32::MAX).into(),
+                    i32::try_from(attempts)
+                        .map_err(|_| DbErr::Custom(format!("attempts={attempts} exceeds INT")))?
+                        .into(),
                 ],
             ))
             .await?;
@@ -122,12 +124,12 @@ impl Parking {
         .await
     }
 
-    /// Replays the saga's parked events in order through `handler`, deleting each one that
-    /// now applies, and stops at the first that still fails.
+    /// Replays the saga's parked events in order through `applier`, deleting each one that
+    /// now applies (or had been applied after all), and stops at the first that still fails.
     pub async fn retry<H: EventHandler>(
         &self,
         saga_id: Uuid,
-        handler: &H,
+        applier: &Applier<H>,
     ) -> Result<RetryOutcome, DbErr> {
         let mut retried = 0;
         let mut error = None;
@@ -145,8 +147,8 @@ impl Parking {
             let payload: serde_json::Value = row.try_get("", "payload")?;
             let event: Envelope =
                 serde_json::from_value(payload).map_err(|e| DbErr::Custom(e.to_string()))?;
-            match handler.handle(event).await {
-                Ok(()) => {
+            match applier.uow.apply(&*applier.handler, &event).await {
+                Ok(_) => {
                     self.db
                         .execute_raw(Statement::from_sql_and_values(
                             DbBackend::Postgres,
@@ -194,6 +196,6 @@ impl Parking {
             ))
             .await?;
         let n: i64 = row.map_or(Ok(0), |row| row.try_get("", "n"))?;
-        Ok(usize::try_from(n).unwrap_or(0))
+        usize::try_from(n).map_err(|_| DbErr::Custom(format!("count(*)={n} is negative")))
     }
 }

@@ -8,7 +8,7 @@ use rdkafka::{ClientConfig, Message};
 use saga_runtime::config::RelaySettings;
 use saga_runtime::outbox::{self, OutboxSignal};
 use saga_runtime::relay::Relay;
-use saga_runtime::{kafka, schema, testing};
+use saga_runtime::{kafka, testing};
 use sea_orm::DatabaseConnection;
 use sea_orm_migration::SchemaManager;
 use shared_events::{Envelope, InventoryReserved, SagaEvent, topics};
@@ -19,7 +19,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 async fn outbox_database() -> Result<DatabaseConnection, Box<dyn std::error::Error>> {
     let url = testing::fresh_database("orders_svc", "orders", "it").await?;
     let db = sea_orm::Database::connect(url).await?;
-    schema::create_outbox(&SchemaManager::new(&db)).await?;
+    saga_schema::create_outbox(&SchemaManager::new(&db)).await?;
     Ok(db)
 }
 

@@ -21,9 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
 
-use crate::consumer::EventHandler;
+use crate::consumer::{Applier, EventHandler};
 use crate::outbox;
-use crate::parking::Parking;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 /// An error response: `{"error": {"code": "...", "message": "..."}}` with `status`.
@@ -141,6 +140,8 @@ where
     }
 }
 
+/// Maps a JSON extractor's rejection to the one error shape. Anything not named here (a body
+/// over the size limit is 413, for one) keeps the status axum gives it.
 fn rejection_to_error(rejection: &JsonRejection) -> ApiError {
     let (status, code) = match rejection {
         JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
@@ -148,7 +149,10 @@ fn rejection_to_error(rejection: &JsonRejection) -> ApiError {
         JsonRejection::MissingJsonContentType(_) => {
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
         }
-        _ => (StatusCode::BAD_REQUEST, "bad_request"),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+        }
+        other => (other.status(), "bad_request"),
     };
     ApiError::new(status, code, rejection.body_text())
 }
@@ -201,28 +205,29 @@ async fn health(State(probe): State<HealthProbe>) -> Response {
 
 /// `GET /sagas/stuck` lists parked events; `POST /sagas/{saga_id}/retry` replays a saga's
 /// parked events through the service's handler once an operator has fixed the cause.
-pub fn sagas_router<H: EventHandler>(parking: Parking, handler: Arc<H>) -> Router {
+pub fn sagas_router<H: EventHandler>(applier: Applier<H>) -> Router {
     Router::new()
         .route("/sagas/stuck", get(stuck_sagas::<H>))
         .route("/sagas/{saga_id}/retry", post(retry_saga::<H>))
-        .with_state((parking, handler))
+        .with_state(Arc::new(applier))
 }
 
 async fn stuck_sagas<H: EventHandler>(
-    State((parking, _)): State<(Parking, Arc<H>)>,
+    State(applier): State<Arc<Applier<H>>>,
 ) -> Result<Response, ApiError> {
-    let parked = parking.list().await.map_err(|e| ApiError::internal(&e))?;
+    let parked = applier.parking.list().await.map_err(db_error)?;
     Ok(Json(json!({ "count": parked.len(), "parked": parked })).into_response())
 }
 
 async fn retry_saga<H: EventHandler>(
-    State((parking, handler)): State<(Parking, Arc<H>)>,
+    State(applier): State<Arc<Applier<H>>>,
     AppPath(saga_id): AppPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let outcome = parking
-        .retry(saga_id, handler.as_ref())
+    let outcome = applier
+        .parking
+        .retry(saga_id, &applier)
         .await
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(db_error)?;
     let status = if outcome.remaining == 0 {
         StatusCode::OK
     } else {
@@ -231,7 +236,18 @@ async fn retry_saga<H: EventHandler>(
     Ok((status, Json(outcome)).into_response())
 }
 
+/// A database error of an operator endpoint: 503 when the database is out of reach, else 500.
+fn db_error(error: sea_orm::DbErr) -> ApiError {
+    if is_unavailable(&error) {
+        ApiError::unavailable(&error)
+    } else {
+        ApiError::internal(&error)
+    }
+}
+
 /// `GET /metrics`: the process counters plus the outbox backlog and the age of its oldest row.
+/// When the database does not answer, those two gauges are left out (never a made-up value)
+/// and `saga_metrics_scrape_errors_total` counts the miss.
 pub fn metrics_router(service: &'static str, db: DatabaseConnection) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -239,20 +255,26 @@ pub fn metrics_router(service: &'static str, db: DatabaseConnection) -> Router {
 }
 
 async fn metrics(State((service, db)): State<(&'static str, DatabaseConnection)>) -> Response {
-    let (backlog, age) = outbox::backlog_and_age(&db).await.unwrap_or((-1, -1.0));
-    #[allow(clippy::cast_precision_loss)]
-    let gauges = [
-        (
-            "saga_outbox_backlog",
-            "Outbox rows waiting to be published.",
-            backlog as f64,
-        ),
-        (
-            "saga_outbox_oldest_age_seconds",
-            "Age of the oldest waiting outbox row.",
-            age,
-        ),
-    ];
+    let gauges = match outbox::backlog_and_age(&db).await {
+        #[allow(clippy::cast_precision_loss)]
+        Ok((backlog, age)) => vec![
+            (
+                "saga_outbox_backlog",
+                "Outbox rows waiting to be published.",
+                backlog as f64,
+            ),
+            (
+                "saga_outbox_oldest_age_seconds",
+                "Age of the oldest waiting outbox row.",
+                age,
+            ),
+        ],
+        Err(error) => {
+            tracing::warn!(%error, "metrics scrape: outbox gauges unavailable");
+            crate::metrics::SCRAPE_ERRORS.increment();
+            Vec::new()
+        }
+    };
     (
         [("content-type", "text/plain; version=0.0.4")],
         crate::metrics::render(service, &gauges),
@@ -270,6 +292,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
@@ -286,4 +309,87 @@ pub async fn serve(
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use serde::Deserialize;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Payload {
+        name: String,
+    }
+
+    async fn echo(AppJson(payload): AppJson<Payload>) -> String {
+        payload.name
+    }
+
+    /// The router a service serves, reduced to one JSON route, with its real fallbacks and a
+    /// small body limit.
+    fn app() -> Router {
+        Router::new()
+            .route("/things", post(echo))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::extract::DefaultBodyLimit::max(64))
+    }
+
+    async fn call(
+        method: &str,
+        content_type: Option<&str>,
+        body: &'static str,
+    ) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
+        let mut request = Request::builder().method(method).uri("/things");
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = app().oneshot(request.body(Body::from(body))?).await?;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await?;
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Ok((status, json))
+    }
+
+    #[tokio::test]
+    async fn every_rejection_has_the_one_error_shape_and_the_right_status()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let json = Some("application/json");
+        let long = r#"{"name":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#;
+        let cases = [
+            ("POST", json, "{not json", 400, "malformed_json"),
+            ("POST", json, r#"{"name":1}"#, 422, "invalid_body"),
+            ("POST", json, r#"{"name":"a","x":1}"#, 422, "invalid_body"),
+            (
+                "POST",
+                None,
+                r#"{"name":"a"}"#,
+                415,
+                "unsupported_media_type",
+            ),
+            ("POST", json, long, 413, "body_too_large"),
+            ("DELETE", json, "", 405, "method_not_allowed"),
+        ];
+        for (method, content_type, body, status, code) in cases {
+            let (got, json) = call(method, content_type, body).await?;
+            assert_eq!(got.as_u16(), status, "{method} {body}");
+            assert_eq!(json["error"]["code"], code, "{method} {body}");
+            assert!(json["error"]["message"].is_string());
+        }
+        Ok(())
+    }
 }

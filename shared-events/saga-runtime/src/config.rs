@@ -104,6 +104,7 @@ impl CommonSettings {
                 )?,
                 retry_backoff_max: millis("CONSUMER_RETRY_BACKOFF_MAX_MS", Duration::from_secs(5))?,
                 max_attempts: var("CONSUMER_MAX_ATTEMPTS", 8)?,
+                max_transient_attempts: var("CONSUMER_MAX_TRANSIENT_ATTEMPTS", 40)?,
                 max_record_bytes: var("CONSUMER_MAX_RECORD_BYTES", 256 * 1024)?,
             },
         })
@@ -185,6 +186,9 @@ pub struct ConsumerSettings {
     /// Attempts at an event that fails permanently before it is parked for an operator.
     /// Transient failures and an unreachable database are retried without limit.
     pub max_attempts: u32,
+    /// Tries at an event failing transiently (deadlock, statement timeout) before it is
+    /// parked: larger than `max_attempts`, because retrying is usually the cure.
+    pub max_transient_attempts: u32,
     /// Larger records go to the dead-letter topic unread.
     pub max_record_bytes: usize,
 }

@@ -54,12 +54,18 @@ pub static OUTBOX_PUBLISHED: Counter = Counter::new(
     "Outbox rows published to Kafka.",
 );
 
-pub static ALL: [&Counter; 5] = [
+pub static SCRAPE_ERRORS: Counter = Counter::new(
+    "saga_metrics_scrape_errors_total",
+    "Scrapes that left out the database gauges because the query failed.",
+);
+
+pub static ALL: [&Counter; 6] = [
     &EVENTS_APPLIED,
     &EVENTS_RETRIED,
     &PARKED_EVENTS,
     &DEAD_LETTERS,
     &OUTBOX_PUBLISHED,
+    &SCRAPE_ERRORS,
 ];
 
 /// Renders the counters plus `gauges` (name, help, value) in Prometheus' text format.

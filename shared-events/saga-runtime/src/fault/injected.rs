@@ -1,5 +1,5 @@
-//! Fault hooks for the failure-injection suite. They are compiled into every build and do
-//! nothing unless configured through the environment, so the tests exercise the real binaries:
+//! The fault hooks themselves, compiled only with the `fault-injection` feature. Even then
+//! they do nothing unless configured through the environment:
 //!
 //! | Variable | Effect |
 //! |---|---|
@@ -18,20 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sea_orm::{ConnectionTrait, DbErr};
 
+use super::CrashPoint;
 use crate::config::{ConfigError, var};
-
-/// A dangerous point in the outbox/inbox protocol, where a crash must lose nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrashPoint {
-    /// A use case committed its change and outbox row; the relay has not published it.
-    AfterCommitBeforePublish,
-    /// Kafka acknowledged a batch; the relay has not deleted its rows.
-    AfterPublishBeforeMark,
-    /// A consumed event's transaction committed; its offset is not stored.
-    AfterConsumeCommitBeforeOffset,
-    /// The relay is in the middle of a batch: some records sent, none acknowledged as a whole.
-    MidBatch,
-}
 
 impl FromStr for CrashPoint {
     type Err = String;

@@ -1,7 +1,9 @@
-//! The outbox and inbox tables. Every service has both, with the same shape; each service's
-//! migration crate calls these from its first migration so the definition lives once.
+//! The tables of the saga protocol: outbox, inbox and parked events. Every service has them
+//! with the same shape; each service's migration crate calls these so the definition lives
+//! once. This crate depends on sea-orm-migration only, so migrations build without Kafka or
+//! HTTP.
 
-use sea_orm::ConnectionTrait;
+use sea_orm_migration::sea_orm::ConnectionTrait;
 use sea_orm_migration::{DbErr, SchemaManager};
 
 /// Runs a migration's SQL, which may hold several statements.

@@ -1,28 +1,9 @@
-//! Recording consumed events. A handler calls [`record`] first inside its transaction; when it
-//! returns [`Delivery::Duplicate`] the event was applied before and the handler commits nothing.
+//! Recording consumed events. [`crate::unit_of_work::UnitOfWork::apply`] calls [`record`]
+//! first inside the event's transaction; [`Delivery::Duplicate`] means the event was applied
+//! before, and the transaction is rolled back without calling the handler.
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
-    TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use shared_events::Envelope;
-
-/// Opens the transaction that applies `event` and records the event in it: the first two
-/// steps of every consumed event's unit of work. `None` means the event was applied before
-/// and there is nothing to do; the caller owns the rest of the transaction, commit included.
-pub async fn begin_once(
-    db: &DatabaseConnection,
-    event: &Envelope,
-) -> Result<Option<DatabaseTransaction>, DbErr> {
-    let txn = db.begin().await?;
-    match record(&txn, event).await? {
-        Delivery::First => Ok(Some(txn)),
-        Delivery::Duplicate => {
-            tracing::debug!(event_id = %event.id, "duplicate event ignored");
-            Ok(None)
-        }
-    }
-}
 
 /// Whether this service has seen an event before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,6 @@
-//! Writing events to the outbox. A service's use case calls [`enqueue`] inside the transaction
-//! that makes the change, commits, then calls [`OutboxSignal::notify`] so the relay publishes
-//! at once instead of at its next poll.
+//! Writing events to the outbox. The unit of work ([`crate::unit_of_work`]) calls [`enqueue`]
+//! inside the transaction that makes the change, commits, then calls [`OutboxSignal::notify`]
+//! so the relay publishes at once instead of at its next poll.
 
 use std::sync::Arc;
 
@@ -17,8 +17,7 @@ pub struct OutboxSignal(Arc<Notify>);
 impl OutboxSignal {
     /// Call after the transaction that wrote outbox rows has committed. If the relay is busy,
     /// the wake-up is kept for its next wait, so no commit goes unannounced.
-    pub fn notify(&self) {
-        crate::fault::crash_point(crate::fault::CrashPoint::AfterCommitBeforePublish);
+    pub(crate) fn notify(&self) {
         self.0.notify_one();
     }
 
@@ -27,11 +26,13 @@ impl OutboxSignal {
     }
 }
 
+/// A failed [`enqueue`]. `Db` keeps the database error as its source, so the consumer can
+/// classify it by SQLSTATE (a deadlock here is as transient as anywhere else).
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("event_id={0} cannot be encoded: {1}")]
-    Encode(uuid::Uuid, serde_json::Error),
-    #[error(transparent)]
+    Encode(uuid::Uuid, #[source] serde_json::Error),
+    #[error("outbox insert failed: {0}")]
     Db(#[from] DbErr),
 }
 

@@ -31,17 +31,50 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::backoff::Backoff;
 use crate::config::{ConsumerSettings, KafkaSettings};
 use crate::fault::{self, CrashPoint};
 use crate::kafka::{self, CommitOnRevoke};
 use crate::metrics;
 use crate::parking::{Origin, Parking};
 use crate::telemetry;
+use crate::unit_of_work::{Reaction, Tx, UnitOfWork};
 
-/// A service's reaction to events. `handle` must either commit the event's whole effect (inbox
-/// row included) and return `Ok`, or commit nothing and return `Err`; the loop then retries.
+/// Records queued per lane. Short on purpose: the broker, not memory, holds the backlog.
+const LANE_QUEUE_CAPACITY: usize = 64;
+/// Pause after a consumer error that is not fatal (e.g. a broker connection reset).
+const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// A service's reaction to consumed events. The runtime has already opened the transaction
+/// and recorded the event in the inbox; the handler changes the service's data on `tx` and
+/// returns what to publish. It cannot commit: [`UnitOfWork::apply`] does that, then wakes the
+/// relay, and only then is the record's offset stored. An `Err` rolls everything back and the
+/// loop retries or parks the event.
 pub trait EventHandler: Send + Sync + 'static {
-    fn handle(&self, event: Envelope) -> impl Future<Output = Result<(), HandlerError>> + Send;
+    fn handle(
+        &self,
+        tx: &Tx,
+        event: &Envelope,
+    ) -> impl Future<Output = Result<Reaction, HandlerError>> + Send;
+}
+
+/// What applying a decoded event takes: the service's handler, the unit of work it runs in,
+/// and the parked events it may have to wait behind. Shared by the consumer's lanes and the
+/// operator's retry endpoint.
+pub struct Applier<H> {
+    pub handler: Arc<H>,
+    pub uow: UnitOfWork,
+    pub parking: Parking,
+}
+
+impl<H> Clone for Applier<H> {
+    fn clone(&self) -> Self {
+        Self {
+            handler: Arc::clone(&self.handler),
+            uow: self.uow.clone(),
+            parking: self.parking.clone(),
+        }
+    }
 }
 
 /// A failure to apply an event. A handler must not return an error for a business outcome
@@ -115,9 +148,8 @@ pub struct EventConsumer<H> {
     /// Physical topic names, kept to subscribe a replacement client.
     topics: Vec<String>,
     client_id: String,
-    handler: Arc<H>,
+    applier: Applier<H>,
     dead_letters: FutureProducer,
-    parking: Parking,
     settings: ConsumerSettings,
     kafka: KafkaSettings,
 }
@@ -137,9 +169,8 @@ impl<H: EventHandler> EventConsumer<H> {
         settings: ConsumerSettings,
         client_id: &str,
         topics: &[&str],
-        handler: Arc<H>,
+        applier: Applier<H>,
         dead_letters: FutureProducer,
-        parking: Parking,
     ) -> Result<Self, KafkaError> {
         let physical: Vec<String> = topics.iter().map(|t| kafka_settings.topic(t)).collect();
         let consumer = connect(kafka_settings, client_id, &physical)?;
@@ -147,9 +178,8 @@ impl<H: EventHandler> EventConsumer<H> {
             consumer: Arc::new(consumer),
             topics: physical,
             client_id: client_id.to_owned(),
-            handler,
+            applier,
             dead_letters,
-            parking,
             settings,
             kafka: kafka_settings.clone(),
         })
@@ -199,14 +229,12 @@ impl<H: EventHandler> EventConsumer<H> {
         let mut senders = Vec::with_capacity(lanes);
         let mut workers = JoinSet::new();
         for lane in 0..lanes {
-            // A short queue per lane: the broker, not memory, holds the backlog.
-            let (tx, rx) = mpsc::channel::<OwnedMessage>(64);
+            let (tx, rx) = mpsc::channel::<OwnedMessage>(LANE_QUEUE_CAPACITY);
             senders.push(tx);
             let worker = Lane {
                 consumer: Arc::clone(&consumer),
-                handler: Arc::clone(&self.handler),
+                applier: self.applier.clone(),
                 dead_letters: self.dead_letters.clone(),
-                parking: self.parking.clone(),
                 settings: self.settings.clone(),
                 kafka: self.kafka.clone(),
                 shutdown: session_stop.clone(),
@@ -241,7 +269,7 @@ impl<H: EventHandler> EventConsumer<H> {
                         break SessionEnd::Fatal(format!("{code:?}: {reason}"));
                     }
                     tracing::warn!(%error, "kafka consumer error; continuing");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(CONSUMER_ERROR_PAUSE).await;
                 }
             }
         };
@@ -273,18 +301,20 @@ fn connect(
     Ok(consumer)
 }
 
+/// The lane that applies every record of `topic`'s `partition`: always the same one, so a
+/// saga's events (one key, one partition) are applied in order. `lanes` must not be 0.
 fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {
     let mut hasher = DefaultHasher::new();
     (topic, partition).hash(&mut hasher);
-    usize::try_from(hasher.finish() % lanes as u64).unwrap_or(0)
+    // The remainder is below `lanes`, so it fits in a usize.
+    (hasher.finish() % lanes as u64) as usize
 }
 
 /// One lane: applies its records strictly in arrival order.
 struct Lane<H> {
     consumer: Arc<SagaConsumer>,
-    handler: Arc<H>,
+    applier: Applier<H>,
     dead_letters: FutureProducer,
-    parking: Parking,
     settings: ConsumerSettings,
     kafka: KafkaSettings,
     shutdown: CancellationToken,
@@ -347,34 +377,45 @@ impl<H: EventHandler> Lane<H> {
             partition: record.partition(),
             offset: record.offset(),
         };
-        if self.parking.blocks(envelope.sagaid) {
+        if self.applier.parking.blocks(envelope.sagaid) {
             let reason = "an earlier event of this saga is parked";
             return self.park(&envelope, &origin, reason, 0).await;
         }
-        let mut backoff = self.settings.retry_backoff_initial;
-        let mut attempt = 1u32;
+        let mut backoff = self.backoff();
+        let mut failures = Failures::default();
         loop {
-            let error = match self.handler.handle(envelope.clone()).await {
-                Ok(()) => {
+            let error = match self
+                .applier
+                .uow
+                .apply(&*self.applier.handler, &envelope)
+                .await
+            {
+                Ok(_) => {
                     metrics::EVENTS_APPLIED.increment();
                     return Outcome::Done;
                 }
                 Err(error) => error,
             };
             let class = error.class();
-            if class == FailureClass::Permanent && attempt >= self.settings.max_attempts {
+            if failures.record(class, &self.settings) == Verdict::Park {
                 return self
-                    .park(&envelope, &origin, &error.to_string(), attempt)
+                    .park(&envelope, &origin, &error.to_string(), failures.total())
                     .await;
             }
             metrics::EVENTS_RETRIED.increment();
-            tracing::warn!(attempt, ?class, %error, retry_in = ?backoff, "event handler failed; retrying");
-            if !self.pause(backoff).await {
+            let delay = backoff.next_delay();
+            tracing::warn!(?failures, ?class, %error, retry_in = ?delay, "event handler failed; retrying");
+            if !self.pause(delay).await {
                 return Outcome::Interrupted;
             }
-            backoff = (backoff * 2).min(self.settings.retry_backoff_max);
-            attempt = attempt.saturating_add(1);
         }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            self.settings.retry_backoff_initial,
+            self.settings.retry_backoff_max,
+        )
     }
 
     async fn park(
@@ -384,16 +425,20 @@ impl<H: EventHandler> Lane<H> {
         reason: &str,
         attempts: u32,
     ) -> Outcome {
-        let mut backoff = self.settings.retry_backoff_initial;
+        let mut backoff = self.backoff();
         loop {
-            match self.parking.park(envelope, origin, reason, attempts).await {
+            match self
+                .applier
+                .parking
+                .park(envelope, origin, reason, attempts)
+                .await
+            {
                 Ok(()) => return Outcome::Done,
                 Err(error) => tracing::warn!(%error, "cannot park the event yet; retrying"),
             }
-            if !self.pause(backoff).await {
+            if !self.pause(backoff.next_delay()).await {
                 return Outcome::Interrupted;
             }
-            backoff = (backoff * 2).min(self.settings.retry_backoff_max);
         }
     }
 
@@ -409,36 +454,10 @@ impl<H: EventHandler> Lane<H> {
             "undecodable record sent to the dead-letter topic"
         );
         let dlq = shared_events::topics::dead_letter(topic);
-        let (partition_text, offset_text) = (partition.to_string(), offset.to_string());
-        let mut backoff = self.settings.retry_backoff_initial;
+        let mut backoff = self.backoff();
         loop {
-            let mut dlq_headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "dlq_reason",
-                    value: Some(reason),
-                })
-                .insert(Header {
-                    key: "dlq_original_topic",
-                    value: Some(topic),
-                })
-                .insert(Header {
-                    key: "dlq_original_partition",
-                    value: Some(partition_text.as_str()),
-                })
-                .insert(Header {
-                    key: "dlq_original_offset",
-                    value: Some(offset_text.as_str()),
-                });
-            if let Some(original) = record.headers() {
-                for h in original.iter() {
-                    dlq_headers = dlq_headers.insert(Header {
-                        key: h.key,
-                        value: h.value,
-                    });
-                }
-            }
             let mut dead = FutureRecord::to(&dlq)
-                .headers(dlq_headers)
+                .headers(dead_letter_headers(record, reason))
                 .payload(record.payload().unwrap_or_default());
             if let Some(key) = record.key() {
                 dead = dead.key(key);
@@ -456,10 +475,9 @@ impl<H: EventHandler> Lane<H> {
                     tracing::warn!(%error, dlq, "dead-letter publish failed; retrying")
                 }
             }
-            if !self.pause(backoff).await {
+            if !self.pause(backoff.next_delay()).await {
                 return Outcome::Interrupted;
             }
-            backoff = (backoff * 2).min(self.settings.retry_backoff_max);
         }
     }
 
@@ -483,6 +501,88 @@ impl<H: EventHandler> Lane<H> {
     }
 }
 
+/// The headers of a dead letter: why, and where from (topic, partition, offset), followed by
+/// the original record's own headers, so `saga_id` and `traceparent` travel along.
+fn dead_letter_headers(record: &OwnedMessage, reason: &str) -> OwnedHeaders {
+    let (partition, offset) = (record.partition().to_string(), record.offset().to_string());
+    let mut headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "dlq_reason",
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "dlq_original_topic",
+            value: Some(record.topic()),
+        })
+        .insert(Header {
+            key: "dlq_original_partition",
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: "dlq_original_offset",
+            value: Some(offset.as_str()),
+        });
+    if let Some(original) = record.headers() {
+        for h in original.iter() {
+            headers = headers.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
+        }
+    }
+    headers
+}
+
+/// A record's failures so far, counted per class: each class has its own budget, so a run of
+/// transient errors does not use up the attempts a permanent error gets, and the other way
+/// round.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Failures {
+    permanent: u32,
+    transient: u32,
+    unavailable: u32,
+}
+
+/// What to do after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Retry,
+    Park,
+}
+
+impl Failures {
+    /// Counts one failure of `class` and decides. An unreachable database is retried for as
+    /// long as it lasts (parking would need it too); a transient error that keeps coming back
+    /// (a statement timeout on every try) is parked once its larger budget is spent.
+    fn record(&mut self, class: FailureClass, settings: &ConsumerSettings) -> Verdict {
+        let exhausted = match class {
+            FailureClass::Unavailable => {
+                self.unavailable = self.unavailable.saturating_add(1);
+                false
+            }
+            FailureClass::Transient => {
+                self.transient = self.transient.saturating_add(1);
+                self.transient >= settings.max_transient_attempts
+            }
+            FailureClass::Permanent => {
+                self.permanent = self.permanent.saturating_add(1);
+                self.permanent >= settings.max_attempts
+            }
+        };
+        if exhausted {
+            Verdict::Park
+        } else {
+            Verdict::Retry
+        }
+    }
+
+    fn total(&self) -> u32 {
+        self.permanent
+            .saturating_add(self.transient)
+            .saturating_add(self.unavailable)
+    }
+}
+
 fn header<'a>(record: &'a OwnedMessage, name: &str) -> Option<&'a str> {
     let headers = record.headers()?;
     headers
@@ -490,4 +590,146 @@ fn header<'a>(record: &'a OwnedMessage, name: &str) -> Option<&'a str> {
         .find(|h| h.key == name)
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use rdkafka::Timestamp;
+    use rdkafka::message::Headers;
+
+    use super::*;
+
+    fn settings(max_attempts: u32, max_transient_attempts: u32) -> ConsumerSettings {
+        ConsumerSettings {
+            lanes: 4,
+            retry_backoff_initial: Duration::from_millis(1),
+            retry_backoff_max: Duration::from_millis(2),
+            max_attempts,
+            max_transient_attempts,
+            max_record_bytes: 1024,
+        }
+    }
+
+    #[test]
+    fn a_partition_always_maps_to_the_same_lane_within_range() {
+        let mut used = HashSet::new();
+        for partition in 0..24 {
+            let lane = lane_of("orders.events", partition, 4);
+            assert!(lane < 4);
+            assert_eq!(lane, lane_of("orders.events", partition, 4));
+            used.insert(lane);
+        }
+        assert!(
+            used.len() > 1,
+            "24 partitions should not all share one lane"
+        );
+        assert_eq!(lane_of("orders.events", 3, 1), 0);
+    }
+
+    #[test]
+    fn only_permanent_failures_use_the_permanent_budget() {
+        let settings = settings(3, 10);
+        let mut failures = Failures::default();
+        for _ in 0..9 {
+            assert_eq!(
+                failures.record(FailureClass::Transient, &settings),
+                Verdict::Retry
+            );
+        }
+        assert_eq!(
+            failures.record(FailureClass::Permanent, &settings),
+            Verdict::Retry
+        );
+        assert_eq!(
+            failures.record(FailureClass::Permanent, &settings),
+            Verdict::Retry
+        );
+        assert_eq!(
+            failures.record(FailureClass::Permanent, &settings),
+            Verdict::Park
+        );
+        assert_eq!(failures.total(), 12);
+    }
+
+    #[test]
+    fn a_transient_failure_that_never_stops_is_parked_in_the_end() {
+        let settings = settings(3, 5);
+        let mut failures = Failures::default();
+        let verdicts: Vec<Verdict> = (0..5)
+            .map(|_| failures.record(FailureClass::Transient, &settings))
+            .collect();
+        assert_eq!(verdicts[..4], [Verdict::Retry; 4]);
+        assert_eq!(verdicts[4], Verdict::Park);
+    }
+
+    #[test]
+    fn an_unreachable_database_is_retried_for_as_long_as_it_lasts() {
+        let settings = settings(1, 1);
+        let mut failures = Failures::default();
+        for _ in 0..1000 {
+            assert_eq!(
+                failures.record(FailureClass::Unavailable, &settings),
+                Verdict::Retry
+            );
+        }
+    }
+
+    #[test]
+    fn errors_without_a_database_cause_are_permanent_and_lost_connections_unavailable() {
+        let plain = HandlerError::new(shared_events::DecodeError::MissingSagaId("OrderCreated"));
+        assert_eq!(plain.class(), FailureClass::Permanent);
+        let custom = HandlerError::new(DbErr::Custom("no such row".into()));
+        assert_eq!(custom.class(), FailureClass::Permanent);
+        let acquire = HandlerError::new(crate::outbox::OutboxError::Db(DbErr::ConnectionAcquire(
+            sea_orm::error::ConnAcquireErr::Timeout,
+        )));
+        assert_eq!(acquire.class(), FailureClass::Unavailable);
+    }
+
+    #[test]
+    fn a_dead_letter_says_why_and_where_from_and_keeps_the_original_headers() {
+        let original = OwnedHeaders::new()
+            .insert(Header {
+                key: "saga_id",
+                value: Some("abc"),
+            })
+            .insert(Header {
+                key: "traceparent",
+                value: Some("00-1-2-01"),
+            });
+        let record = OwnedMessage::new(
+            Some(b"{not json".to_vec()),
+            Some(b"abc".to_vec()),
+            "e2e-1.orders.events".to_owned(),
+            Timestamp::NotAvailable,
+            4,
+            1234,
+            Some(original),
+        );
+        let headers = dead_letter_headers(&record, "value is not a CloudEvent");
+        let pairs: Vec<(String, String)> = headers
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("dlq_reason", "value is not a CloudEvent"),
+            ("dlq_original_topic", "e2e-1.orders.events"),
+            ("dlq_original_partition", "4"),
+            ("dlq_original_offset", "1234"),
+            ("saga_id", "abc"),
+            ("traceparent", "00-1-2-01"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(pairs, expected);
+    }
 }

@@ -82,6 +82,17 @@ pub async fn outbox_event_types<C: ConnectionTrait>(db: &C) -> Result<Vec<String
         .collect()
 }
 
+/// The payloads (whole CloudEvents) waiting in the outbox, oldest first.
+pub async fn outbox_payloads<C: ConnectionTrait>(db: &C) -> Result<Vec<serde_json::Value>, DbErr> {
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT payload FROM outbox ORDER BY id",
+        ))
+        .await?;
+    rows.iter().map(|row| row.try_get("", "payload")).collect()
+}
+
 /// Pool settings for tests: small, with the production timeouts.
 pub fn database_settings(url: String) -> DatabaseSettings {
     DatabaseSettings {

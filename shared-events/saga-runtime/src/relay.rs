@@ -167,14 +167,16 @@ impl Relay {
                 self.producer
                     .send(record, Timeout::After(self.kafka.message_timeout))
             });
-        let mut deliveries: Vec<_> = deliveries.collect();
-        let mut outcomes = Vec::with_capacity(deliveries.len());
-        if deliveries.len() > 1 {
-            // Everything is queued and part of it acknowledged: the middle of a batch.
-            outcomes.push(deliveries.remove(0).await);
-            fault::crash_point(CrashPoint::MidBatch);
-        }
-        outcomes.extend(join_all(deliveries).await);
+        let several = rows.len() > 1;
+        let outcomes = join_all(deliveries.map(|delivery| async move {
+            let outcome = delivery.await;
+            if several {
+                // Everything is queued and part of it acknowledged: the middle of a batch.
+                fault::crash_point(CrashPoint::MidBatch);
+            }
+            outcome
+        }))
+        .await;
         fault::crash_point(CrashPoint::AfterPublishBeforeMark);
 
         let mut delivered = Vec::with_capacity(rows.len());

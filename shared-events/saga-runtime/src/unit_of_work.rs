@@ -1,0 +1,197 @@
+//! The unit of work: the one place that opens, fills and commits a service's transactions.
+//!
+//! A consumed event is applied by [`UnitOfWork::apply`], always in this order:
+//! begin → inbox row → the service's [`EventHandler`] → outbox rows for what it returned,
+//! each correlated with the consumed event's saga → commit → wake the relay. The consumer
+//! stores the record's offset only after `apply` returns.
+//!
+//! An HTTP command or a periodic job is a [`Command`], run by [`UnitOfWork::run`] the same
+//! way without the inbox step.
+//!
+//! Handlers and commands see the transaction only as a [`Tx`]: something to run statements
+//! on, which cannot be committed, rolled back or moved out. So only this module commits.
+
+use std::future::Future;
+
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
+    QueryResult, Statement, TransactionTrait,
+};
+use shared_events::{Envelope, SagaEvent};
+use uuid::Uuid;
+
+use crate::consumer::{EventHandler, HandlerError};
+use crate::fault::{self, CrashPoint};
+use crate::inbox::{self, Delivery};
+use crate::outbox::{self, OutboxError, OutboxSignal};
+
+/// An open transaction as handlers and commands see it: statements only. Repository
+/// functions take it as any other `ConnectionTrait`.
+#[derive(Debug)]
+pub struct Tx(DatabaseTransaction);
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Tx {
+    fn get_database_backend(&self) -> DbBackend {
+        self.0.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.0.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.0.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.0.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.0.query_all_raw(stmt).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.0.support_returning()
+    }
+}
+
+/// What a handler asks to publish in answer to a consumed event. The runtime puts every event
+/// in the consumed event's saga; a handler never names a saga ID.
+#[derive(Debug, Default, PartialEq)]
+pub struct Reaction(Vec<SagaEvent>);
+
+impl Reaction {
+    /// The event changed state, or was noted, and nothing follows from it.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The saga's next step.
+    pub fn publish(event: SagaEvent) -> Self {
+        Self(vec![event])
+    }
+
+    pub fn events(&self) -> &[SagaEvent] {
+        &self.0
+    }
+}
+
+/// What a command publishes with its change. Unlike a [`Reaction`], a command starts sagas
+/// (or announces catalog changes), so each event names the saga it belongs to, if any.
+#[derive(Debug, Default)]
+pub struct Announcements(Vec<(Option<Uuid>, SagaEvent)>);
+
+impl Announcements {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// One step of saga `saga_id`.
+    pub fn saga(saga_id: Uuid, event: SagaEvent) -> Self {
+        let mut announcements = Self::none();
+        announcements.add_saga(saga_id, event);
+        announcements
+    }
+
+    /// An event outside any saga, such as a catalog change.
+    pub fn outside_saga(event: SagaEvent) -> Self {
+        Self(vec![(None, event)])
+    }
+
+    pub fn add_saga(&mut self, saga_id: Uuid, event: SagaEvent) {
+        self.0.push((Some(saga_id), event));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A state change that is not a consumed event: an HTTP command or a job's step. `execute`
+/// makes the change on `tx` and says what to announce; [`UnitOfWork::run`] does the rest.
+pub trait Command: Send {
+    type Output: Send;
+    type Error: From<DbErr> + From<OutboxError> + Send;
+
+    fn execute(
+        self,
+        tx: &Tx,
+    ) -> impl Future<Output = Result<(Self::Output, Announcements), Self::Error>> + Send;
+}
+
+/// Opens, fills and commits one service's transactions. Cloning shares the pool and signal.
+#[derive(Debug, Clone)]
+pub struct UnitOfWork {
+    db: DatabaseConnection,
+    /// Wakes this service's relay after a commit that wrote outbox rows.
+    signal: OutboxSignal,
+    /// The CloudEvents `source` of everything this service publishes: its name.
+    source: &'static str,
+}
+
+impl UnitOfWork {
+    pub fn new(db: DatabaseConnection, signal: OutboxSignal, source: &'static str) -> Self {
+        Self { db, signal, source }
+    }
+
+    /// The pool, for queries outside any unit of work (reads).
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Applies one consumed event through `handler`, at most once. On `Err` nothing was
+    /// committed and the consumer may retry.
+    pub async fn apply<H: EventHandler>(
+        &self,
+        handler: &H,
+        event: &Envelope,
+    ) -> Result<Delivery, HandlerError> {
+        let tx = Tx(self.db.begin().await.map_err(HandlerError::new)?);
+        if inbox::record(&tx, event).await.map_err(HandlerError::new)? == Delivery::Duplicate {
+            tx.0.rollback().await.map_err(HandlerError::new)?;
+            tracing::debug!(event_id = %event.id, "duplicate event ignored");
+            return Ok(Delivery::Duplicate);
+        }
+        let reaction = handler.handle(&tx, event).await?;
+        let published = !reaction.0.is_empty();
+        for next in reaction.0 {
+            let envelope = Envelope::new(self.source, event.sagaid, next);
+            outbox::enqueue(&tx, &envelope)
+                .await
+                .map_err(HandlerError::new)?;
+        }
+        self.commit(tx, published)
+            .await
+            .map_err(HandlerError::new)?;
+        Ok(Delivery::First)
+    }
+
+    /// Runs `command` in one transaction, writes its announcements to the outbox and commits.
+    pub async fn run<C: Command>(&self, command: C) -> Result<C::Output, C::Error> {
+        let tx = Tx(self.db.begin().await?);
+        let (output, announcements) = command.execute(&tx).await?;
+        let published = !announcements.is_empty();
+        for (saga_id, event) in announcements.0 {
+            outbox::enqueue(&tx, &Envelope::new(self.source, saga_id, event)).await?;
+        }
+        self.commit(tx, published).await?;
+        Ok(output)
+    }
+
+    /// Commits, then wakes the relay if the transaction wrote outbox rows (a relay woken for
+    /// nothing would still run a claim query).
+    async fn commit(&self, tx: Tx, published: bool) -> Result<(), DbErr> {
+        tx.0.commit().await?;
+        if published {
+            fault::crash_point(CrashPoint::AfterCommitBeforePublish);
+            self.signal.notify();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! The unit of work against a real PostgreSQL: what it commits, what it refuses, and that the
+//! inbox alone (not a service's own checks) keeps an event from applying twice.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use saga_runtime::consumer::{EventHandler, FailureClass, HandlerError};
+use saga_runtime::inbox::Delivery;
+use saga_runtime::outbox::{OutboxError, OutboxSignal};
+use saga_runtime::testing;
+use saga_runtime::unit_of_work::{Announcements, Command, Reaction, Tx, UnitOfWork};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use sea_orm_migration::SchemaManager;
+use shared_events::{Envelope, InventoryReserved, OrderConfirmed, SagaEvent};
+use uuid::Uuid;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+async fn database() -> Result<DatabaseConnection, Box<dyn std::error::Error>> {
+    let url = testing::fresh_database("orders_svc", "orders", "it").await?;
+    let db = sea_orm::Database::connect(url).await?;
+    let schema = SchemaManager::new(&db);
+    saga_schema::create_outbox(&schema).await?;
+    saga_schema::create_inbox(&schema).await?;
+    db.execute_unprepared("CREATE TABLE effects (event_id UUID NOT NULL)")
+        .await?;
+    Ok(db)
+}
+
+/// A handler with no checks of its own: it records an effect row and answers with one
+/// event every time it runs, so only the inbox can keep it from applying twice.
+#[derive(Default)]
+struct CountingHandler {
+    calls: AtomicUsize,
+    fail: bool,
+}
+
+impl EventHandler for CountingHandler {
+    async fn handle(&self, tx: &Tx, event: &Envelope) -> Result<Reaction, HandlerError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tx.execute_unprepared(&format!("INSERT INTO effects VALUES ('{}')", event.id))
+            .await
+            .map_err(HandlerError::new)?;
+        if self.fail {
+            return Err(HandlerError::new(DbErr::Custom("refused".into())));
+        }
+        Ok(Reaction::publish(SagaEvent::OrderConfirmed(
+            OrderConfirmed {
+                order_id: Uuid::now_v7(),
+                total_cents: 1,
+            },
+        )))
+    }
+}
+
+fn reserved(saga_id: Uuid) -> Envelope {
+    Envelope::new(
+        "inventory-svc",
+        Some(saga_id),
+        SagaEvent::InventoryReserved(InventoryReserved {
+            order_id: Uuid::now_v7(),
+        }),
+    )
+}
+
+async fn count(db: &DatabaseConnection, table: &str) -> Result<i64, DbErr> {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!("SELECT count(*) AS n FROM {table}"),
+        ))
+        .await?;
+    row.map_or(Ok(0), |row| row.try_get("", "n"))
+}
+
+#[tokio::test]
+async fn a_redelivered_event_is_refused_by_the_inbox_before_the_handler_runs() -> TestResult {
+    let db = database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let handler = CountingHandler::default();
+    let event = reserved(Uuid::now_v7());
+
+    assert_eq!(uow.apply(&handler, &event).await?, Delivery::First);
+    assert_eq!(uow.apply(&handler, &event).await?, Delivery::Duplicate);
+    assert_eq!(uow.apply(&handler, &event).await?, Delivery::Duplicate);
+
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(count(&db, "effects").await?, 1);
+    assert_eq!(count(&db, "outbox").await?, 1);
+    assert_eq!(count(&db, "inbox").await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn what_a_handler_returns_is_published_in_the_consumed_events_saga() -> TestResult {
+    let db = database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let saga_id = Uuid::now_v7();
+    uow.apply(&CountingHandler::default(), &reserved(saga_id))
+        .await?;
+    let payloads = testing::outbox_payloads(&db).await?;
+    let published: Envelope = serde_json::from_value(payloads[0].clone())?;
+    assert_eq!(published.sagaid, Some(saga_id));
+    assert_eq!(published.source, "orders-svc");
+    assert_eq!(published.event_type(), "OrderConfirmed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_handler_commits_nothing_and_the_event_applies_on_redelivery() -> TestResult {
+    let db = database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let event = reserved(Uuid::now_v7());
+    let failing = CountingHandler {
+        fail: true,
+        ..CountingHandler::default()
+    };
+    assert!(uow.apply(&failing, &event).await.is_err());
+    for table in ["effects", "outbox", "inbox"] {
+        assert_eq!(count(&db, table).await?, 0, "{table}");
+    }
+    assert_eq!(
+        uow.apply(&CountingHandler::default(), &event).await?,
+        Delivery::First
+    );
+    assert_eq!(count(&db, "effects").await?, 1);
+    Ok(())
+}
+
+struct StartSaga(Uuid);
+
+impl Command for StartSaga {
+    type Output = ();
+    type Error = OutboxError;
+
+    async fn execute(self, tx: &Tx) -> Result<((), Announcements), OutboxError> {
+        tx.execute_unprepared(&format!("INSERT INTO effects VALUES ('{}')", self.0))
+            .await?;
+        let started = SagaEvent::InventoryReserved(InventoryReserved { order_id: self.0 });
+        Ok(((), Announcements::saga(self.0, started)))
+    }
+}
+
+#[tokio::test]
+async fn a_command_commits_its_change_and_its_announcements_together() -> TestResult {
+    let db = database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    uow.run(StartSaga(Uuid::now_v7())).await?;
+    assert_eq!(count(&db, "effects").await?, 1);
+    assert_eq!(count(&db, "outbox").await?, 1);
+    assert_eq!(count(&db, "inbox").await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deadlock_inside_the_outbox_insert_is_still_transient() -> TestResult {
+    // A real PostgreSQL error with SQLSTATE 40P01, wrapped as enqueue wraps it.
+    let db = database().await?;
+    let deadlock = db
+        .execute_unprepared(
+            "DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = 'deadlock_detected'; END $$",
+        )
+        .await
+        .err()
+        .ok_or("the statement should have failed")?;
+    let error = HandlerError::new(OutboxError::Db(deadlock));
+    assert_eq!(error.class(), FailureClass::Transient);
+    Ok(())
+}
