@@ -15,8 +15,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use e2e_tests::runner::{self, scenario};
 use e2e_tests::{
-    Api, EventLog, Ledger, RawProducer, Rng, ServiceName, Stack, Suite, Table, TestResult, Verdict,
+    Api, EventLog, Ledger, RawProducer, Rng, ServiceName, Stack, Table, TestResult, Verdict,
     ensure, ensure_eq, print_table, read_topic,
 };
 use serde_json::json;
@@ -29,8 +30,36 @@ use ServiceName::{Inventory, Orders, Payments};
 const SETTLE: Duration = Duration::from_secs(60);
 const DEADLINE_MS: &str = "15000";
 
+/// A scenario of this suite: `name(world, its own name)`.
+macro_rules! scenario {
+    ($name:ident) => {
+        scenario(stringify!($name), |world: &mut World| {
+            Box::pin($name(world, stringify!($name)))
+        })
+    };
+}
+
 fn main() -> ExitCode {
-    e2e_tests::main("faults", run)
+    runner::run(vec![
+        scenario!(a_crash_after_commit_before_publish_loses_nothing),
+        scenario!(a_crash_after_publish_before_delete_publishes_again_harmlessly),
+        scenario!(a_crash_after_the_consumer_commit_before_the_offset_redelivers_harmlessly),
+        scenario!(a_crash_in_the_middle_of_a_relay_batch_loses_nothing),
+        scenario!(sigkill_under_load_loses_nothing),
+        scenario!(sigstop_under_load_only_delays),
+        scenario!(sigterm_under_load_stops_gracefully_and_loses_nothing),
+        scenario!(kafka_stopped_during_load_delays_but_loses_nothing),
+        scenario!(postgres_stopped_under_the_services_delays_but_loses_nothing),
+        scenario!(a_service_down_past_the_deadline_gets_its_sagas_cancelled_and_compensated),
+        scenario!(republishing_events_of_running_sagas_changes_nothing),
+        scenario!(a_refund_that_arrives_before_the_charge_creates_no_money),
+        scenario!(poison_records_are_dead_lettered_with_their_origin),
+        scenario!(transient_database_errors_are_retried_not_dead_lettered),
+        scenario!(a_compensation_that_keeps_failing_is_parked_and_retried_by_an_operator),
+        scenario!(many_orders_competing_for_scarce_stock_confirm_exactly_the_stock),
+        scenario!(many_orders_competing_for_one_balance_never_overdraw_it),
+        scenario!(random_faults_over_random_orders_keep_every_invariant),
+    ])
 }
 
 /// What every scenario gets.
@@ -57,139 +86,47 @@ impl World {
     }
 }
 
-/// Runs one scenario; after a failure, puts every component back so the next one starts clean.
-macro_rules! scenario {
-    ($suite:expr, $world:expr, $name:ident) => {
-        if !$suite
-            .run(stringify!($name), || {
-                Box::pin($name(&mut $world, stringify!($name)))
-            })
-            .await
-        {
-            if let Err(error) = $world.stack.heal().await {
-                println!("    could not restore the stack: {error}");
-            }
-        }
-    };
-}
-
-async fn run() -> TestResult<bool> {
-    let stack = Stack::start_with(vec![
-        (Orders, "SAGA_DEADLINE_MS", DEADLINE_MS),
-        (Orders, "SAGA_DEADLINE_SCAN_INTERVAL_MS", "500"),
-        // Short backoffs keep recovery inside the test's bounds.
-        (Orders, "CONSUMER_RETRY_BACKOFF_MAX_MS", "1000"),
-        (Payments, "CONSUMER_RETRY_BACKOFF_MAX_MS", "1000"),
-        (Inventory, "CONSUMER_RETRY_BACKOFF_MAX_MS", "1000"),
-        (Orders, "OUTBOX_RETRY_BACKOFF_MS", "200"),
-        (Payments, "OUTBOX_RETRY_BACKOFF_MS", "200"),
-        (Inventory, "OUTBOX_RETRY_BACKOFF_MS", "200"),
-    ])
-    .await?;
-    println!(
-        "faults: services up (topics {}*, logs {})",
-        stack.prefix,
-        stack.log_dir.display()
-    );
-    let api = Api::new(&stack);
-    let log = EventLog::start(&stack)?;
-    let mut world = World {
-        stack,
-        api,
-        log,
-        table: Arc::new(Mutex::new(Vec::new())),
-    };
-    let mut suite = Suite::from_args("faults");
-
-    scenario!(
-        suite,
-        world,
-        a_crash_after_commit_before_publish_loses_nothing
-    );
-    scenario!(
-        suite,
-        world,
-        a_crash_after_publish_before_delete_publishes_again_harmlessly
-    );
-    scenario!(
-        suite,
-        world,
-        a_crash_after_the_consumer_commit_before_the_offset_redelivers_harmlessly
-    );
-    scenario!(
-        suite,
-        world,
-        a_crash_in_the_middle_of_a_relay_batch_loses_nothing
-    );
-    scenario!(suite, world, sigkill_under_load_loses_nothing);
-    scenario!(suite, world, sigstop_under_load_only_delays);
-    scenario!(
-        suite,
-        world,
-        sigterm_under_load_stops_gracefully_and_loses_nothing
-    );
-    scenario!(
-        suite,
-        world,
-        kafka_stopped_during_load_delays_but_loses_nothing
-    );
-    scenario!(
-        suite,
-        world,
-        postgres_stopped_under_the_services_delays_but_loses_nothing
-    );
-    scenario!(
-        suite,
-        world,
-        a_service_down_past_the_deadline_gets_its_sagas_cancelled_and_compensated
-    );
-    scenario!(
-        suite,
-        world,
-        republishing_events_of_running_sagas_changes_nothing
-    );
-    scenario!(
-        suite,
-        world,
-        a_refund_that_arrives_before_the_charge_creates_no_money
-    );
-    scenario!(
-        suite,
-        world,
-        poison_records_are_dead_lettered_with_their_origin
-    );
-    scenario!(
-        suite,
-        world,
-        transient_database_errors_are_retried_not_dead_lettered
-    );
-    scenario!(
-        suite,
-        world,
-        a_compensation_that_keeps_failing_is_parked_and_retried_by_an_operator
-    );
-    scenario!(
-        suite,
-        world,
-        many_orders_competing_for_scarce_stock_confirm_exactly_the_stock
-    );
-    scenario!(
-        suite,
-        world,
-        many_orders_competing_for_one_balance_never_overdraw_it
-    );
-    scenario!(
-        suite,
-        world,
-        random_faults_over_random_orders_keep_every_invariant
-    );
-
-    let passed = suite.finish();
-    if let Ok(rows) = world.table.lock() {
-        print_table(&rows);
+impl runner::World for World {
+    async fn start() -> TestResult<Self> {
+        let stack = Stack::start_with(vec![
+            (Orders, "SAGA_DEADLINE_MS", DEADLINE_MS),
+            (Orders, "SAGA_DEADLINE_SCAN_INTERVAL_MS", "500"),
+            // Short backoffs keep recovery inside the test's bounds.
+            (Orders, "CONSUMER_RETRY_BACKOFF_MAX_MS", "1000"),
+            (Payments, "CONSUMER_RETRY_BACKOFF_MAX_MS", "1000"),
+            (Inventory, "CONSUMER_RETRY_BACKOFF_MAX_MS", "1000"),
+            (Orders, "OUTBOX_RETRY_BACKOFF_MS", "200"),
+            (Payments, "OUTBOX_RETRY_BACKOFF_MS", "200"),
+            (Inventory, "OUTBOX_RETRY_BACKOFF_MS", "200"),
+        ])
+        .await?;
+        println!(
+            "faults: services up (topics {}*, logs {})",
+            stack.prefix,
+            stack.log_dir.display()
+        );
+        let api = Api::new(&stack);
+        let log = EventLog::start(&stack)?;
+        Ok(World {
+            stack,
+            api,
+            log,
+            table: Arc::new(Mutex::new(Vec::new())),
+        })
     }
-    world.stack.stop().await?;
-    Ok(passed)
+
+    /// Puts every component back (PostgreSQL, Kafka, each service running without faults)
+    /// so the next scenario starts clean.
+    async fn recover(&mut self) -> TestResult {
+        self.stack.heal().await
+    }
+
+    async fn finish(self) -> TestResult {
+        if let Ok(rows) = self.table.lock() {
+            print_table(&rows);
+        }
+        self.stack.stop().await
+    }
 }
 
 /// Customers and products for a mixed load: most orders succeed, some are declined (a poor
@@ -345,16 +282,14 @@ async fn sigterm_under_load_stops_gracefully_and_loses_nothing(
     let placing = tokio::spawn(async move {
         let mut ledger_part = Ledger::default();
         ledger_part.place_all(&api, load).await;
-        ledger_part.orders
+        ledger_part
     });
     tokio::time::sleep(Duration::from_millis(150)).await;
     let took = world
         .stack
         .terminate(Payments, Duration::from_secs(25))
         .await?;
-    for order in placing.await? {
-        ledger.track(order.placed, order.customer, order.items);
-    }
+    ledger.absorb(placing.await?);
     world.stack.restart(Payments, &[]).await?;
     world.check(name, &ledger).await?;
     println!(
@@ -401,6 +336,7 @@ async fn postgres_stopped_under_the_services_delays_but_loses_nothing(
         )
         .await;
     ensure_eq!(refused, 1, "orders refused while PostgreSQL was down");
+    ledger.excuse_refusals(refused);
     tokio::time::sleep(Duration::from_secs(2)).await;
     world.stack.stack_command(&["start", "postgres"]).await?;
     for service in [Orders, Payments, Inventory] {
@@ -574,6 +510,10 @@ async fn poison_records_are_dead_lettered_with_their_origin(
             br#"{"specversion":"1.0","id":"0195a000-0000-7000-8000-00000000000c","type":"PaymentFailed","source":"x","time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","dataversion":2,"data":{"order_id":"0195a000-0000-7000-8000-00000000000d","customer_id":"0195a000-0000-7000-8000-00000000000e","reason":"x"}}"#.to_vec(),
         ),
         ("huge record", huge.into_bytes()),
+        (
+            "saga event without a saga ID",
+            br#"{"specversion":"1.0","id":"0195a000-0000-7000-8000-00000000000f","type":"PaymentFailed","source":"x","time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","dataversion":1,"data":{"order_id":"0195a000-0000-7000-8000-00000000000d","customer_id":"0195a000-0000-7000-8000-00000000000e","reason":"x"}}"#.to_vec(),
+        ),
     ];
     let key = format!("poison-{}", Uuid::new_v4());
     for (_, value) in &poison {
@@ -608,6 +548,18 @@ async fn poison_records_are_dead_lettered_with_their_origin(
             "{kind} was not dead-lettered by both consumers"
         );
     }
+    // No consumer invents a saga ID: the event is refused, and the reason says why.
+    let (_, sagaless) = poison.last().ok_or("no poison")?;
+    let reasons: Vec<String> = ours
+        .iter()
+        .filter(|r| r.payload == *sagaless)
+        .filter_map(|r| r.headers.iter().find(|(k, _)| k == "dlq_reason"))
+        .map(|(_, reason)| reason.clone())
+        .collect();
+    ensure!(
+        !reasons.is_empty() && reasons.iter().all(|r| r.contains("no sagaid")),
+        "the saga event without a saga ID was dead-lettered with reasons {reasons:?}"
+    );
     for record in ours {
         let header = |name: &str| {
             record

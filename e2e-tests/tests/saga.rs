@@ -6,7 +6,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use e2e_tests::{Api, EventLog, RawProducer, Stack, Suite, TestResult, ensure, ensure_eq};
+use e2e_tests::runner::{self, World, scenario};
+use e2e_tests::{Api, EventLog, RawProducer, Stack, TestResult, ensure, ensure_eq};
 use serde_json::json;
 use shared_events::topics;
 use uuid::Uuid;
@@ -29,65 +30,68 @@ const FAILED_INVENTORY_EVENTS: [&str; 5] = [
 ];
 
 fn main() -> ExitCode {
-    e2e_tests::main("saga", run)
+    runner::run(vec![
+        scenario(
+            "happy_path_confirms_the_order_charges_once_and_reserves_stock",
+            |w: &mut SagaWorld| Box::pin(happy_path(&w.api, &w.log, &mut w.finished)),
+        ),
+        scenario(
+            "insufficient_funds_fails_the_order_and_leaves_stock_alone",
+            |w: &mut SagaWorld| Box::pin(insufficient_funds(&w.api, &w.log, &mut w.finished)),
+        ),
+        scenario(
+            "out_of_stock_refunds_the_payment_before_the_order_fails",
+            |w: &mut SagaWorld| Box::pin(out_of_stock(&w.api, &w.log, &mut w.finished)),
+        ),
+        scenario(
+            "republishing_every_event_of_finished_sagas_changes_nothing",
+            |w: &mut SagaWorld| Box::pin(republishing_changes_nothing(w)),
+        ),
+        scenario(
+            "undecodable_records_do_not_stop_any_consumer",
+            |w: &mut SagaWorld| Box::pin(undecodable_records(&w.stack, &w.api, &w.log)),
+        ),
+        scenario(
+            "the_http_api_rejects_bad_requests_with_clear_errors",
+            |w: &mut SagaWorld| Box::pin(http_contract(&w.api)),
+        ),
+        scenario(
+            "records_carry_the_cloudevents_headers",
+            |w: &mut SagaWorld| Box::pin(record_headers(&w.api, &w.log)),
+        ),
+    ])
 }
 
-async fn run() -> TestResult<bool> {
-    let stack = Stack::start().await?;
-    println!(
-        "e2e: services up (topics {}*, logs {})",
-        stack.prefix,
-        stack.log_dir.display()
-    );
-    let api = Api::new(&stack);
-    let log = EventLog::start(&stack)?;
-    let mut suite = Suite::from_args("saga");
-    let mut finished = Vec::new();
+/// The running stack and what the scenarios leave for later ones.
+struct SagaWorld {
+    stack: Stack,
+    api: Api,
+    log: EventLog,
+    /// Sagas the first scenarios finished, for the replay scenario to check again.
+    finished: Vec<Finished>,
+}
 
-    suite
-        .run(
-            "happy_path_confirms_the_order_charges_once_and_reserves_stock",
-            || Box::pin(happy_path(&api, &log, &mut finished)),
-        )
-        .await;
-    suite
-        .run(
-            "insufficient_funds_fails_the_order_and_leaves_stock_alone",
-            || Box::pin(insufficient_funds(&api, &log, &mut finished)),
-        )
-        .await;
-    suite
-        .run(
-            "out_of_stock_refunds_the_payment_before_the_order_fails",
-            || Box::pin(out_of_stock(&api, &log, &mut finished)),
-        )
-        .await;
-    suite
-        .run(
-            "republishing_every_event_of_finished_sagas_changes_nothing",
-            || Box::pin(republishing_changes_nothing(&stack, &api, &log, &finished)),
-        )
-        .await;
-    suite
-        .run("undecodable_records_do_not_stop_any_consumer", || {
-            Box::pin(undecodable_records(&stack, &api, &log))
+impl World for SagaWorld {
+    async fn start() -> TestResult<Self> {
+        let stack = Stack::start().await?;
+        println!(
+            "e2e: services up (topics {}*, logs {})",
+            stack.prefix,
+            stack.log_dir.display()
+        );
+        let api = Api::new(&stack);
+        let log = EventLog::start(&stack)?;
+        Ok(SagaWorld {
+            stack,
+            api,
+            log,
+            finished: Vec::new(),
         })
-        .await;
-    suite
-        .run(
-            "the_http_api_rejects_bad_requests_with_clear_errors",
-            || Box::pin(http_contract(&api)),
-        )
-        .await;
-    suite
-        .run("records_carry_the_cloudevents_headers", || {
-            Box::pin(record_headers(&api, &log))
-        })
-        .await;
+    }
 
-    let passed = suite.finish();
-    stack.stop().await?;
-    Ok(passed)
+    async fn finish(self) -> TestResult {
+        self.stack.stop().await
+    }
 }
 
 /// What a finished scenario leaves behind, for the replay scenario to check again.
@@ -218,26 +222,32 @@ async fn out_of_stock(api: &Api, log: &EventLog, finished: &mut Vec<Finished>) -
     Ok(())
 }
 
-async fn republishing_changes_nothing(
-    stack: &Stack,
-    api: &Api,
-    log: &EventLog,
-    finished: &[Finished],
-) -> TestResult {
-    ensure!(
-        !finished.is_empty(),
-        "no finished saga to replay: the earlier scenarios failed"
-    );
+async fn republishing_changes_nothing(world: &mut SagaWorld) -> TestResult {
+    // Run alone (a name filter, nextest), this scenario first finishes one saga of each kind.
+    if world.finished.is_empty() {
+        happy_path(&world.api, &world.log, &mut world.finished).await?;
+        insufficient_funds(&world.api, &world.log, &mut world.finished).await?;
+        out_of_stock(&world.api, &world.log, &mut world.finished).await?;
+    }
+    let SagaWorld {
+        stack,
+        api,
+        log,
+        finished,
+    } = world;
     let producer = RawProducer::new()?;
     let mut distinct_before = Vec::new();
-    for saga in finished {
+    for saga in finished.iter() {
         let records = log.records(&saga.saga.to_string());
         distinct_before.push(distinct_event_ids(&records));
         for record in &records {
             producer.republish(record).await?;
         }
     }
-    stack.wait_until_consumed(SETTLE).await?;
+    // Only once every outbox has drained and the log has read everything published can a
+    // second effect of the replay (a new event) be seen, so only then is "none" a finding.
+    stack.wait_until_quiet(SETTLE).await?;
+    log.wait_caught_up(SETTLE).await?;
     for (saga, before) in finished.iter().zip(distinct_before) {
         let order = api.order(saga.order).await?;
         ensure_eq!(

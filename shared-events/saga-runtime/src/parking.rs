@@ -4,7 +4,7 @@
 //! with `POST /sagas/{saga_id}/retry` once the cause is fixed. Nothing is dropped.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement};
 use serde::Serialize;
@@ -74,7 +74,7 @@ impl Parking {
 
     /// Whether an earlier event of this saga is parked, so this one must wait behind it.
     pub fn blocks(&self, saga_id: Option<Uuid>) -> bool {
-        saga_id.is_some_and(|id| self.sagas.lock().map(|s| s.contains(&id)).unwrap_or(false))
+        saga_id.is_some_and(|id| self.parked_sagas().contains(&id))
     }
 
     /// Stores the event for an operator; idempotent per event ID.
@@ -106,8 +106,8 @@ impl Parking {
                 ],
             ))
             .await?;
-        if let (Some(saga_id), Ok(mut sagas)) = (event.sagaid, self.sagas.lock()) {
-            sagas.insert(saga_id);
+        if let Some(saga_id) = event.sagaid {
+            self.parked_sagas().insert(saga_id);
         }
         metrics::PARKED_EVENTS.increment();
         tracing::error!(event_id = %event.id, saga_id = ?event.sagaid, event_type = event.event_type(), attempts, error, "event parked; the saga needs an operator (POST /sagas/{{saga_id}}/retry)");
@@ -172,10 +172,8 @@ impl Parking {
             }
         }
         let remaining = self.count(saga_id).await?;
-        if remaining == 0
-            && let Ok(mut sagas) = self.sagas.lock()
-        {
-            sagas.remove(&saga_id);
+        if remaining == 0 {
+            self.parked_sagas().remove(&saga_id);
         }
         tracing::info!(%saga_id, retried, remaining, "parked events retried");
         Ok(RetryOutcome {
@@ -184,6 +182,13 @@ impl Parking {
             remaining,
             error,
         })
+    }
+
+    /// The index of parked sagas. A lane that panicked while holding it leaves it poisoned,
+    /// not wrong: every update is a single insert or remove, so the set is still the truth,
+    /// and reading it anyway keeps a parked saga blocked instead of silently unblocking it.
+    fn parked_sagas(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.sagas.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn count(&self, saga_id: Uuid) -> Result<usize, DbErr> {

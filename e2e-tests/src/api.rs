@@ -1,0 +1,170 @@
+//! The HTTP calls a user of the system makes, against the running stack.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::TestResult;
+use crate::stack::{ServiceName, Stack};
+
+/// The HTTP calls a user of the system makes.
+#[derive(Clone)]
+pub struct Api {
+    client: reqwest::Client,
+    orders: String,
+    payments: String,
+    inventory: String,
+}
+
+/// An accepted order.
+#[derive(Debug, Clone)]
+pub struct PlacedOrder {
+    pub id: Uuid,
+    pub saga_id: Uuid,
+    pub total_cents: i64,
+}
+
+impl Api {
+    pub fn new(stack: &Stack) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            orders: stack.url(ServiceName::Orders),
+            payments: stack.url(ServiceName::Payments),
+            inventory: stack.url(ServiceName::Inventory),
+        }
+    }
+
+    pub fn orders_url(&self) -> &str {
+        &self.orders
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    async fn post(&self, url: String, body: Value, expected: u16) -> TestResult<Value> {
+        let response = self.client.post(&url).json(&body).send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        ensure!(
+            status == expected,
+            "POST {url} answered {status}, expected {expected}: {text}"
+        );
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    pub async fn get(&self, url: String) -> TestResult<Value> {
+        let response = self.client.get(&url).send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        ensure!(status == 200, "GET {url} answered {status}: {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Creates a product and waits until orders-svc's catalog replica has it.
+    pub async fn product(&self, price_cents: i64, stock: i64) -> TestResult<Uuid> {
+        let sku = format!("E2E-{}", Uuid::new_v4().simple());
+        let body =
+            json!({"sku": sku, "name": "E2E widget", "price_cents": price_cents, "stock": stock});
+        let created = self
+            .post(format!("{}/products", self.inventory), body, 201)
+            .await?;
+        let id: Uuid = serde_json::from_value(created["id"].clone())?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let response = self
+                .client
+                .get(format!("{}/catalog/{id}", self.orders))
+                .send()
+                .await?;
+            if response.status().is_success() {
+                return Ok(id);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "product {id} never reached the catalog replica"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn customer(&self, balance_cents: i64) -> TestResult<Uuid> {
+        let customer = Uuid::new_v4();
+        let body = json!({"customer_id": customer, "balance_cents": balance_cents});
+        self.post(format!("{}/accounts", self.payments), body, 201)
+            .await?;
+        Ok(customer)
+    }
+
+    pub async fn place_order(
+        &self,
+        customer: Uuid,
+        items: &[(Uuid, u32)],
+    ) -> TestResult<PlacedOrder> {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(p, q)| json!({"product_id": p, "quantity": q}))
+            .collect();
+        let body = self
+            .post(
+                format!("{}/orders", self.orders),
+                json!({"customer_id": customer, "items": items}),
+                202,
+            )
+            .await?;
+        ensure_eq!(
+            body["status"],
+            json!("PENDING_PAYMENT"),
+            "a new order's status"
+        );
+        Ok(PlacedOrder {
+            id: serde_json::from_value(body["id"].clone())?,
+            saga_id: serde_json::from_value(body["saga_id"].clone())?,
+            total_cents: body["total_cents"].as_i64().unwrap_or(-1),
+        })
+    }
+
+    pub async fn order(&self, id: Uuid) -> TestResult<Value> {
+        self.get(format!("{}/orders/{id}", self.orders)).await
+    }
+
+    /// Polls the order until its status is terminal, and returns it.
+    pub async fn wait_terminal(&self, id: Uuid, within: Duration) -> TestResult<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let order = self.order(id).await?;
+            if order["status"] != "PENDING_PAYMENT" {
+                return Ok(order);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "order {id} still PENDING_PAYMENT after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn balance(&self, customer: Uuid) -> TestResult<i64> {
+        let account = self
+            .get(format!("{}/accounts/{customer}", self.payments))
+            .await?;
+        account["balance_cents"]
+            .as_i64()
+            .ok_or_else(|| "balance_cents missing".into())
+    }
+
+    /// (available, reserved) of a product.
+    pub async fn stock(&self, product: Uuid) -> TestResult<(i64, i64)> {
+        let product = self
+            .get(format!("{}/products/{product}", self.inventory))
+            .await?;
+        Ok((
+            product["available"].as_i64().unwrap_or(-1),
+            product["reserved"].as_i64().unwrap_or(-1),
+        ))
+    }
+}

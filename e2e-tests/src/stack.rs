@@ -1,0 +1,497 @@
+//! Process and stack control: the three service binaries on this run's databases and topics,
+//! started, signalled, restarted and stopped like an operator would, plus `deploy/stack` for
+//! PostgreSQL and Kafka themselves.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use shared_events::topics;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::TestResult;
+
+/// One service of the system, as the harness runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceName {
+    Orders,
+    Payments,
+    Inventory,
+}
+
+impl ServiceName {
+    pub const ALL: [ServiceName; 3] = [
+        ServiceName::Inventory,
+        ServiceName::Payments,
+        ServiceName::Orders,
+    ];
+
+    pub fn binary(self) -> &'static str {
+        match self {
+            ServiceName::Orders => "orders-svc",
+            ServiceName::Payments => "payments-svc",
+            ServiceName::Inventory => "inventory-svc",
+        }
+    }
+
+    fn database(self) -> (&'static str, &'static str) {
+        match self {
+            ServiceName::Orders => ("orders_svc", "orders"),
+            ServiceName::Payments => ("payments_svc", "payments"),
+            ServiceName::Inventory => ("inventory_svc", "inventory"),
+        }
+    }
+
+    /// The logical topics this service's consumer group reads.
+    pub fn consumed_topics(self) -> &'static [&'static str] {
+        match self {
+            ServiceName::Orders => &[
+                topics::PAYMENTS_EVENTS,
+                topics::INVENTORY_EVENTS,
+                topics::INVENTORY_CATALOG,
+            ],
+            ServiceName::Payments => &[topics::ORDERS_EVENTS, topics::INVENTORY_EVENTS],
+            ServiceName::Inventory => &[topics::PAYMENTS_EVENTS, topics::ORDERS_EVENTS],
+        }
+    }
+}
+
+struct RunningService {
+    name: ServiceName,
+    port: u16,
+    database_url: String,
+    /// `None` while the harness has it stopped.
+    child: Option<Child>,
+}
+
+/// The three services, running on this run's databases and topics.
+pub struct Stack {
+    pub prefix: String,
+    services: Vec<RunningService>,
+    pub log_dir: PathBuf,
+    /// Environment every start of a service gets, e.g. a short saga deadline.
+    base_env: Vec<(ServiceName, String, String)>,
+}
+
+impl Stack {
+    /// Creates this run's topics and databases and starts the services, waiting for `/health`.
+    pub async fn start() -> TestResult<Stack> {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// Like [`Stack::start`], with extra environment for some services on every start.
+    pub async fn start_with(base_env: Vec<(ServiceName, &str, &str)>) -> TestResult<Stack> {
+        let run = Uuid::new_v4().simple().to_string();
+        let prefix = format!("e2e-{}.", &run[..8]);
+        saga_runtime::testing::create_topics(&prefix, &topics::ALL).await?;
+        saga_runtime::testing::create_topics(&prefix, &topics::DEAD_LETTER).await?;
+        let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/e2e-logs")
+            .join(&run[..8]);
+        std::fs::create_dir_all(&log_dir)?;
+        let base_env = base_env
+            .into_iter()
+            .map(|(n, k, v)| (n, k.to_owned(), v.to_owned()))
+            .collect();
+        let mut stack = Stack {
+            prefix,
+            services: Vec::new(),
+            log_dir,
+            base_env,
+        };
+        for name in ServiceName::ALL {
+            let (role, home) = name.database();
+            let database_url = saga_runtime::testing::fresh_database(role, home, "e2e").await?;
+            let port = free_port()?;
+            let child = Some(stack.spawn(name, port, &database_url, &[])?);
+            stack.services.push(RunningService {
+                name,
+                port,
+                database_url,
+                child,
+            });
+        }
+        for name in ServiceName::ALL {
+            stack.wait_healthy(name, Duration::from_secs(60)).await?;
+        }
+        Ok(stack)
+    }
+
+    fn spawn(
+        &self,
+        name: ServiceName,
+        port: u16,
+        database_url: &str,
+        extra_env: &[(&str, &str)],
+    ) -> TestResult<Child> {
+        let bin_dir = std::env::var("SAGA_BIN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+        let binary = bin_dir.join(name.binary());
+        ensure!(
+            binary.exists(),
+            "{} is missing: build the services first (`cargo build --workspace --bins`; deploy/stack test does)",
+            binary.display()
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_dir.join(format!("{}.log", name.binary())))?;
+        let mut command = Command::new(binary);
+        for (service, key, value) in &self.base_env {
+            if *service == name {
+                command.env(key, value);
+            }
+        }
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let child = command
+            .env("DATABASE_URL", database_url)
+            .env("HTTP_PORT", port.to_string())
+            .env("KAFKA_BROKERS", saga_runtime::testing::kafka_brokers())
+            .env("KAFKA_TOPIC_PREFIX", &self.prefix)
+            .env("KAFKA_GROUP_ID", self.group_id(name))
+            // Dynamic membership with a short session: a killed member's partitions move on
+            // within 6 s (the broker's minimum). Static membership was tried and rejected: a
+            // broker restart fences the static member fatally.
+            .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env(
+                "RUST_LOG",
+                std::env::var("E2E_SERVICE_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(child)
+    }
+
+    pub fn group_id(&self, name: ServiceName) -> String {
+        format!("{}{}", self.prefix, name.binary())
+    }
+
+    pub fn url(&self, name: ServiceName) -> String {
+        let port = self
+            .services
+            .iter()
+            .find(|s| s.name == name)
+            .map_or(0, |s| s.port);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    pub fn database_url(&self, name: ServiceName) -> Option<&str> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.database_url.as_str())
+    }
+
+    pub fn topic(&self, logical: &str) -> String {
+        format!("{}{}", self.prefix, logical)
+    }
+
+    fn service_mut(&mut self, name: ServiceName) -> TestResult<&mut RunningService> {
+        self.services
+            .iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| format!("{} is not part of the stack", name.binary()).into())
+    }
+
+    /// SIGKILLs the service and waits for it to be gone.
+    pub async fn kill(&mut self, name: ServiceName) -> TestResult {
+        if let Some(mut child) = self.service_mut(name)?.child.take() {
+            let _ = child.kill().await;
+        }
+        Ok(())
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `TERM`...) to the service.
+    pub async fn signal(&mut self, name: ServiceName, signal: &str) -> TestResult {
+        let pid = self
+            .service_mut(name)?
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .ok_or("service is not running")?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+
+    /// SIGTERMs the service and returns how long it took to exit cleanly.
+    pub async fn terminate(&mut self, name: ServiceName, within: Duration) -> TestResult<Duration> {
+        let started = Instant::now();
+        self.signal(name, "TERM").await?;
+        let mut child = self
+            .service_mut(name)?
+            .child
+            .take()
+            .ok_or("service is not running")?;
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                ensure!(
+                    status.success(),
+                    "{} exited with {status} after SIGTERM",
+                    name.binary()
+                );
+                Ok(started.elapsed())
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                Err(format!(
+                    "{} did not exit within {within:?} of SIGTERM",
+                    name.binary()
+                )
+                .into())
+            }
+        }
+    }
+
+    /// Starts the service (killing it first if it runs) with `faults` in its environment,
+    /// without waiting for it to be healthy.
+    pub async fn launch(&mut self, name: ServiceName, faults: &[(&str, &str)]) -> TestResult {
+        self.kill(name).await?;
+        let (port, url) = {
+            let service = self.service_mut(name)?;
+            (service.port, service.database_url.clone())
+        };
+        let child = self.spawn(name, port, &url, faults)?;
+        self.service_mut(name)?.child = Some(child);
+        Ok(())
+    }
+
+    /// Restarts the service with `faults` in its environment and waits for `/health`.
+    pub async fn restart(&mut self, name: ServiceName, faults: &[(&str, &str)]) -> TestResult {
+        self.launch(name, faults).await?;
+        self.wait_healthy(name, Duration::from_secs(60)).await
+    }
+
+    /// Waits for the service to exit by itself (an injected crash); returns whether it did.
+    pub async fn wait_exit(&mut self, name: ServiceName, within: Duration) -> TestResult<bool> {
+        let service = self.service_mut(name)?;
+        let Some(child) = service.child.as_mut() else {
+            return Ok(true);
+        };
+        match tokio::time::timeout(within, child.wait()).await {
+            Ok(_) => {
+                service.child = None;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Runs `deploy/stack` with `args`, the project's own tool for PostgreSQL and Kafka.
+    pub async fn stack_command(&self, args: &[&str]) -> TestResult {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/stack");
+        let output = Command::new(script).args(args).output().await?;
+        ensure!(
+            output.status.success(),
+            "deploy/stack {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    /// Puts everything back after a failed scenario: PostgreSQL and Kafka started, every
+    /// service running without faults and not paused.
+    pub async fn heal(&mut self) -> TestResult {
+        self.stack_command(&["start", "postgres"]).await?;
+        self.stack_command(&["start", "kafka"]).await?;
+        for name in ServiceName::ALL {
+            let _ = self.signal(name, "CONT").await;
+            self.restart(name, &[]).await?;
+        }
+        Ok(())
+    }
+
+    /// Rows waiting in each service's outbox.
+    pub async fn outbox_backlogs(&self) -> TestResult<Vec<(ServiceName, i64)>> {
+        let mut backlogs = Vec::new();
+        for service in &self.services {
+            let db = sea_orm::Database::connect(service.database_url.as_str()).await?;
+            let (backlog, _) = saga_runtime::outbox::backlog_and_age(&db).await?;
+            db.close().await?;
+            backlogs.push((service.name, backlog));
+        }
+        Ok(backlogs)
+    }
+
+    /// A connection to one service's database, for checks users cannot make over HTTP.
+    pub async fn database(&self, name: ServiceName) -> TestResult<sea_orm::DatabaseConnection> {
+        let url = self.database_url(name).ok_or("unknown service")?;
+        Ok(sea_orm::Database::connect(url).await?)
+    }
+
+    pub async fn wait_healthy(&self, name: ServiceName, within: Duration) -> TestResult {
+        let client = reqwest::Client::new();
+        let url = format!("{}/health", self.url(name));
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(response) = client.get(&url).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{} not healthy within {within:?}; see {}",
+                name.binary(),
+                self.log_dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every consumer group has committed offsets up to the end of each partition
+    /// it reads: everything published so far has been applied.
+    pub async fn wait_until_consumed(&self, within: Duration) -> TestResult {
+        self.wait_until_consumed_by(&ServiceName::ALL, within).await
+    }
+
+    /// Like [`Stack::wait_until_consumed`], for some services' consumer groups only.
+    pub async fn wait_until_consumed_by(
+        &self,
+        services: &[ServiceName],
+        within: Duration,
+    ) -> TestResult {
+        let deadline = Instant::now() + within;
+        for &name in services {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", saga_runtime::testing::kafka_brokers())
+                .set("group.id", self.group_id(name))
+                .set("enable.auto.commit", "false")
+                .create()?;
+            loop {
+                let behind = self.partitions_behind(&consumer, name)?;
+                if behind.is_empty() {
+                    break;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "{} has not consumed everything within {within:?}: {behind:?}",
+                    name.binary()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn partitions_behind(
+        &self,
+        consumer: &BaseConsumer,
+        name: ServiceName,
+    ) -> TestResult<Vec<String>> {
+        let timeout = Duration::from_secs(5);
+        let mut wanted = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for logical in name.consumed_topics() {
+            let topic = self.topic(logical);
+            for partition in 0..6 {
+                let (_, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
+                if high > 0 {
+                    wanted.add_partition(&topic, partition);
+                    ends.insert((topic.clone(), partition), high);
+                }
+            }
+        }
+        if ends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let committed = consumer.committed_offsets(wanted, timeout)?;
+        let mut behind = Vec::new();
+        for element in committed.elements() {
+            let end = ends
+                .get(&(element.topic().to_owned(), element.partition()))
+                .copied()
+                .unwrap_or(0);
+            let at = match element.offset() {
+                Offset::Offset(offset) => offset,
+                _ => 0,
+            };
+            if at < end {
+                behind.push(format!(
+                    "{}[{}] at {at} of {end}",
+                    element.topic(),
+                    element.partition()
+                ));
+            }
+        }
+        Ok(behind)
+    }
+
+    /// Waits until every outbox is empty and every consumer group has caught up, twice in a
+    /// row: a consumer that just caught up may have written new outbox rows.
+    pub async fn wait_until_quiet(&self, within: Duration) -> TestResult {
+        let deadline = Instant::now() + within;
+        loop {
+            let drained = self.outbox_backlogs().await?.iter().all(|(_, n)| *n == 0);
+            let consumed = self
+                .wait_until_consumed(Duration::from_millis(1))
+                .await
+                .is_ok();
+            if drained && consumed && self.outbox_backlogs().await?.iter().all(|(_, n)| *n == 0) {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "every outbox drains and every consumer catches up within {within:?}: {:?}",
+                self.outbox_backlogs().await?
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops every service with SIGTERM and waits for each to exit.
+    pub async fn stop(mut self) -> TestResult {
+        for service in &mut self.services {
+            if let Some(pid) = service.child.as_ref().and_then(Child::id) {
+                // A paused service would never act on SIGTERM.
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(pid.to_string())
+                    .status()
+                    .await;
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status()
+                    .await;
+            }
+        }
+        for service in &mut self.services {
+            let Some(child) = service.child.as_mut() else {
+                continue;
+            };
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+                return Err(format!(
+                    "{} did not stop within 30s of SIGTERM",
+                    service.name.binary()
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
