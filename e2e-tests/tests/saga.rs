@@ -384,6 +384,32 @@ async fn http_contract(api: &Api) -> TestResult {
         "malformed JSON code"
     );
 
+    // Over the body limit (HTTP_MAX_BODY_BYTES, 64 KiB): refused before it is read.
+    let oversized = client
+        .post(&orders)
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"customer_id\":\"{}\"}}",
+            "x".repeat(100 * 1024)
+        ))
+        .send()
+        .await?;
+    ensure_eq!(oversized.status().as_u16(), 413, "oversized body");
+    let error: serde_json::Value = oversized.json().await?;
+    ensure_eq!(
+        error["error"]["code"],
+        json!("body_too_large"),
+        "oversized body code"
+    );
+    let wrong_method = client.delete(&orders).send().await?;
+    ensure_eq!(wrong_method.status().as_u16(), 405, "wrong method");
+    let error: serde_json::Value = wrong_method.json().await?;
+    ensure_eq!(
+        error["error"]["code"],
+        json!("method_not_allowed"),
+        "wrong method code"
+    );
+
     let missing = client
         .get(format!("{}/orders/{}", api.orders_url(), Uuid::new_v4()))
         .send()

@@ -67,6 +67,7 @@ impl CommonSettings {
                 host: var("HTTP_HOST", "127.0.0.1".to_owned())?,
                 port: var("HTTP_PORT", defaults.http_port)?,
                 request_timeout: millis("HTTP_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
+                max_body_bytes: var("HTTP_MAX_BODY_BYTES", 64 * 1024)?,
                 shutdown_timeout: millis("SHUTDOWN_TIMEOUT_MS", Duration::from_secs(20))?,
             },
             database: DatabaseSettings {
@@ -117,6 +118,8 @@ pub struct HttpSettings {
     pub port: u16,
     /// Upper bound on one request, database work included; past it the client gets 408.
     pub request_timeout: Duration,
+    /// Largest request body accepted; a larger one is refused with 413 before it is read.
+    pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests, the record in hand and the relay.
     pub shutdown_timeout: Duration,
 }

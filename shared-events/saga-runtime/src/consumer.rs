@@ -1,16 +1,19 @@
-//! The consumer loop. It reads a service's topics and hands each decoded event to the
-//! service's [`EventHandler`], which applies it in one local transaction (inbox row, effect,
-//! outbox rows). The record's offset is stored only after that transaction has committed.
+//! The consumer loop. It reads a service's topics and hands each decoded event to the unit
+//! of work ([`UnitOfWork::apply`]), which applies it through the service's [`EventHandler`] in
+//! one local transaction (inbox row, effect, outbox rows). The record's offset is stored only
+//! after that transaction has committed.
 //!
 //! Records are spread over parallel lanes by partition: one partition always goes to the same
 //! lane, so a saga's events (one key, one partition) are applied in order, while different
 //! partitions proceed side by side.
 //!
 //! What happens to a record that does not simply apply:
-//! - undecodable or oversized: sent to the dead-letter topic `<topic>.dlq` with the reason and
-//!   its origin in headers, then skipped;
-//! - the database is unreachable or the failure is transient (serialization failure, deadlock,
-//!   timeout): retried with bounded exponential backoff until it applies;
+//! - undecodable (a saga event without a saga ID included) or oversized: sent to the
+//!   dead-letter topic `<topic>.dlq` with the reason and its origin in headers, then skipped;
+//! - the database is unreachable: retried with bounded exponential backoff for as long as that
+//!   lasts;
+//! - a transient failure (serialization failure, deadlock, statement timeout): retried up to
+//!   `max_transient_attempts` times, then parked;
 //! - a permanent failure: retried `max_attempts` times, then parked for an operator
 //!   ([`crate::parking`]), and the saga's later events park behind it.
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use uuid::Uuid;
 
+use crate::config::HttpSettings;
 use crate::consumer::{Applier, EventHandler};
 use crate::outbox;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
@@ -283,19 +284,21 @@ async fn metrics(State((service, db)): State<(&'static str, DatabaseConnection)>
 }
 
 /// Serves `router` until `shutdown`, then lets in-flight requests finish. Every request is
-/// bounded by `request_timeout` (408 past it) and traced.
+/// bounded by `settings.request_timeout` (408 past it) and `settings.max_body_bytes` (413),
+/// and traced.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    request_timeout: Duration,
+    settings: &HttpSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
+            settings.request_timeout,
         ))
         // Request spans at INFO, so a trace (and the saga's `traceparent`) starts at the HTTP call.
         .layer(
@@ -346,7 +349,7 @@ mod tests {
             .route("/things", post(echo))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
-            .layer(axum::extract::DefaultBodyLimit::max(64))
+            .layer(DefaultBodyLimit::max(64))
     }
 
     async fn call(

@@ -249,12 +249,7 @@ pub async fn run<H: EventHandler>(
     let relay_stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
-    let http = http::serve(
-        listener,
-        router,
-        settings.http.request_timeout,
-        shutdown.clone(),
-    );
+    let http = http::serve(listener, router, &settings.http, shutdown.clone());
     tokio::pin!(http);
     let ended_early = tokio::select! {
         served = &mut http => Some(served),
