@@ -190,6 +190,23 @@ mod tests {
     }
 
     #[test]
+    fn an_envelope_answers_its_saga_type_and_topic() -> Result<(), DecodeError> {
+        let envelope = reserved();
+        assert_eq!(Some(envelope.saga_id()?), envelope.sagaid);
+        assert_eq!(envelope.event_type(), "InventoryReserved");
+        assert_eq!(envelope.topic(), crate::topics::INVENTORY_EVENTS);
+        let orphan = Envelope {
+            sagaid: None,
+            ..reserved()
+        };
+        assert!(matches!(
+            orphan.saga_id(),
+            Err(DecodeError::MissingSagaId("InventoryReserved"))
+        ));
+        Ok(())
+    }
+
+    #[test]
     fn catalog_events_are_keyed_by_product() {
         let product_id = Uuid::now_v7();
         let envelope = Envelope::new(

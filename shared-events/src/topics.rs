@@ -30,3 +30,18 @@ pub const DEAD_LETTER: [&str; 4] = [
 pub fn dead_letter(topic: &str) -> String {
     format!("{topic}.dlq")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_topic_has_its_dead_letter_topic() {
+        let named: Vec<String> = ALL.iter().map(|t| dead_letter(t)).collect();
+        assert_eq!(named, DEAD_LETTER);
+        assert_eq!(
+            dead_letter("e2e-1.orders.events"),
+            "e2e-1.orders.events.dlq"
+        );
+    }
+}

@@ -103,6 +103,52 @@ mod tests {
     }
 
     #[test]
+    fn every_bound_is_inclusive() -> Result<(), ProductError> {
+        // An attributes object serialised to exactly `bytes` bytes.
+        let attributes_of = |bytes: usize| {
+            let overhead = r#"{"a":""}"#.len();
+            Some(serde_json::json!({ "a": "x".repeat(bytes - overhead) }))
+        };
+        let at_the_bounds = NewProduct {
+            sku: "S".repeat(64),
+            name: "n".repeat(200),
+            price_cents: 0,
+            stock: 0,
+            attributes: attributes_of(MAX_ATTRIBUTES_BYTES),
+        };
+        let product = at_the_bounds.clone().validate()?;
+        assert_eq!((product.price_cents, product.available), (0, 0));
+        assert_eq!(MAX_ATTRIBUTES_BYTES, 16_384);
+        let past = [
+            (
+                NewProduct {
+                    name: "n".repeat(201),
+                    ..at_the_bounds.clone()
+                },
+                ProductError::InvalidName,
+            ),
+            (
+                NewProduct {
+                    sku: "S".repeat(65),
+                    ..at_the_bounds.clone()
+                },
+                ProductError::InvalidSku,
+            ),
+            (
+                NewProduct {
+                    attributes: attributes_of(MAX_ATTRIBUTES_BYTES + 1),
+                    ..at_the_bounds
+                },
+                ProductError::InvalidAttributes,
+            ),
+        ];
+        for (request, expected) in past {
+            assert_eq!(request.validate(), Err(expected));
+        }
+        Ok(())
+    }
+
+    #[test]
     fn invalid_requests_are_rejected() {
         let cases = [
             (

@@ -273,6 +273,39 @@ mod tests {
     }
 
     #[test]
+    fn an_order_of_exactly_the_maximum_lines_and_quantity_is_accepted()
+    -> Result<(), PlaceOrderError> {
+        let products: Vec<Uuid> = (0..MAX_LINES).map(|_| Uuid::now_v7()).collect();
+        let prices = catalog(&products.iter().map(|&p| (p, 1)).collect::<Vec<_>>());
+        let lines: Vec<LineRequest> = products
+            .iter()
+            .map(|&product_id| LineRequest {
+                product_id,
+                quantity: i64::from(MAX_QUANTITY),
+            })
+            .collect();
+        let order = Order::place(Uuid::now_v7(), &lines, &prices)?;
+        assert_eq!(order.lines.len(), MAX_LINES);
+        let units: i64 = order.lines.iter().map(|l| i64::from(l.quantity)).sum();
+        assert_eq!(order.total_cents, units);
+        assert_eq!(order.lines[0].quantity, MAX_QUANTITY);
+        Ok(())
+    }
+
+    #[test]
+    fn only_a_pending_order_is_not_terminal() {
+        assert!(!OrderStatus::PendingPayment.is_terminal());
+        for status in [
+            OrderStatus::Confirmed,
+            OrderStatus::FailedPayment,
+            OrderStatus::FailedInventory,
+            OrderStatus::Cancelled,
+        ] {
+            assert!(status.is_terminal(), "{status}");
+        }
+    }
+
+    #[test]
     fn a_pending_order_reaches_exactly_one_terminal_status()
     -> Result<(), Box<dyn std::error::Error>> {
         let mut order = pending()?;

@@ -61,3 +61,32 @@ impl Account {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_is_a_valid_balance_and_a_valid_amount() -> Result<(), AccountError> {
+        let mut account = Account::open(Uuid::now_v7(), 0)?;
+        account.credit(0)?;
+        account.debit(0)?;
+        assert_eq!(account.balance_cents, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_debit_of_the_whole_balance_leaves_zero() -> Result<(), AccountError> {
+        let mut account = Account::open(Uuid::now_v7(), 500)?;
+        account.debit(500)?;
+        assert_eq!(account.balance_cents, 0);
+        assert_eq!(
+            account.debit(1),
+            Err(AccountError::InsufficientFunds {
+                balance_cents: 0,
+                amount_cents: 1
+            })
+        );
+        Ok(())
+    }
+}

@@ -20,8 +20,17 @@ where
     T: FromStr,
     T::Err: std::fmt::Display,
 {
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => {
+    parse_or(name, std::env::var(name).ok(), default)
+}
+
+/// `var` without the environment: `raw` is the variable's value, if it is set.
+fn parse_or<T>(name: &str, raw: Option<String>, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match raw {
+        Some(value) if !value.trim().is_empty() => {
             value.trim().parse().map_err(|e: T::Err| ConfigError {
                 name: name.to_owned(),
                 value,
@@ -211,5 +220,23 @@ mod tests {
             Duration::from_millis(250)
         );
         Ok(())
+    }
+
+    #[test]
+    fn blank_values_mean_unset_and_values_are_trimmed() -> Result<(), ConfigError> {
+        assert_eq!(parse_or("X", Some(String::new()), 7u32)?, 7);
+        assert_eq!(parse_or("X", Some("   ".to_owned()), 7u32)?, 7);
+        assert_eq!(parse_or("X", Some(" 12 ".to_owned()), 7u32)?, 12);
+        assert_eq!(parse_or("X", None, 7u32)?, 7);
+        Ok(())
+    }
+
+    #[test]
+    fn an_invalid_value_is_an_error_naming_the_variable() {
+        let error = parse_or("DB_MAX_CONNECTIONS", Some("abc".to_owned()), 7u32);
+        assert!(
+            matches!(&error, Err(ConfigError { name, value, .. }) if name == "DB_MAX_CONNECTIONS" && value == "abc"),
+            "{error:?}"
+        );
     }
 }

@@ -679,6 +679,74 @@ mod tests {
         }
     }
 
+    /// A PostgreSQL error as sqlx reports it, with only its SQLSTATE.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl sea_orm::sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            "injected"
+        }
+
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(std::borrow::Cow::Borrowed(self.0))
+        }
+
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+
+        fn kind(&self) -> sea_orm::sqlx::error::ErrorKind {
+            sea_orm::sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn failed_statement(code: &'static str) -> DbErr {
+        let error = sea_orm::sqlx::Error::Database(Box::new(Sqlstate(code)));
+        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(Arc::new(error)))
+    }
+
+    #[test]
+    fn database_errors_are_classified_by_their_sqlstate() {
+        let cases = [
+            ("40001", FailureClass::Transient),
+            ("40P01", FailureClass::Transient),
+            ("55P03", FailureClass::Transient),
+            ("57014", FailureClass::Transient),
+            ("53300", FailureClass::Transient),
+            ("57P01", FailureClass::Transient),
+            ("08006", FailureClass::Unavailable),
+            ("08001", FailureClass::Unavailable),
+            ("23505", FailureClass::Permanent),
+            ("22023", FailureClass::Permanent),
+        ];
+        for (code, class) in cases {
+            assert_eq!(classify_db(&failed_statement(code)), class, "{code}");
+            // Wrapped as the unit of work wraps it, the class survives.
+            let wrapped = HandlerError::new(crate::outbox::OutboxError::Db(failed_statement(code)));
+            assert_eq!(wrapped.class(), class, "{code} inside OutboxError");
+        }
+        let io = sea_orm::sqlx::Error::Io(std::io::Error::other("reset"));
+        let lost = DbErr::Query(sea_orm::RuntimeErr::SqlxError(Arc::new(io)));
+        assert_eq!(classify_db(&lost), FailureClass::Unavailable);
+    }
+
     #[test]
     fn errors_without_a_database_cause_are_permanent_and_lost_connections_unavailable() {
         let plain = HandlerError::new(shared_events::DecodeError::MissingSagaId("OrderCreated"));

@@ -395,4 +395,24 @@ mod tests {
         }
         Ok(())
     }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_is_a_bad_request_not_too_large()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let broken: Vec<Result<&'static str, std::io::Error>> = vec![
+            Ok("{\"name\":"),
+            Err(std::io::Error::other("connection reset")),
+        ];
+        let request = Request::builder()
+            .method("POST")
+            .uri("/things")
+            .header("content-type", "application/json")
+            .body(Body::from_stream(futures::stream::iter(broken)))?;
+        let response = app().oneshot(request).await?;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes)?;
+        assert_eq!(json["error"]["code"], "bad_request");
+        Ok(())
+    }
 }
