@@ -38,6 +38,22 @@ impl Api {
         }
     }
 
+    /// A client of services at the given base URLs, e.g. the stack that `deploy/stack up`
+    /// runs, keeping up to `connections` idle keep-alive connections per service.
+    pub fn at(orders: &str, payments: &str, inventory: &str, connections: usize) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .pool_max_idle_per_host(connections)
+                .tcp_nodelay(true)
+                .build()
+                .unwrap_or_default(),
+            orders: orders.to_owned(),
+            payments: payments.to_owned(),
+            inventory: inventory.to_owned(),
+        }
+    }
+
     pub fn orders_url(&self) -> &str {
         &self.orders
     }

@@ -1,0 +1,505 @@
+//! saga-bench: open-loop load against a running stack (`deploy/stack up`), timed from Kafka.
+//!
+//! Orders are sent at a constant arrival rate, whatever the system does, and each saga is timed
+//! from its *intended* send time to the time of its terminal event on Kafka, so queueing in
+//! the client or the services cannot hide (no coordinated omission). The bench seeds its own
+//! customers and products, so the outcome mix is its own: by default 90% confirmed, 5%
+//! declined (a customer with no money) and 5% stock short (a product with no stock).
+//!
+//! ```text
+//! cargo run --release -p e2e-tests --bin saga-bench -- --rate 200 --duration 60s
+//! cargo run --release -p e2e-tests --bin saga-bench -- --sweep 50,100,200,400 --duration 30s
+//! ```
+//!
+//! It prints a table and writes the same figures as JSON to `target/bench/<time>.json`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use e2e_tests::{Api, Rng, TestResult};
+use hdrhistogram::Histogram;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde::Serialize;
+use shared_events::{Envelope, topics};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+/// Events that end a saga.
+const TERMINAL: [&str; 3] = ["OrderConfirmed", "OrderFailed", "OrderCancelled"];
+/// Money and stock that the bench's healthy customers and products never run out of.
+const PLENTY: i64 = 1_000_000_000_000;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "saga-bench",
+    about = "Open-loop load against the running saga stack"
+)]
+struct Args {
+    /// Orders per second, sent at a constant arrival rate.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Rising rates to run one after another instead of `--rate`, e.g. 50,100,200.
+    #[arg(long, value_delimiter = ',')]
+    sweep: Vec<f64>,
+    /// How long each rate is offered: 30s, 10m, 500ms.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// How long to wait after the last send for the sagas still running to finish.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    drain: Duration,
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    orders: String,
+    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    payments: String,
+    #[arg(long, default_value = "http://127.0.0.1:8083")]
+    inventory: String,
+    /// Kafka bootstrap servers, to read the sagas' events.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Keep-alive connections per service.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Customers (with plenty of money) the load is spread over.
+    #[arg(long, default_value_t = 200)]
+    customers: usize,
+    /// Products (with plenty of stock) the load is spread over.
+    #[arg(long, default_value_t = 20)]
+    products: usize,
+    /// Percentage of orders from a customer with no money.
+    #[arg(long, default_value_t = 5)]
+    declined_percent: u64,
+    /// Percentage of orders for a product with no stock.
+    #[arg(long, default_value_t = 5)]
+    short_percent: u64,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, "s"), |at| text.split_at(at));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 10m or 500ms"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{text:?}: the unit must be ms, s or m")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("saga-bench: cannot start a runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(bench(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("saga-bench: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn bench(args: Args) -> TestResult {
+    let api = Api::at(
+        &args.orders,
+        &args.payments,
+        &args.inventory,
+        args.connections,
+    );
+    eprintln!(
+        "seeding {} customers and {} products …",
+        args.customers, args.products
+    );
+    let world = Seeded::create(&api, &args).await?;
+    let events = EventWatch::start(&args.bootstrap).await?;
+    let rates = if args.sweep.is_empty() {
+        vec![args.rate]
+    } else {
+        args.sweep.clone()
+    };
+    let mut reports = Vec::new();
+    for rate in rates {
+        let report = run_rate(&api, &world, &events, &args, rate).await?;
+        print_report(&report);
+        let saturated = report.completed_per_second < 0.9 * report.offered_rate;
+        reports.push(report);
+        if saturated && !args.sweep.is_empty() {
+            eprintln!("saturated at {rate}/s offered: the sweep stops here");
+            break;
+        }
+    }
+    print_summary(&reports);
+    write_json(&args.out, &reports)
+}
+
+/// The customers and products the bench created, by role.
+struct Seeded {
+    customers: Vec<Uuid>,
+    products: Vec<Uuid>,
+    broke_customer: Uuid,
+    empty_product: Uuid,
+}
+
+impl Seeded {
+    async fn create(api: &Api, args: &Args) -> TestResult<Seeded> {
+        let mut customers = Vec::with_capacity(args.customers);
+        for _ in 0..args.customers.max(1) {
+            customers.push(api.customer(PLENTY).await?);
+        }
+        let mut products = Vec::with_capacity(args.products);
+        for _ in 0..args.products.max(1) {
+            products.push(api.product(100, PLENTY).await?);
+        }
+        Ok(Seeded {
+            customers,
+            products,
+            broke_customer: api.customer(0).await?,
+            empty_product: api.product(100, 0).await?,
+        })
+    }
+
+    /// The `i`th order of a run: a customer, one line, and the outcome the mix intends.
+    fn order(&self, rng: &mut Rng, args: &Args) -> (Uuid, Uuid) {
+        let customer = self.customers[rng.below(self.customers.len() as u64) as usize];
+        let product = self.products[rng.below(self.products.len() as u64) as usize];
+        let roll = rng.below(100);
+        if roll < args.declined_percent {
+            (self.broke_customer, product)
+        } else if roll < args.declined_percent + args.short_percent {
+            (customer, self.empty_product)
+        } else {
+            (customer, product)
+        }
+    }
+}
+
+/// One event of a saga: when it happened and its type.
+type Step = (DateTime<Utc>, &'static str);
+
+/// Every saga event on the three saga topics from the bench's start, by saga.
+#[derive(Clone)]
+struct EventWatch {
+    sagas: Arc<Mutex<HashMap<Uuid, Vec<Step>>>>,
+}
+
+impl EventWatch {
+    /// Starts reading each partition of the saga topics at its current end, so nothing the
+    /// bench causes is missed and nothing older is read.
+    async fn start(bootstrap: &str) -> TestResult<EventWatch> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", format!("saga-bench-{}", Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut assignment = TopicPartitionList::new();
+        for topic in [
+            topics::ORDERS_EVENTS,
+            topics::PAYMENTS_EVENTS,
+            topics::INVENTORY_EVENTS,
+        ] {
+            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+            let partitions = metadata
+                .topics()
+                .first()
+                .map(|t| t.partitions().len())
+                .unwrap_or_default();
+            if partitions == 0 {
+                return Err(format!("topic {topic} has no partitions: is the stack up?").into());
+            }
+            for partition in 0..partitions {
+                let partition = i32::try_from(partition)?;
+                let (_, high) =
+                    consumer.fetch_watermarks(topic, partition, Duration::from_secs(5))?;
+                assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
+            }
+        }
+        consumer.assign(&assignment)?;
+        let watch = EventWatch {
+            sagas: Arc::default(),
+        };
+        let sink = watch.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok(message) = consumer.recv().await else {
+                    continue;
+                };
+                let Some(envelope) = message.payload().and_then(|p| Envelope::decode(p).ok())
+                else {
+                    continue;
+                };
+                let Some(saga_id) = envelope.sagaid else {
+                    continue;
+                };
+                sink.sagas
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(saga_id)
+                    .or_default()
+                    .push((envelope.time, envelope.event_type()));
+            }
+        });
+        Ok(watch)
+    }
+
+    /// The saga's events in time order, once it has a terminal one.
+    fn finished(&self, saga_id: Uuid) -> Option<Vec<Step>> {
+        let sagas = self.sagas.lock().unwrap_or_else(PoisonError::into_inner);
+        let events = sagas.get(&saga_id)?;
+        if !events.iter().any(|(_, t)| TERMINAL.contains(t)) {
+            return None;
+        }
+        let mut events = events.clone();
+        events.sort();
+        Some(events)
+    }
+}
+
+/// One rate's figures.
+#[derive(Debug, Serialize)]
+struct Report {
+    offered_rate: f64,
+    duration_s: f64,
+    sent: u64,
+    accepted: u64,
+    refused: u64,
+    completed: u64,
+    unfinished: u64,
+    completed_per_second: f64,
+    outcomes: HashMap<String, u64>,
+    /// Send → `OrderConfirmed`, in milliseconds.
+    confirmed_ms: Percentiles,
+    /// Send → any terminal event, in milliseconds.
+    terminal_ms: Percentiles,
+    /// Time between consecutive events of a saga, by pair of event types, in milliseconds.
+    hops_ms: Vec<(String, Percentiles)>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Percentiles {
+    count: u64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    fn of(histogram: &Histogram<u64>) -> Percentiles {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Percentiles {
+            count: histogram.len(),
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p90: ms(histogram.value_at_quantile(0.90)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
+        }
+    }
+}
+
+/// An order as sent: when it was meant to go, and what came back.
+struct Sent {
+    intended: DateTime<Utc>,
+    saga_id: Option<Uuid>,
+}
+
+async fn run_rate(
+    api: &Api,
+    world: &Seeded,
+    events: &EventWatch,
+    args: &Args,
+    rate: f64,
+) -> TestResult<Report> {
+    if !(rate > 0.0 && rate.is_finite()) {
+        return Err(format!("rate {rate} must be a positive number").into());
+    }
+    let total = (rate * args.duration.as_secs_f64()).round() as u64;
+    eprintln!(
+        "offering {rate}/s for {:?}: {total} orders …",
+        args.duration
+    );
+    // Both clocks start together a moment from now: the monotonic one paces the sends, the
+    // wall one is what Kafka's event times are compared with.
+    let lead = Duration::from_millis(200);
+    let start = tokio::time::Instant::now() + lead;
+    let wall_start = Utc::now() + chrono::Duration::from_std(lead)?;
+    let mut rng = Rng::new(rate.to_bits());
+    let mut in_flight = JoinSet::new();
+    for i in 0..total {
+        let offset = Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(start + offset).await;
+        let intended = wall_start + chrono::Duration::from_std(offset)?;
+        let (customer, product) = world.order(&mut rng, args);
+        let api = api.clone();
+        in_flight.spawn(async move {
+            let placed = api.place_order(customer, &[(product, 1)]).await;
+            Sent {
+                intended,
+                saga_id: placed.ok().map(|p| p.saga_id),
+            }
+        });
+    }
+    let mut sent = Vec::with_capacity(in_flight.len());
+    while let Some(done) = in_flight.join_next().await {
+        sent.push(done?);
+    }
+    let window_end = wall_start + chrono::Duration::from_std(args.duration)?;
+
+    let drain_until = tokio::time::Instant::now() + args.drain;
+    let accepted: Vec<(DateTime<Utc>, Uuid)> = sent
+        .iter()
+        .filter_map(|s| s.saga_id.map(|id| (s.intended, id)))
+        .collect();
+    while tokio::time::Instant::now() < drain_until
+        && accepted
+            .iter()
+            .any(|(_, id)| events.finished(*id).is_none())
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    summarise(events, &sent, &accepted, rate, args.duration, window_end)
+}
+
+fn summarise(
+    events: &EventWatch,
+    sent: &[Sent],
+    accepted: &[(DateTime<Utc>, Uuid)],
+    rate: f64,
+    duration: Duration,
+    window_end: DateTime<Utc>,
+) -> TestResult<Report> {
+    let histogram = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3);
+    let (mut confirmed, mut terminal) = (histogram()?, histogram()?);
+    let mut hops: HashMap<String, Histogram<u64>> = HashMap::new();
+    let mut outcomes: HashMap<String, u64> = HashMap::new();
+    let (mut completed, mut completed_in_window) = (0u64, 0u64);
+    for &(intended, saga_id) in accepted {
+        let Some(saga) = events.finished(saga_id) else {
+            continue;
+        };
+        completed += 1;
+        let Some(&(ended, last)) = saga.iter().find(|(_, t)| TERMINAL.contains(t)) else {
+            continue;
+        };
+        *outcomes.entry(last.to_owned()).or_default() += 1;
+        if ended <= window_end {
+            completed_in_window += 1;
+        }
+        let took = micros(ended - intended);
+        terminal.saturating_record(took);
+        if last == "OrderConfirmed" {
+            confirmed.saturating_record(took);
+        }
+        for pair in saga.windows(2) {
+            let (from, to) = (pair[0], pair[1]);
+            let hop = format!("{} → {}", from.1, to.1);
+            if !hops.contains_key(&hop) {
+                hops.insert(hop.clone(), histogram()?);
+            }
+            if let Some(h) = hops.get_mut(&hop) {
+                h.saturating_record(micros(to.0 - from.0));
+            }
+        }
+    }
+    let mut hops_ms: Vec<(String, Percentiles)> = hops
+        .iter()
+        .map(|(name, h)| (name.clone(), Percentiles::of(h)))
+        .collect();
+    hops_ms.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(&b.0)));
+    let sent_count = sent.len() as u64;
+    let accepted_count = accepted.len() as u64;
+    Ok(Report {
+        offered_rate: rate,
+        duration_s: duration.as_secs_f64(),
+        sent: sent_count,
+        accepted: accepted_count,
+        refused: sent_count - accepted_count,
+        completed,
+        unfinished: accepted_count - completed,
+        completed_per_second: completed_in_window as f64 / duration.as_secs_f64(),
+        outcomes,
+        confirmed_ms: Percentiles::of(&confirmed),
+        terminal_ms: Percentiles::of(&terminal),
+        hops_ms,
+    })
+}
+
+/// A non-negative duration in microseconds, for the histograms.
+fn micros(delta: chrono::Duration) -> u64 {
+    u64::try_from(delta.num_microseconds().unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+fn print_report(report: &Report) {
+    println!();
+    println!(
+        "offered {:.0}/s for {:.0}s: sent {}, accepted {}, refused {}, completed {} ({:.1}/s in the window), unfinished {}",
+        report.offered_rate,
+        report.duration_s,
+        report.sent,
+        report.accepted,
+        report.refused,
+        report.completed,
+        report.completed_per_second,
+        report.unfinished
+    );
+    let mut outcomes: Vec<_> = report.outcomes.iter().collect();
+    outcomes.sort();
+    println!("outcomes: {outcomes:?}");
+    println!("| latency (ms) | count | p50 | p90 | p99 | max |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let row = |name: &str, p: &Percentiles| {
+        println!(
+            "| {name} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            p.count, p.p50, p.p90, p.p99, p.max
+        );
+    };
+    row("send → OrderConfirmed", &report.confirmed_ms);
+    row("send → any terminal event", &report.terminal_ms);
+    for (hop, p) in &report.hops_ms {
+        row(hop, p);
+    }
+}
+
+fn print_summary(reports: &[Report]) {
+    println!();
+    println!("| offered/s | completed/s | accepted | refused | unfinished | p50 ms | p99 ms |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for r in reports {
+        println!(
+            "| {:.0} | {:.1} | {} | {} | {} | {:.1} | {:.1} |",
+            r.offered_rate,
+            r.completed_per_second,
+            r.accepted,
+            r.refused,
+            r.unfinished,
+            r.confirmed_ms.p50,
+            r.confirmed_ms.p99
+        );
+    }
+}
+
+fn write_json(dir: &PathBuf, reports: &[Report]) -> TestResult {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{}.json", Utc::now().format("%Y%m%dT%H%M%SZ")));
+    std::fs::write(&path, serde_json::to_vec_pretty(reports)?)?;
+    eprintln!("report written to {}", path.display());
+    Ok(())
+}
