@@ -62,6 +62,9 @@ struct Args {
     /// Kafka bootstrap servers, to read the sagas' events.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// Prepended to every topic name, as the services' `KAFKA_TOPIC_PREFIX`.
+    #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
     /// Keep-alive connections per service.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -130,7 +133,7 @@ async fn bench(args: Args) -> TestResult {
         args.customers, args.products
     );
     let world = Seeded::create(&api, &args).await?;
-    let events = EventWatch::start(&args.bootstrap).await?;
+    let events = EventWatch::start(&args.bootstrap, &args.topic_prefix).await?;
     let rates = if args.sweep.is_empty() {
         vec![args.rate]
     } else {
@@ -204,18 +207,20 @@ struct EventWatch {
 impl EventWatch {
     /// Starts reading each partition of the saga topics at its current end, so nothing the
     /// bench causes is missed and nothing older is read.
-    async fn start(bootstrap: &str) -> TestResult<EventWatch> {
+    async fn start(bootstrap: &str, prefix: &str) -> TestResult<EventWatch> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", format!("saga-bench-{}", Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .create()?;
         let mut assignment = TopicPartitionList::new();
-        for topic in [
+        for logical in [
             topics::ORDERS_EVENTS,
             topics::PAYMENTS_EVENTS,
             topics::INVENTORY_EVENTS,
         ] {
+            let topic = format!("{prefix}{logical}");
+            let topic = topic.as_str();
             let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
             let partitions = metadata
                 .topics()
