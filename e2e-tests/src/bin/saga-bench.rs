@@ -296,6 +296,8 @@ struct Report {
     terminal_ms: Percentiles,
     /// Time between consecutive events of a saga, by pair of event types, in milliseconds.
     hops_ms: Vec<(String, Percentiles)>,
+    /// CPU time each part of the stack spent per completed saga, in milliseconds, from /proc.
+    cpu_ms_per_saga: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -346,6 +348,7 @@ async fn run_rate(
     let lead = Duration::from_millis(200);
     let start = tokio::time::Instant::now() + lead;
     let wall_start = Utc::now() + chrono::Duration::from_std(lead)?;
+    let cpu_before = CpuSample::take()?;
     let mut rng = Rng::new(rate.to_bits());
     let mut in_flight = JoinSet::new();
     for i in 0..total {
@@ -380,7 +383,97 @@ async fn run_rate(
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    summarise(events, &sent, &accepted, rate, args.duration, window_end)
+    let cpu = CpuSample::take()?.since(&cpu_before);
+    let mut report = summarise(events, &sent, &accepted, rate, args.duration, window_end)?;
+    let sagas = report.completed.max(1) as f64;
+    report.cpu_ms_per_saga = cpu
+        .into_iter()
+        .map(|(part, seconds)| (part, seconds * 1000.0 / sagas))
+        .collect();
+    Ok(report)
+}
+
+/// CPU seconds (user + system) used so far by each part of the stack, read from /proc:
+/// the three services, Kafka, and PostgreSQL's processes together. A process that exits
+/// between two samples takes its share with it, so this is a lower bound.
+struct CpuSample(HashMap<String, f64>);
+
+impl CpuSample {
+    fn take() -> TestResult<CpuSample> {
+        let ticks_per_second = clock_ticks()?;
+        let mut by_part: HashMap<String, f64> = HashMap::new();
+        for entry in std::fs::read_dir("/proc")? {
+            let path = entry?.path();
+            let is_pid = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+            if !is_pid {
+                continue;
+            }
+            // Processes come and go while we read: skip any that vanished.
+            let (Ok(comm), Ok(cmdline), Ok(stat)) = (
+                std::fs::read_to_string(path.join("comm")),
+                std::fs::read(path.join("cmdline")),
+                std::fs::read_to_string(path.join("stat")),
+            ) else {
+                continue;
+            };
+            let Some(part) = part_of(comm.trim(), &String::from_utf8_lossy(&cmdline)) else {
+                continue;
+            };
+            // Fields after the command name's closing parenthesis: state is the first, utime
+            // and stime the 12th and 13th.
+            let fields: Vec<&str> = stat
+                .rsplit_once(") ")
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+            if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+                *by_part.entry(part.to_owned()).or_default() += (user + system) / ticks_per_second;
+            }
+        }
+        Ok(CpuSample(by_part))
+    }
+
+    /// Seconds used since `earlier`, by part, largest first.
+    fn since(self, earlier: &CpuSample) -> Vec<(String, f64)> {
+        let mut used: Vec<(String, f64)> = self
+            .0
+            .into_iter()
+            .map(|(part, now)| {
+                let before = earlier.0.get(&part).copied().unwrap_or(0.0);
+                (part, (now - before).max(0.0))
+            })
+            .collect();
+        used.sort_by(|a, b| b.1.total_cmp(&a.1));
+        used
+    }
+}
+
+/// Which part of the stack a process is, by its name and command line.
+fn part_of(comm: &str, cmdline: &str) -> Option<&'static str> {
+    match comm {
+        "orders-svc" => Some("orders-svc"),
+        "payments-svc" => Some("payments-svc"),
+        "inventory-svc" => Some("inventory-svc"),
+        "postgres" => Some("postgres"),
+        "java" if cmdline.contains("kafka.Kafka") => Some("kafka"),
+        _ => None,
+    }
+}
+
+/// The kernel's clock ticks per second, in which /proc reports CPU time.
+fn clock_ticks() -> TestResult<f64> {
+    let output = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let ticks: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("getconf CLK_TCK answered {text:?}"))?;
+    Ok(ticks)
 }
 
 fn summarise(
@@ -444,6 +537,7 @@ fn summarise(
         confirmed_ms: Percentiles::of(&confirmed),
         terminal_ms: Percentiles::of(&terminal),
         hops_ms,
+        cpu_ms_per_saga: Vec::new(),
     })
 }
 
@@ -481,6 +575,12 @@ fn print_report(report: &Report) {
     for (hop, p) in &report.hops_ms {
         row(hop, p);
     }
+    let cpu: Vec<String> = report
+        .cpu_ms_per_saga
+        .iter()
+        .map(|(part, ms)| format!("{part} {ms:.2}"))
+        .collect();
+    println!("CPU ms per saga: {}", cpu.join(", "));
 }
 
 fn print_summary(reports: &[Report]) {
