@@ -63,8 +63,7 @@ impl Ledger {
         Ok(id)
     }
 
-    /// Follows an order placed outside [`Ledger::place`].
-    pub fn track(&mut self, placed: PlacedOrder, customer: Uuid, items: Vec<(Uuid, u32)>) {
+    fn track(&mut self, placed: PlacedOrder, customer: Uuid, items: Vec<(Uuid, u32)>) {
         self.orders.push(TrackedOrder {
             placed,
             customer,

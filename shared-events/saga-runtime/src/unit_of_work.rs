@@ -72,10 +72,6 @@ impl Reaction {
     pub fn publish(event: SagaEvent) -> Self {
         Self(vec![event])
     }
-
-    pub fn events(&self) -> &[SagaEvent] {
-        &self.0
-    }
 }
 
 /// What a command publishes with its change. Unlike a [`Reaction`], a command starts sagas
