@@ -14,6 +14,14 @@ pub const TOPICS: [&str; 2] = [topics::PAYMENTS_EVENTS, topics::ORDERS_EVENTS];
 pub struct InventoryEventHandler;
 
 impl EventHandler for InventoryEventHandler {
+    /// The events `handle` reacts to; the others on these topics pass without a transaction.
+    fn accepts(&self, event: &Envelope) -> bool {
+        matches!(
+            event.event,
+            SagaEvent::PaymentSucceeded(_) | SagaEvent::OrderCancelled(_)
+        )
+    }
+
     async fn handle(&self, tx: &Tx, event: &Envelope) -> Result<Reaction, HandlerError> {
         let saga_id = || event.saga_id().map_err(HandlerError::new);
         let outcome = match &event.event {

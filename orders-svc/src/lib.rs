@@ -18,6 +18,8 @@ pub mod messaging;
 pub mod repo;
 pub mod service;
 
+use std::sync::Arc;
+
 use saga_runtime::config::CommonSettings;
 use saga_runtime::service::{Application, Infrastructure, StartupError};
 use saga_runtime::unit_of_work::UnitOfWork;
@@ -25,7 +27,7 @@ use sea_orm_migration::MigratorTrait;
 use tokio_util::sync::CancellationToken;
 
 use crate::messaging::OrdersEventHandler;
-use crate::service::{CANCEL_BATCH, CancelExpiredOrders};
+use crate::service::{CANCEL_BATCH, CancelExpiredOrders, InFlight};
 
 /// orders-svc wired to its infrastructure, ready to run.
 pub type OrdersApplication = Application<OrdersEventHandler>;
@@ -33,26 +35,35 @@ pub type OrdersApplication = Application<OrdersEventHandler>;
 /// Connects, migrates, binds and subscribes; `main` and the tests then run the result.
 pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, StartupError> {
     let deadline = config::DeadlineSettings::from_env()?;
+    let admission = config::AdmissionSettings::from_env()?;
     let infra = Infrastructure::connect(settings).await?;
     orders_migration::Migrator::up(&infra.db, None)
         .await
         .map_err(StartupError::Migration)?;
     let uow = infra.unit_of_work();
+    let in_flight = InFlight::new(admission.max_in_flight);
+    let state = http::AppState {
+        uow: uow.clone(),
+        in_flight: Arc::clone(&in_flight),
+        admission,
+    };
     let app = infra
         .application(
-            http::router(uow.clone()),
+            http::router(state),
             &messaging::TOPICS,
-            OrdersEventHandler,
+            OrdersEventHandler::new(Arc::clone(&in_flight)),
         )
         .await?;
     Ok(app.with_background(Box::new(move |stop| {
-        Box::pin(deadline_job(uow, deadline, stop))
+        Box::pin(deadline_job(uow, in_flight, deadline, stop))
     })))
 }
 
-/// Cancels expired sagas every `scan_interval` until `stop`.
+/// Every `scan_interval` until `stop`: cancels expired sagas, and corrects the admission
+/// count from the database.
 async fn deadline_job(
     uow: UnitOfWork,
+    in_flight: Arc<InFlight>,
     settings: config::DeadlineSettings,
     stop: CancellationToken,
 ) {
@@ -65,6 +76,10 @@ async fn deadline_job(
             Ok(cancelled) if cancelled as u64 >= CANCEL_BATCH => continue,
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "saga deadline scan failed; retrying"),
+        }
+        match service::count_in_flight(uow.db()).await {
+            Ok(counted) => in_flight.correct(counted),
+            Err(error) => tracing::warn!(%error, "in-flight recount failed; keeping the count"),
         }
         tokio::select! {
             () = tokio::time::sleep(settings.scan_interval) => {}

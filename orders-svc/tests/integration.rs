@@ -201,8 +201,12 @@ async fn a_duplicate_event_is_applied_once() -> TestResult {
     let order = placed_order(&db).await?;
     let reserved = inventory_reserved(&order);
 
-    let first = uow(&db).apply(&OrdersEventHandler, &reserved).await?;
-    let second = uow(&db).apply(&OrdersEventHandler, &reserved).await?;
+    let first = uow(&db)
+        .apply(&OrdersEventHandler::default(), &reserved)
+        .await?;
+    let second = uow(&db)
+        .apply(&OrdersEventHandler::default(), &reserved)
+        .await?;
     assert_eq!((first, second), (Delivery::First, Delivery::Duplicate));
 
     let stored = orders::find(&db, order.id).await?.ok_or("order missing")?;
@@ -222,9 +226,13 @@ async fn a_declined_payment_fails_the_order_and_a_late_confirmation_is_ignored()
     let db = database().await?;
     let order = placed_order(&db).await?;
     let failed = payment_failed(&order);
-    uow(&db).apply(&OrdersEventHandler, &failed).await?;
+    uow(&db)
+        .apply(&OrdersEventHandler::default(), &failed)
+        .await?;
     let late = inventory_reserved(&order);
-    uow(&db).apply(&OrdersEventHandler, &late).await?;
+    uow(&db)
+        .apply(&OrdersEventHandler::default(), &late)
+        .await?;
 
     let stored = orders::find(&db, order.id).await?.ok_or("order missing")?;
     assert_eq!(stored.status, OrderStatus::FailedPayment);
@@ -256,7 +264,9 @@ async fn the_catalog_replica_keeps_the_newest_product_version() -> TestResult {
     };
     let (older, newer) = (upserted(100), upserted(200));
     for event in [&newer, &older] {
-        uow(&db).apply(&OrdersEventHandler, event).await?;
+        uow(&db)
+            .apply(&OrdersEventHandler::default(), event)
+            .await?;
     }
     let replica = service::get_catalog_product(&db, product_id).await?;
     assert_eq!(replica.price_cents, 200);
@@ -272,12 +282,16 @@ async fn the_inbox_alone_refuses_a_redelivered_event_and_commits_nothing_more() 
     let order = placed_order(&db).await?;
     let failed = payment_failed(&order);
     assert_eq!(
-        uow(&db).apply(&OrdersEventHandler, &failed).await?,
+        uow(&db)
+            .apply(&OrdersEventHandler::default(), &failed)
+            .await?,
         Delivery::First
     );
     let (outbox_before, inbox_before) = (count(&db, "outbox").await?, count(&db, "inbox").await?);
     assert_eq!(
-        uow(&db).apply(&OrdersEventHandler, &failed).await?,
+        uow(&db)
+            .apply(&OrdersEventHandler::default(), &failed)
+            .await?,
         Delivery::Duplicate
     );
     assert_eq!(count(&db, "outbox").await?, outbox_before);
@@ -290,12 +304,121 @@ async fn the_terminal_event_is_correlated_with_the_consumed_events_saga() -> Tes
     let db = database().await?;
     let order = placed_order(&db).await?;
     let reserved = inventory_reserved(&order);
-    uow(&db).apply(&OrdersEventHandler, &reserved).await?;
+    uow(&db)
+        .apply(&OrdersEventHandler::default(), &reserved)
+        .await?;
     let rows = outbox_rows(&db).await?;
     let confirmed: Envelope =
         serde_json::from_value(rows.last().ok_or("no outbox row")?.1.clone())?;
     assert_eq!(confirmed.sagaid, Some(order.saga_id));
     assert_eq!(confirmed.source, "orders-svc");
     assert_eq!(confirmed.event_type(), "OrderConfirmed");
+    Ok(())
+}
+
+/// `POST /orders` through the router, as a client sends it.
+async fn post_order(
+    app: &axum::Router,
+    customer_id: Uuid,
+    product_id: Uuid,
+) -> Result<axum::response::Response, Box<dyn std::error::Error>> {
+    use tower::ServiceExt as _;
+    let body = serde_json::json!({
+        "customer_id": customer_id,
+        "items": [{ "product_id": product_id, "quantity": 1 }],
+    });
+    let request = axum::http::Request::post("/orders")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))?;
+    Ok(app.clone().oneshot(request).await?)
+}
+
+#[tokio::test]
+async fn past_the_in_flight_bound_an_order_is_refused_with_503_and_leaves_no_trace() -> TestResult {
+    use orders_svc::config::AdmissionSettings;
+    use orders_svc::http::{AppState, router};
+    use orders_svc::service::InFlight;
+
+    let db = database().await?;
+    let product_id = seed_product(&db, 250).await?;
+    let in_flight = InFlight::new(2);
+    let app = router(AppState {
+        uow: uow(&db),
+        in_flight: std::sync::Arc::clone(&in_flight),
+        admission: AdmissionSettings {
+            max_in_flight: 2,
+            retry_after: std::time::Duration::from_millis(1500),
+        },
+    });
+    let customer_id = Uuid::now_v7();
+    for _ in 0..2 {
+        let accepted = post_order(&app, customer_id, product_id).await?;
+        assert_eq!(accepted.status(), 202);
+    }
+
+    let refused = post_order(&app, customer_id, product_id).await?;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"2"[..]),
+        "1.5 s rounds up to 2"
+    );
+    let body = axum::body::to_bytes(refused.into_body(), 1 << 16).await?;
+    let body: serde_json::Value = serde_json::from_slice(&body)?;
+    assert_eq!(body["error"]["code"], "overloaded");
+    assert_eq!(
+        count(&db, "orders").await?,
+        2,
+        "the refused order was not stored"
+    );
+    assert_eq!(count(&db, "outbox").await?, 2, "nor was its saga started");
+
+    // A saga that finishes frees its place.
+    in_flight.finished(1);
+    let accepted = post_order(&app, customer_id, product_id).await?;
+    assert_eq!(accepted.status(), 202);
+    assert_eq!(count(&db, "orders").await?, 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rejected_order_gives_its_admission_back() -> TestResult {
+    use orders_svc::config::AdmissionSettings;
+    use orders_svc::http::{AppState, router};
+    use orders_svc::service::InFlight;
+
+    let db = database().await?;
+    let in_flight = InFlight::new(1);
+    let app = router(AppState {
+        uow: uow(&db),
+        in_flight: std::sync::Arc::clone(&in_flight),
+        admission: AdmissionSettings {
+            max_in_flight: 1,
+            retry_after: std::time::Duration::from_secs(1),
+        },
+    });
+    // An unknown product: 422, and the place it took is free again.
+    let rejected = post_order(&app, Uuid::now_v7(), Uuid::now_v7()).await?;
+    assert_eq!(rejected.status(), 422);
+    assert_eq!(in_flight.current(), 0);
+    let product_id = seed_product(&db, 100).await?;
+    let accepted = post_order(&app, Uuid::now_v7(), product_id).await?;
+    assert_eq!(accepted.status(), 202);
+    assert_eq!(in_flight.current(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_recount_sees_only_orders_whose_saga_is_in_flight() -> TestResult {
+    let db = database().await?;
+    let finished = placed_order(&db).await?;
+    placed_order(&db).await?;
+    uow(&db)
+        .apply(
+            &OrdersEventHandler::default(),
+            &inventory_reserved(&finished),
+        )
+        .await?;
+    assert_eq!(service::count_in_flight(&db).await?, 1);
     Ok(())
 }

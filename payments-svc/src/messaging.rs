@@ -14,6 +14,16 @@ pub const TOPICS: [&str; 2] = [topics::ORDERS_EVENTS, topics::INVENTORY_EVENTS];
 pub struct PaymentsEventHandler;
 
 impl EventHandler for PaymentsEventHandler {
+    /// The events `handle` reacts to; the others on these topics pass without a transaction.
+    fn accepts(&self, event: &Envelope) -> bool {
+        matches!(
+            event.event,
+            SagaEvent::OrderCreated(_)
+                | SagaEvent::OrderCancelled(_)
+                | SagaEvent::InventoryReservationFailed(_)
+        )
+    }
+
     async fn handle(&self, tx: &Tx, event: &Envelope) -> Result<Reaction, HandlerError> {
         let saga_id = || event.saga_id().map_err(HandlerError::new);
         let outcome = match &event.event {

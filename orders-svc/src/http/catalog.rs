@@ -25,10 +25,10 @@ pub struct CatalogProductResponse {
 }
 
 async fn get_product(
-    State(uow): State<AppState>,
+    State(state): State<AppState>,
     AppPath(product_id): AppPath<Uuid>,
 ) -> Result<Json<CatalogProductResponse>, ApiError> {
-    let product = service::get_catalog_product(uow.db(), product_id).await?;
+    let product = service::get_catalog_product(state.uow.db(), product_id).await?;
     Ok(Json(CatalogProductResponse {
         product_id: product.product_id,
         sku: product.sku,

@@ -5,11 +5,21 @@ mod catalog;
 mod error;
 mod orders;
 
+use std::sync::Arc;
+
 use axum::Router;
 use saga_runtime::unit_of_work::UnitOfWork;
 
-/// Commands run in the unit of work; reads use its pool.
-pub type AppState = UnitOfWork;
+use crate::config::AdmissionSettings;
+use crate::service::InFlight;
+
+/// Commands run in the unit of work; reads use its pool. New orders pass admission first.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub uow: UnitOfWork,
+    pub in_flight: Arc<InFlight>,
+    pub admission: AdmissionSettings,
+}
 
 pub fn router(state: AppState) -> Router {
     Router::new()

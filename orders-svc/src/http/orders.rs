@@ -61,7 +61,7 @@ pub struct ItemResponse {
 }
 
 async fn place_order(
-    State(uow): State<AppState>,
+    State(state): State<AppState>,
     AppJson(request): AppJson<PlaceOrderRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let lines = request
@@ -72,12 +72,17 @@ async fn place_order(
             quantity: item.quantity,
         })
         .collect();
-    let order = uow
+    let admission = state.in_flight.admit().map_err(|refused| {
+        ApiError::overloaded(refused.to_string(), state.admission.retry_after)
+    })?;
+    let order = state
+        .uow
         .run(PlaceOrder {
             customer_id: request.customer_id,
             lines,
         })
         .await?;
+    admission.keep();
     let location = format!("/orders/{}", order.id);
     let body = OrderAccepted {
         id: order.id,
@@ -93,10 +98,10 @@ async fn place_order(
 }
 
 async fn get_order(
-    State(uow): State<AppState>,
+    State(state): State<AppState>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<OrderResponse>, ApiError> {
-    let order = service::get_order(uow.db(), id).await?;
+    let order = service::get_order(state.uow.db(), id).await?;
     Ok(Json(OrderResponse::from(order)))
 }
 

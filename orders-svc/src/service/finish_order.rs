@@ -68,7 +68,7 @@ async fn finish_order(
         }
     };
     orders::update_status(tx, &order).await?;
-    tracing::info!(order_id = %order.id, saga_id = %order.saga_id, status = %order.status, "order finished");
+    tracing::debug!(order_id = %order.id, saga_id = %order.saga_id, status = %order.status, "order finished");
     Ok(Reaction::publish(last))
 }
 

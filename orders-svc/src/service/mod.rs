@@ -6,17 +6,19 @@
 //! - HTTP commands and the deadline job: structs implementing `Command`.
 //! - Reads: plain functions on the pool, in `queries.rs`.
 
+mod admission;
 mod cancel_expired;
 mod finish_order;
 mod on_product_upserted;
 mod place_order;
 mod queries;
 
+pub use admission::{Admission, InFlight, Overloaded};
 pub use cancel_expired::{CANCEL_BATCH, CancelExpiredOrders};
 pub use finish_order::{on_inventory_reserved, on_payment_failed, on_payment_refunded};
 pub use on_product_upserted::on_product_upserted;
 pub use place_order::PlaceOrder;
-pub use queries::{get_catalog_product, get_order};
+pub use queries::{count_in_flight, get_catalog_product, get_order};
 
 use saga_runtime::outbox::OutboxError;
 use sea_orm::DbErr;

@@ -23,7 +23,7 @@ impl Command for PlaceOrder {
         let prices = catalog::prices(tx, &product_ids).await?;
         let order = Order::place(self.customer_id, &self.lines, &prices)?;
         orders::insert(tx, &order).await?;
-        tracing::info!(order_id = %order.id, saga_id = %order.saga_id, total_cents = order.total_cents, "order placed");
+        tracing::debug!(order_id = %order.id, saga_id = %order.saga_id, total_cents = order.total_cents, "order placed");
         let created = Announcements::saga(order.saga_id, order_created(&order));
         Ok((order, created))
     }

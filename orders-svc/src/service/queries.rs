@@ -19,3 +19,8 @@ pub async fn get_catalog_product<C: ConnectionTrait>(
         .await?
         .ok_or(ServiceError::NotFound("product"))
 }
+
+/// The sagas in flight by the database's count, to correct the admission count.
+pub async fn count_in_flight<C: ConnectionTrait>(db: &C) -> Result<u64, ServiceError> {
+    Ok(orders::count_pending(db).await?)
+}

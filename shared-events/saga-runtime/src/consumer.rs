@@ -17,6 +17,7 @@
 //! - a permanent failure: retried `max_attempts` times, then parked for an operator
 //!   ([`crate::parking`]), and the saga's later events park behind it.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -32,7 +33,7 @@ use shared_events::envelope::headers;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use crate::backoff::Backoff;
 use crate::config::{ConsumerSettings, KafkaSettings};
@@ -41,7 +42,7 @@ use crate::kafka::{self, CommitOnRevoke};
 use crate::metrics;
 use crate::parking::{Origin, Parking};
 use crate::telemetry;
-use crate::unit_of_work::{Reaction, Tx, UnitOfWork};
+use crate::unit_of_work::{Batch, MAX_BATCH_EVENTS, Reaction, Tx, UnitOfWork};
 
 /// Records queued per lane. Short on purpose: the broker, not memory, holds the backlog.
 const LANE_QUEUE_CAPACITY: usize = 64;
@@ -54,6 +55,15 @@ const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// relay, and only then is the record's offset stored. An `Err` rolls everything back and the
 /// loop retries or parks the event.
 pub trait EventHandler: Send + Sync + 'static {
+    /// Whether the service reacts to `event` at all. Topics carry every event of their
+    /// producer, and most of them concern other services: those are passed over without a
+    /// transaction, their offsets stored in turn. Must be true for every event `handle`
+    /// changes anything for.
+    fn accepts(&self, event: &Envelope) -> bool {
+        let _ = event;
+        true
+    }
+
     fn handle(
         &self,
         tx: &Tx,
@@ -323,6 +333,9 @@ struct Lane<H> {
     shutdown: CancellationToken,
 }
 
+/// A record of a batch, and what to apply for it (nothing for a record to skip).
+type Pending = (OwnedMessage, Option<(Envelope, Span)>);
+
 /// What became of a record.
 enum Outcome {
     /// Applied, a duplicate, dead-lettered or parked: its offset may be stored.
@@ -331,36 +344,157 @@ enum Outcome {
     Interrupted,
 }
 
+/// What a record needs, decided before any database work.
+enum Prepared {
+    /// Apply it; it may share a transaction with its neighbours.
+    Apply(Envelope, Span),
+    /// The service does not react to it: only its offset is stored.
+    Skip,
+    /// Undecodable or oversized: to the dead-letter topic, alone.
+    DeadLetter(String),
+    /// An earlier event of its saga is parked: park it too, alone.
+    ParkBehind(Envelope, Span),
+}
+
 impl<H: EventHandler> Lane<H> {
     async fn run(self, mut records: mpsc::Receiver<OwnedMessage>) {
-        while let Some(record) = records.recv().await {
+        let mut pending = VecDeque::with_capacity(LANE_QUEUE_CAPACITY);
+        while let Some(first) = records.recv().await {
+            pending.push_back(first);
+            // What queued up while the last transaction ran shares the next one: batches grow
+            // with the load and cost nothing when it is light.
+            while pending.len() < LANE_QUEUE_CAPACITY {
+                match records.try_recv() {
+                    Ok(record) => pending.push_back(record),
+                    Err(_) => break,
+                }
+            }
             if self.shutdown.is_cancelled() {
                 break;
             }
-            match self.process(&record).await {
-                Outcome::Done => {
-                    fault::crash_point(CrashPoint::AfterConsumeCommitBeforeOffset);
-                    self.store_offset(&record);
-                }
-                Outcome::Interrupted => break,
+            if matches!(self.process(&mut pending).await, Outcome::Interrupted) {
+                break;
             }
         }
     }
 
-    async fn process(&self, record: &OwnedMessage) -> Outcome {
+    /// Processes `pending` in order until it is empty or shutdown interrupts. Runs of records
+    /// to apply (and records to skip) go to the unit of work as one batch; a record that needs
+    /// handling of its own ends the run.
+    async fn process(&self, pending: &mut VecDeque<OwnedMessage>) -> Outcome {
+        while let Some(record) = pending.pop_front() {
+            let outcome = match self.prepare(&record) {
+                Prepared::Skip => Outcome::Done,
+                Prepared::DeadLetter(reason) => self.dead_letter(&record, &reason).await,
+                Prepared::ParkBehind(envelope, span) => {
+                    let origin = Origin::of(&record);
+                    let reason = "an earlier event of this saga is parked";
+                    self.park(&envelope, &origin, reason, 0)
+                        .instrument(span)
+                        .await
+                }
+                Prepared::Apply(envelope, span) => {
+                    let mut batch = vec![(record, Some((envelope, span)))];
+                    self.extend_batch(&mut batch, pending);
+                    match self.apply_batch(batch, pending).await {
+                        Outcome::Done => continue,
+                        Outcome::Interrupted => return Outcome::Interrupted,
+                    }
+                }
+            };
+            match outcome {
+                Outcome::Done => self.done(&record),
+                Outcome::Interrupted => return Outcome::Interrupted,
+            }
+        }
+        Outcome::Done
+    }
+
+    /// Moves the records after the batch's first into it while they can share its
+    /// transaction, up to [`MAX_BATCH_EVENTS`] events.
+    fn extend_batch(&self, batch: &mut Vec<Pending>, pending: &mut VecDeque<OwnedMessage>) {
+        let mut events = 1;
+        while events < MAX_BATCH_EVENTS {
+            let Some(next) = pending.front() else { break };
+            let consumed = match self.prepare(next) {
+                Prepared::Apply(envelope, span) => Some((envelope, span)),
+                Prepared::Skip => None,
+                Prepared::DeadLetter(_) | Prepared::ParkBehind(..) => break,
+            };
+            let Some(record) = pending.pop_front() else {
+                break;
+            };
+            events += usize::from(consumed.is_some());
+            batch.push((record, consumed));
+        }
+    }
+
+    /// Applies a batch in one transaction and stores the offsets of what it committed. The
+    /// event that failed, if one did, is retried alone (with backoff, and parked if it keeps
+    /// failing); the records after it go back to the front of `pending`, to be prepared
+    /// afresh, since that event may have parked their saga.
+    async fn apply_batch(
+        &self,
+        mut batch: Vec<Pending>,
+        pending: &mut VecDeque<OwnedMessage>,
+    ) -> Outcome {
+        let events: Vec<(&Envelope, &Span)> = batch
+            .iter()
+            .filter_map(|(_, consumed)| consumed.as_ref().map(|(e, s)| (e, s)))
+            .collect();
+        let Batch { applied, failure } = self
+            .applier
+            .uow
+            .apply_batch(&*self.applier.handler, &events)
+            .await;
+        // The position of the first event not committed; the records before it are done.
+        let cut = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, consumed))| consumed.is_some())
+            .nth(applied)
+            .map_or(batch.len(), |(position, _)| position);
+        let mut rest = batch.split_off(cut).into_iter();
+        metrics::EVENTS_APPLIED.add(applied as u64);
+        if applied > 0 {
+            metrics::CONSUMER_TRANSACTIONS.increment();
+        }
+        for (record, _) in &batch {
+            self.done(record);
+        }
+        if let Some((record, Some((envelope, span)))) = rest.next() {
+            if let Some(failure) = &failure {
+                tracing::debug!(parent: &span, %failure, "event failed in a batch; retrying it alone");
+            }
+            match self.apply(&record, envelope).instrument(span).await {
+                Outcome::Done => self.done(&record),
+                Outcome::Interrupted => return Outcome::Interrupted,
+            }
+        }
+        for (record, _) in rest.rev() {
+            pending.push_front(record);
+        }
+        Outcome::Done
+    }
+
+    /// Decides what `record` needs, decoding it and opening its span.
+    fn prepare(&self, record: &OwnedMessage) -> Prepared {
         let payload = record.payload().unwrap_or_default();
         if payload.len() > self.settings.max_record_bytes {
-            let reason = format!(
+            return Prepared::DeadLetter(format!(
                 "record of {} bytes exceeds the limit of {}",
                 payload.len(),
                 self.settings.max_record_bytes
-            );
-            return self.dead_letter(record, &reason).await;
+            ));
         }
         let envelope = match Envelope::decode(payload) {
             Ok(envelope) => envelope,
-            Err(error) => return self.dead_letter(record, &error.to_string()).await,
+            Err(error) => return Prepared::DeadLetter(error.to_string()),
         };
+        if !self.applier.handler.accepts(&envelope) {
+            metrics::EVENTS_SKIPPED.increment();
+            return Prepared::Skip;
+        }
         let span = tracing::info_span!(
             "consume",
             event_type = envelope.event_type(),
@@ -371,15 +505,24 @@ impl<H: EventHandler> Lane<H> {
             offset = record.offset(),
         );
         telemetry::continue_trace(&span, header(record, headers::TRACEPARENT));
-        self.apply(record, envelope).instrument(span).await
+        if self.applier.parking.blocks(envelope.sagaid) {
+            Prepared::ParkBehind(envelope, span)
+        } else {
+            Prepared::Apply(envelope, span)
+        }
     }
 
+    /// The record is finished with (applied, skipped, dead-lettered or parked): store its
+    /// offset, so the group moves past it.
+    fn done(&self, record: &OwnedMessage) {
+        fault::crash_point(CrashPoint::AfterConsumeCommitBeforeOffset);
+        self.store_offset(record);
+    }
+
+    /// Applies one event alone, retrying it with backoff and parking it once its budget for
+    /// its kind of failure is spent.
     async fn apply(&self, record: &OwnedMessage, envelope: Envelope) -> Outcome {
-        let origin = Origin {
-            topic: record.topic().to_owned(),
-            partition: record.partition(),
-            offset: record.offset(),
-        };
+        let origin = Origin::of(record);
         if self.applier.parking.blocks(envelope.sagaid) {
             let reason = "an earlier event of this saga is parked";
             return self.park(&envelope, &origin, reason, 0).await;
@@ -395,6 +538,7 @@ impl<H: EventHandler> Lane<H> {
             {
                 Ok(_) => {
                     metrics::EVENTS_APPLIED.increment();
+                    metrics::CONSUMER_TRANSACTIONS.increment();
                     return Outcome::Done;
                 }
                 Err(error) => error,

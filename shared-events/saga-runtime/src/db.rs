@@ -23,6 +23,10 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         .idle_timeout(settings.idle_timeout)
         .max_lifetime(settings.max_lifetime)
         .statement_timeout(settings.statement_timeout)
+        // sqlx pings every connection it lends out by default: one more round trip per
+        // transaction. A connection the server dropped fails its first statement instead,
+        // which the caller already treats as the database being unavailable and retries.
+        .test_before_acquire(false)
         .sqlx_logging(false);
     tokio::time::timeout(settings.connect_timeout, Database::connect(options))
         .await

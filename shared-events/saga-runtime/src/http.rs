@@ -33,6 +33,8 @@ pub struct ApiError {
     /// A stable, machine-readable code such as `unknown_product`.
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds): when a retry may succeed.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -41,7 +43,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The service refuses work it cannot finish in time: 503 with `Retry-After`.
+    pub fn overloaded(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+            .with_retry_after(retry_after)
+    }
+
+    pub fn with_retry_after(mut self, retry_after: std::time::Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -74,6 +88,7 @@ impl ApiError {
             "unavailable",
             "service temporarily unavailable",
         )
+        .with_retry_after(std::time::Duration::from_secs(1))
     }
 }
 
@@ -88,7 +103,15 @@ pub fn is_unavailable(error: &sea_orm::DbErr) -> bool {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(retry_after) = self.retry_after {
+            // Whole seconds, rounded up: a client must not come back before it is worth it.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -37,6 +37,14 @@ pub static EVENTS_APPLIED: Counter = Counter::new(
     "saga_events_applied_total",
     "Consumed events whose transaction committed.",
 );
+pub static EVENTS_SKIPPED: Counter = Counter::new(
+    "saga_events_skipped_total",
+    "Consumed events the service does not react to, passed over without a transaction.",
+);
+pub static CONSUMER_TRANSACTIONS: Counter = Counter::new(
+    "saga_consumer_transactions_total",
+    "Transactions that applied consumed events (one applies a batch of them).",
+);
 pub static EVENTS_RETRIED: Counter = Counter::new(
     "saga_event_retries_total",
     "Handler failures that were retried.",
@@ -59,8 +67,10 @@ pub static SCRAPE_ERRORS: Counter = Counter::new(
     "Scrapes that left out the database gauges because the query failed.",
 );
 
-pub static ALL: [&Counter; 6] = [
+pub static ALL: [&Counter; 8] = [
     &EVENTS_APPLIED,
+    &EVENTS_SKIPPED,
+    &CONSUMER_TRANSACTIONS,
     &EVENTS_RETRIED,
     &PARKED_EVENTS,
     &DEAD_LETTERS,

@@ -22,6 +22,17 @@ pub struct Origin {
     pub offset: i64,
 }
 
+impl Origin {
+    pub fn of(record: &rdkafka::message::OwnedMessage) -> Self {
+        use rdkafka::Message as _;
+        Self {
+            topic: record.topic().to_owned(),
+            partition: record.partition(),
+            offset: record.offset(),
+        }
+    }
+}
+
 /// One parked event, as `GET /sagas/stuck` shows it.
 #[derive(Debug, Clone, Serialize, FromQueryResult)]
 pub struct ParkedEvent {

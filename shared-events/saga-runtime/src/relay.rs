@@ -49,6 +49,14 @@ pub enum RelayError {
     },
 }
 
+/// What one batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub rows: usize,
+    /// Rows are known to be waiting: the batch was full, or held back a key's later rows.
+    pub more_waiting: bool,
+}
+
 /// One outbox row as the relay reads it.
 #[derive(Debug, FromQueryResult)]
 struct OutboxRow {
@@ -60,12 +68,17 @@ struct OutboxRow {
     event_type: String,
     payload: serde_json::Value,
     traceparent: Option<String>,
+    /// A later row of the same key waits behind this one; the claim held it back.
+    has_successor: bool,
 }
 
 /// Claims the oldest waiting rows, but of each key only its oldest row: a saga's second event
-/// is never published before its first, even when another relay holds the first.
+/// is never published before its first, even when another relay holds the first. It also
+/// says which claimed rows have a successor waiting, so the relay knows to come back at once.
 const CLAIM: &str = "\
-    SELECT id, event_id, saga_id, topic, message_key, event_type, payload, traceparent \
+    SELECT id, event_id, saga_id, topic, message_key, event_type, payload, traceparent, \
+           EXISTS (SELECT 1 FROM outbox later \
+                   WHERE later.message_key = o.message_key AND later.id > o.id) AS has_successor \
     FROM outbox o \
     WHERE NOT EXISTS (SELECT 1 FROM outbox earlier \
                       WHERE earlier.message_key = o.message_key AND earlier.id < o.id) \
@@ -96,10 +109,13 @@ impl Relay {
         tracing::info!("outbox relay started");
         loop {
             match self.publish_batch().await {
-                // Something was published, so more may be waiting: a full batch's remainder, or
-                // a saga's next event, which the claim holds back until its predecessor is out.
-                Ok(published) if published > 0 => continue,
-                Ok(_) => {
+                // More is waiting: a full batch's remainder, or a saga's next event, which the
+                // claim held back until its predecessor was out. Anything committed since the
+                // claim has left a wake-up in the signal, so otherwise the relay may wait.
+                Ok(Published {
+                    more_waiting: true, ..
+                }) => continue,
+                Ok(Published { .. }) => {
                     tokio::select! {
                         () = self.signal.notified() => {}
                         () = tokio::time::sleep(self.settings.poll_interval) => {}
@@ -119,15 +135,17 @@ impl Relay {
             }
         }
         match self.publish_batch().await {
-            Ok(published) => tracing::info!(published, "outbox relay stopped after a final flush"),
+            Ok(Published { rows, .. }) => {
+                tracing::info!(published = rows, "outbox relay stopped after a final flush")
+            }
             Err(error) => {
                 tracing::warn!(%error, "outbox relay stopped; final flush failed, rows stay")
             }
         }
     }
 
-    /// Publishes one batch and returns how many rows it published and deleted.
-    pub async fn publish_batch(&self) -> Result<usize, RelayError> {
+    /// Publishes one batch: how many rows it published and deleted, and whether more wait.
+    pub async fn publish_batch(&self) -> Result<Published, RelayError> {
         let txn = self.db.begin().await?;
         let rows = OutboxRow::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -138,8 +156,10 @@ impl Relay {
         .await?;
         if rows.is_empty() {
             txn.commit().await?;
-            return Ok(0);
+            return Ok(Published::default());
         }
+        let more_waiting = rows.len() as u64 >= self.settings.batch_size
+            || rows.iter().any(|row| row.has_successor);
 
         let payloads = rows
             .iter()
@@ -207,7 +227,10 @@ impl Relay {
         metrics::OUTBOX_PUBLISHED.add(delivered.len() as u64);
         tracing::debug!(published = delivered.len(), "outbox batch published");
         match first_error {
-            None => Ok(delivered.len()),
+            None => Ok(Published {
+                rows: delivered.len(),
+                more_waiting,
+            }),
             Some(first_error) => Err(RelayError::Publish {
                 claimed: rows.len(),
                 failed: rows.len() - delivered.len(),

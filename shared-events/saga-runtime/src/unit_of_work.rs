@@ -3,7 +3,9 @@
 //! A consumed event is applied by [`UnitOfWork::apply`], always in this order:
 //! begin → inbox row → the service's [`EventHandler`] → outbox rows for what it returned,
 //! each correlated with the consumed event's saga → commit → wake the relay. The consumer
-//! stores the record's offset only after `apply` returns.
+//! stores the record's offset only after `apply` returns. Under load the consumer hands over
+//! several events of a lane at once ([`UnitOfWork::apply_batch`]): the same steps for each,
+//! each in its own savepoint, and one commit for all.
 //!
 //! An HTTP command or a periodic job is a [`Command`], run by [`UnitOfWork::run`] the same
 //! way without the inbox step.
@@ -12,6 +14,8 @@
 //! on, which cannot be committed, rolled back or moved out. So only this module commits.
 
 use std::future::Future;
+
+use tracing::{Instrument, Span};
 
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
@@ -72,6 +76,11 @@ impl Reaction {
     pub fn publish(event: SagaEvent) -> Self {
         Self(vec![event])
     }
+
+    /// Whether nothing follows.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// What a command publishes with its change. Unlike a [`Reaction`], a command starts sagas
@@ -121,6 +130,37 @@ pub trait Command: Send {
     ) -> impl Future<Output = Result<(Self::Output, Announcements), Self::Error>> + Send;
 }
 
+/// The most events [`UnitOfWork::apply_batch`] puts in one transaction. Each has a savepoint,
+/// that is a subtransaction, and a PostgreSQL backend caches the IDs of only 64 of them; past
+/// that the transaction's snapshot "overflows" and every session of the cluster checks
+/// visibility the slow way (`pg_subtrans`) until it ends. 32 stays well inside, and is already
+/// more than a lane's queue holds at once.
+pub const MAX_BATCH_EVENTS: usize = 32;
+
+/// What [`UnitOfWork::apply_batch`] did.
+#[derive(Debug)]
+pub struct Batch {
+    /// The first `applied` events are committed.
+    pub applied: usize,
+    /// Why the event after them was not, if one was not.
+    pub failure: Option<HandlerError>,
+}
+
+impl Batch {
+    fn nothing(failure: HandlerError) -> Self {
+        Self {
+            applied: 0,
+            failure: Some(failure),
+        }
+    }
+}
+
+/// The name of the savepoint of the `index`th event of a transaction. Each event has its own
+/// name, so rolling back to one can never reach an earlier event's work.
+fn savepoint(index: usize) -> String {
+    format!("event_{index}")
+}
+
 /// Opens, fills and commits one service's transactions. Cloning shares the pool and signal.
 #[derive(Debug, Clone)]
 pub struct UnitOfWork {
@@ -149,23 +189,99 @@ impl UnitOfWork {
         event: &Envelope,
     ) -> Result<Delivery, HandlerError> {
         let tx = Tx(self.db.begin().await.map_err(HandlerError::new)?);
-        if inbox::record(&tx, event).await.map_err(HandlerError::new)? == Delivery::Duplicate {
-            tx.0.rollback().await.map_err(HandlerError::new)?;
-            tracing::debug!(event_id = %event.id, "duplicate event ignored");
-            return Ok(Delivery::Duplicate);
-        }
-        let reaction = handler.handle(&tx, event).await?;
-        let published = !reaction.0.is_empty();
-        for next in reaction.0 {
-            let envelope = Envelope::new(self.source, event.sagaid, next);
-            outbox::enqueue(&tx, &envelope)
-                .await
-                .map_err(HandlerError::new)?;
-        }
+        let (delivery, published) = self.apply_in(&tx, handler, event, 0).await?;
         self.commit(tx, published)
             .await
             .map_err(HandlerError::new)?;
-        Ok(Delivery::First)
+        Ok(delivery)
+    }
+
+    /// Applies consecutive consumed events of one lane in one transaction, each in its own
+    /// savepoint, in order. Under load this turns many commits (and WAL flushes) into one.
+    ///
+    /// An event that fails is rolled back to its savepoint, and the events before it are
+    /// committed: [`Batch::applied`] says how many, and [`Batch::failure`] why the next one
+    /// failed. The batch stops there, because a later event may belong to the same saga and
+    /// must not overtake it; the consumer retries the failed event alone, then goes on. A
+    /// failure to begin or commit commits nothing (`applied` is 0).
+    ///
+    /// Each event's work runs inside its `span`, so its outbox rows carry its trace. At most
+    /// [`MAX_BATCH_EVENTS`] events are taken; the rest are left to the caller.
+    pub async fn apply_batch<H: EventHandler>(
+        &self,
+        handler: &H,
+        events: &[(&Envelope, &Span)],
+    ) -> Batch {
+        let events = &events[..events.len().min(MAX_BATCH_EVENTS)];
+        let tx = match self.db.begin().await {
+            Ok(tx) => Tx(tx),
+            Err(error) => return Batch::nothing(HandlerError::new(error)),
+        };
+        let mut published = false;
+        for (index, (event, span)) in events.iter().enumerate() {
+            let failure = match self
+                .apply_in(&tx, handler, event, index)
+                .instrument((*span).clone())
+                .await
+            {
+                Ok((_, wrote)) => {
+                    published |= wrote;
+                    continue;
+                }
+                Err(failure) => failure,
+            };
+            if index == 0 {
+                return Batch::nothing(failure);
+            }
+            // Undo the failed event alone. If even that fails, the transaction is lost and
+            // nothing of the batch may count as applied.
+            let undo = format!("ROLLBACK TO SAVEPOINT {}", savepoint(index));
+            if let Err(error) = tx.0.execute_unprepared(&undo).await {
+                return Batch::nothing(HandlerError::new(error));
+            }
+            return match self.commit(tx, published).await {
+                Ok(()) => Batch {
+                    applied: index,
+                    failure: Some(failure),
+                },
+                Err(error) => Batch::nothing(HandlerError::new(error)),
+            };
+        }
+        match self.commit(tx, published).await {
+            Ok(()) => Batch {
+                applied: events.len(),
+                failure: None,
+            },
+            Err(error) => Batch::nothing(HandlerError::new(error)),
+        }
+    }
+
+    /// The body of a consumed event's work, inside an open transaction: a savepoint and the
+    /// inbox row, the handler, and outbox rows for its reaction in the event's saga. Returns
+    /// whether the event was new and whether outbox rows were written.
+    async fn apply_in<H: EventHandler>(
+        &self,
+        tx: &Tx,
+        handler: &H,
+        event: &Envelope,
+        index: usize,
+    ) -> Result<(Delivery, bool), HandlerError> {
+        let delivery = inbox::record(tx, event, &savepoint(index))
+            .await
+            .map_err(HandlerError::new)?;
+        if delivery == Delivery::Duplicate {
+            tracing::debug!(event_id = %event.id, "duplicate event ignored");
+            return Ok((delivery, false));
+        }
+        let reaction = handler.handle(tx, event).await?;
+        let published = !reaction.0.is_empty();
+        for next in reaction.0 {
+            let envelope = Envelope::new(self.source, event.sagaid, next);
+            outbox::enqueue(tx, &envelope)
+                .await
+                .map_err(HandlerError::new)?;
+        }
+        Ok((delivery, published))
     }
 
     /// Runs `command` in one transaction, writes its announcements to the outbox and commits.

@@ -7,10 +7,13 @@ use saga_runtime::consumer::{EventHandler, FailureClass, HandlerError};
 use saga_runtime::inbox::Delivery;
 use saga_runtime::outbox::{OutboxError, OutboxSignal};
 use saga_runtime::testing;
-use saga_runtime::unit_of_work::{Announcements, Command, Reaction, Tx, UnitOfWork};
+use saga_runtime::unit_of_work::{
+    Announcements, Batch, Command, MAX_BATCH_EVENTS, Reaction, Tx, UnitOfWork,
+};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use sea_orm_migration::SchemaManager;
 use shared_events::{Envelope, InventoryReserved, OrderConfirmed, SagaEvent};
+use tracing::Span;
 use uuid::Uuid;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -32,6 +35,8 @@ async fn database() -> Result<DatabaseConnection, Box<dyn std::error::Error>> {
 struct CountingHandler {
     calls: AtomicUsize,
     fail: bool,
+    /// Fails this one event only (after writing its effect, which must roll back).
+    fail_on: Option<Uuid>,
 }
 
 impl EventHandler for CountingHandler {
@@ -40,7 +45,7 @@ impl EventHandler for CountingHandler {
         tx.execute_unprepared(&format!("INSERT INTO effects VALUES ('{}')", event.id))
             .await
             .map_err(HandlerError::new)?;
-        if self.fail {
+        if self.fail || self.fail_on == Some(event.id) {
             return Err(HandlerError::new(DbErr::Custom("refused".into())));
         }
         Ok(Reaction::publish(SagaEvent::OrderConfirmed(
@@ -164,5 +169,103 @@ async fn a_deadlock_inside_the_outbox_insert_is_still_transient() -> TestResult 
         .ok_or("the statement should have failed")?;
     let error = HandlerError::new(OutboxError::Db(deadlock));
     assert_eq!(error.class(), FailureClass::Transient);
+    Ok(())
+}
+
+/// Applies `events` as one batch, each in a span of its own.
+async fn apply_batch(uow: &UnitOfWork, handler: &CountingHandler, events: &[Envelope]) -> Batch {
+    let span = Span::none();
+    let events: Vec<(&Envelope, &Span)> = events.iter().map(|e| (e, &span)).collect();
+    uow.apply_batch(handler, &events).await
+}
+
+#[tokio::test]
+async fn a_batch_applies_every_event_in_one_transaction() -> TestResult {
+    let db = database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let handler = CountingHandler::default();
+    let events: Vec<Envelope> = (0..3).map(|_| reserved(Uuid::now_v7())).collect();
+
+    let batch = apply_batch(&uow, &handler, &events).await;
+    assert_eq!(batch.applied, 3);
+    assert!(batch.failure.is_none());
+    for table in ["effects", "outbox", "inbox"] {
+        assert_eq!(count(&db, table).await?, 3, "{table}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_event_rolls_back_alone_and_stops_the_batch_behind_it() -> TestResult {
+    let db = database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let events: Vec<Envelope> = (0..4).map(|_| reserved(Uuid::now_v7())).collect();
+    let handler = CountingHandler {
+        fail_on: Some(events[2].id),
+        ..CountingHandler::default()
+    };
+
+    let batch = apply_batch(&uow, &handler, &events).await;
+    assert_eq!(
+        batch.applied, 2,
+        "the two events before the failure are committed"
+    );
+    assert!(batch.failure.is_some());
+    assert_eq!(
+        handler.calls.load(Ordering::SeqCst),
+        3,
+        "the fourth never ran"
+    );
+    for table in ["effects", "outbox", "inbox"] {
+        assert_eq!(
+            count(&db, table).await?,
+            2,
+            "{table}: the failed event left nothing"
+        );
+    }
+
+    // Its redelivery, alone, applies; the ones before it are duplicates now.
+    let retry = apply_batch(&uow, &CountingHandler::default(), &events).await;
+    assert_eq!(retry.applied, 4);
+    assert_eq!(count(&db, "effects").await?, 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_first_event_commits_nothing() -> TestResult {
+    let db = database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let events: Vec<Envelope> = (0..2).map(|_| reserved(Uuid::now_v7())).collect();
+    let handler = CountingHandler {
+        fail_on: Some(events[0].id),
+        ..CountingHandler::default()
+    };
+    let batch = apply_batch(&uow, &handler, &events).await;
+    assert_eq!(batch.applied, 0);
+    assert!(batch.failure.is_some());
+    assert_eq!(count(&db, "inbox").await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_event_twice_in_one_batch_applies_once_and_a_batch_is_capped() -> TestResult {
+    let db = database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let handler = CountingHandler::default();
+    let event = reserved(Uuid::now_v7());
+    let batch = apply_batch(&uow, &handler, &[event.clone(), event]).await;
+    assert_eq!(batch.applied, 2);
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(count(&db, "effects").await?, 1);
+
+    let many: Vec<Envelope> = (0..MAX_BATCH_EVENTS + 5)
+        .map(|_| reserved(Uuid::now_v7()))
+        .collect();
+    let batch = apply_batch(&uow, &handler, &many).await;
+    assert_eq!(
+        batch.applied, MAX_BATCH_EVENTS,
+        "the rest is left to the caller"
+    );
+    assert_eq!(count(&db, "effects").await?, 1 + MAX_BATCH_EVENTS as i64);
     Ok(())
 }
