@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_create_orders_and_catalog::Migration),
             Box::new(m20261128_000003_create_parked_events::Migration),
             Box::new(m20261128_000004_index_pending_orders::Migration),
+            Box::new(saga_schema::IndexInboxByAge),
         ]
     }
 }

@@ -11,6 +11,8 @@
 //! - [`consumer`]: the Kafka consumer loop that hands events to a service's [`consumer::EventHandler`],
 //!   with dead-lettering of undecodable records and retries.
 //! - [`parking`]: events that keep failing, kept for an operator to retry.
+//! - [`retention`]: how long the inbox remembers, checked against the topics' retention, and
+//!   the job that deletes older rows.
 //! - [`backoff`]: the bounded exponential backoff of every retry loop.
 //! - [`fault`]: fault hooks for the failure-injection suite; empty without the
 //!   `fault-injection` feature.
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod parking;
 pub mod relay;
+pub mod retention;
 pub mod service;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -45,6 +45,10 @@ pub static CONSUMER_TRANSACTIONS: Counter = Counter::new(
     "saga_consumer_transactions_total",
     "Transactions that applied consumed events (one applies a batch of them).",
 );
+pub static INBOX_EXPIRED: Counter = Counter::new(
+    "saga_inbox_expired_total",
+    "Inbox rows deleted by the retention job.",
+);
 pub static EVENTS_RETRIED: Counter = Counter::new(
     "saga_event_retries_total",
     "Handler failures that were retried.",
@@ -67,8 +71,9 @@ pub static SCRAPE_ERRORS: Counter = Counter::new(
     "Scrapes that left out the database gauges because the query failed.",
 );
 
-pub static ALL: [&Counter; 8] = [
+pub static ALL: [&Counter; 9] = [
     &EVENTS_APPLIED,
+    &INBOX_EXPIRED,
     &EVENTS_SKIPPED,
     &CONSUMER_TRANSACTIONS,
     &EVENTS_RETRIED,

@@ -36,6 +36,8 @@ pub enum StartupError {
     Parking(sea_orm::DbErr),
     #[error("kafka client setup failed: {0}")]
     Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Retention(#[from] crate::retention::RetentionError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
@@ -98,6 +100,16 @@ impl Infrastructure {
         topics: &[&str],
         handler: H,
     ) -> Result<Application<H>, StartupError> {
+        let physical: Vec<String> = topics
+            .iter()
+            .map(|t| self.settings.kafka.topic(t))
+            .collect();
+        crate::retention::check_topics(
+            &self.settings.kafka,
+            &physical,
+            self.settings.retention.inbox,
+        )
+        .await?;
         let listener = self.listen().await?;
         let parking = Parking::load(self.db.clone())
             .await
@@ -127,13 +139,16 @@ impl Infrastructure {
                 self.db.clone(),
             ));
         let relay = self.relay();
+        let (db, retention) = (self.db.clone(), self.settings.retention);
+        let inbox_retention: BackgroundTask =
+            Box::new(move |stop| Box::pin(crate::retention::run(db, retention, stop)));
         Ok(Application {
             settings: self.settings,
             listener,
             router,
             relay,
             consumer,
-            background: Vec::new(),
+            background: vec![inbox_retention],
         })
     }
 }

@@ -106,3 +106,30 @@ pub async fn drop_outbox_and_inbox(manager: &SchemaManager<'_>) -> Result<(), Db
         .await
         .map(|_| ())
 }
+
+/// A migration every service runs after its own first ones: indexes `inbox` by age, for the
+/// retention job, which deletes the oldest rows in small batches (`saga_runtime::retention`).
+/// Defined once here, with one name, since the index is the same in every service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IndexInboxByAge;
+
+impl sea_orm_migration::MigrationName for IndexInboxByAge {
+    fn name(&self) -> &str {
+        "m20261128_000100_index_inbox_by_age"
+    }
+}
+
+#[async_trait::async_trait]
+impl sea_orm_migration::MigrationTrait for IndexInboxByAge {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        execute(
+            manager,
+            "CREATE INDEX IF NOT EXISTS inbox_by_age ON inbox (processed_at);",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        execute(manager, "DROP INDEX IF EXISTS inbox_by_age;").await
+    }
+}

@@ -11,7 +11,14 @@
 //! cargo run --release -p e2e-tests --bin saga-bench -- --sweep 50,100,200,400 --duration 30s
 //! ```
 //!
-//! It prints a table and writes the same figures as JSON to `target/bench/<time>.json`.
+//! It prints a table and writes the same figures as JSON to `target/bench/<time>.json`, and
+//! the sweep as a plot to `target/bench/<time>.svg`. With `--ceilings` it first measures what
+//! PostgreSQL (pgbench) and Kafka (`ProducerPerformance`) do alone on this machine, and gives
+//! each rate's ratio to them.
+
+mod ceilings;
+mod plot;
+mod probes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,6 +30,7 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use e2e_tests::{Api, Rng, TestResult};
 use hdrhistogram::Histogram;
+use probes::CpuSample;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Serialize;
@@ -80,9 +88,36 @@ struct Args {
     /// Percentage of orders for a product with no stock.
     #[arg(long, default_value_t = 5)]
     short_percent: u64,
-    /// Where the JSON report goes.
+    /// Where the JSON report and the plot go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Measure pgbench and Kafka's ProducerPerformance first, and give the ratio to them.
+    #[arg(long)]
+    ceilings: bool,
+    /// How long each ceiling is measured.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    ceilings_duration: Duration,
+    /// A database URL of the stack's PostgreSQL, to read its commit counter and (with
+    /// `--ceilings`) to create pgbench's scratch database.
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_URL",
+        default_value = "postgres://orders_svc:orders_svc@127.0.0.1:5432/orders"
+    )]
+    database_url: String,
+    /// The services' databases, whose commits are counted.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "orders,payments,inventory"
+    )]
+    databases: Vec<String>,
+    /// pgbench to run (default: the newest under /usr/lib/postgresql, else PATH's).
+    #[arg(long)]
+    pgbench: Option<PathBuf>,
+    /// The folder holding Kafka's `kafka-run-class` wrapper.
+    #[arg(long, default_value = "deploy/bin")]
+    kafka_bin: PathBuf,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -132,6 +167,19 @@ async fn bench(args: Args) -> TestResult {
         "seeding {} customers and {} products …",
         args.customers, args.products
     );
+    let ceilings = if args.ceilings {
+        let at = ceilings::Where {
+            database_url: &args.database_url,
+            bootstrap: &args.bootstrap,
+            pgbench: args.pgbench.as_deref(),
+            kafka_bin: &args.kafka_bin,
+            duration: args.ceilings_duration,
+        };
+        Some(ceilings::measure(&at).await?)
+    } else {
+        None
+    };
+    let stats = sea_orm::Database::connect(&args.database_url).await?;
     let world = Seeded::create(&api, &args).await?;
     let events = EventWatch::start(&args.bootstrap, &args.topic_prefix).await?;
     let rates = if args.sweep.is_empty() {
@@ -141,7 +189,13 @@ async fn bench(args: Args) -> TestResult {
     };
     let mut reports = Vec::new();
     for rate in rates {
-        let report = run_rate(&api, &world, &events, &args, rate).await?;
+        let mut report = run_rate(&api, &world, &events, &stats, &args, rate).await?;
+        if let Some(ceilings) = &ceilings {
+            report.pgbench_ratio = Some(
+                report.completed_per_second * ceilings::BUSINESS_TRANSACTIONS_PER_SAGA
+                    / ceilings.pgbench_tps,
+            );
+        }
         print_report(&report);
         let saturated = report.completed_per_second < 0.9 * report.offered_rate;
         reports.push(report);
@@ -150,8 +204,8 @@ async fn bench(args: Args) -> TestResult {
             break;
         }
     }
-    print_summary(&reports);
-    write_json(&args.out, &reports)
+    print_summary(&reports, ceilings.as_ref());
+    write_outputs(&args.out, &reports, ceilings.as_ref())
 }
 
 /// The customers and products the bench created, by role.
@@ -298,6 +352,24 @@ struct Report {
     hops_ms: Vec<(String, Percentiles)>,
     /// CPU time each part of the stack spent per completed saga, in milliseconds, from /proc.
     cpu_ms_per_saga: Vec<(String, f64)>,
+    /// Commits in the services' databases per completed saga (`pg_stat_database`).
+    pg_commits_per_saga: f64,
+    /// The largest resident memory of each service seen during the run, in MiB.
+    max_rss_mib: Vec<(String, f64)>,
+    /// Minute by minute, for runs of two minutes or more: is the end like the start?
+    minutes: Vec<Minute>,
+    /// (completed/s × business transactions per saga) ÷ pgbench TPS, with `--ceilings`.
+    pgbench_ratio: Option<f64>,
+}
+
+/// The sagas sent in one minute of a long run.
+#[derive(Debug, Serialize)]
+struct Minute {
+    minute: u64,
+    /// Sagas that ended in this minute, per second.
+    completed_per_second: f64,
+    /// p99 of send → terminal event of the sagas sent in this minute, in milliseconds.
+    p99_ms: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -332,6 +404,7 @@ async fn run_rate(
     api: &Api,
     world: &Seeded,
     events: &EventWatch,
+    stats: &sea_orm::DatabaseConnection,
     args: &Args,
     rate: f64,
 ) -> TestResult<Report> {
@@ -349,6 +422,8 @@ async fn run_rate(
     let start = tokio::time::Instant::now() + lead;
     let wall_start = Utc::now() + chrono::Duration::from_std(lead)?;
     let cpu_before = CpuSample::take()?;
+    let commits_before = probes::database_commits(stats, &args.databases).await?;
+    let memory = MemoryWatch::start();
     let mut rng = Rng::new(rate.to_bits());
     let mut in_flight = JoinSet::new();
     for i in 0..total {
@@ -384,96 +459,58 @@ async fn run_rate(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let cpu = CpuSample::take()?.since(&cpu_before);
-    let mut report = summarise(events, &sent, &accepted, rate, args.duration, window_end)?;
+    let commits = probes::database_commits(stats, &args.databases).await? - commits_before;
+    let mut report = summarise(
+        events,
+        &sent,
+        &accepted,
+        rate,
+        args.duration,
+        (wall_start, window_end),
+    )?;
     let sagas = report.completed.max(1) as f64;
     report.cpu_ms_per_saga = cpu
         .into_iter()
         .map(|(part, seconds)| (part, seconds * 1000.0 / sagas))
         .collect();
+    report.pg_commits_per_saga = commits as f64 / sagas;
+    report.max_rss_mib = memory.stop().await;
     Ok(report)
 }
 
-/// CPU seconds (user + system) used so far by each part of the stack, read from /proc:
-/// the three services, Kafka, and PostgreSQL's processes together. A process that exits
-/// between two samples takes its share with it, so this is a lower bound.
-struct CpuSample(HashMap<String, f64>);
-
-impl CpuSample {
-    fn take() -> TestResult<CpuSample> {
-        let ticks_per_second = clock_ticks()?;
-        let mut by_part: HashMap<String, f64> = HashMap::new();
-        for entry in std::fs::read_dir("/proc")? {
-            let path = entry?.path();
-            let is_pid = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
-            if !is_pid {
-                continue;
-            }
-            // Processes come and go while we read: skip any that vanished.
-            let (Ok(comm), Ok(cmdline), Ok(stat)) = (
-                std::fs::read_to_string(path.join("comm")),
-                std::fs::read(path.join("cmdline")),
-                std::fs::read_to_string(path.join("stat")),
-            ) else {
-                continue;
-            };
-            let Some(part) = part_of(comm.trim(), &String::from_utf8_lossy(&cmdline)) else {
-                continue;
-            };
-            // Fields after the command name's closing parenthesis: state is the first, utime
-            // and stime the 12th and 13th.
-            let fields: Vec<&str> = stat
-                .rsplit_once(") ")
-                .map(|(_, rest)| rest.split_whitespace().collect())
-                .unwrap_or_default();
-            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-            if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
-                *by_part.entry(part.to_owned()).or_default() += (user + system) / ticks_per_second;
-            }
-        }
-        Ok(CpuSample(by_part))
-    }
-
-    /// Seconds used since `earlier`, by part, largest first.
-    fn since(self, earlier: &CpuSample) -> Vec<(String, f64)> {
-        let mut used: Vec<(String, f64)> = self
-            .0
-            .into_iter()
-            .map(|(part, now)| {
-                let before = earlier.0.get(&part).copied().unwrap_or(0.0);
-                (part, (now - before).max(0.0))
-            })
-            .collect();
-        used.sort_by(|a, b| b.1.total_cmp(&a.1));
-        used
-    }
+/// Samples the services' resident memory every second until stopped, keeping each one's
+/// largest.
+struct MemoryWatch {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<HashMap<String, f64>>,
 }
 
-/// Which part of the stack a process is, by its name and command line.
-fn part_of(comm: &str, cmdline: &str) -> Option<&'static str> {
-    match comm {
-        "orders-svc" => Some("orders-svc"),
-        "payments-svc" => Some("payments-svc"),
-        "inventory-svc" => Some("inventory-svc"),
-        "postgres" => Some("postgres"),
-        "java" if cmdline.contains("kafka.Kafka") => Some("kafka"),
-        _ => None,
+impl MemoryWatch {
+    fn start() -> MemoryWatch {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut largest: HashMap<String, f64> = HashMap::new();
+            loop {
+                for (service, mib) in probes::service_rss_mib() {
+                    let seen = largest.entry(service).or_insert(0.0);
+                    *seen = seen.max(mib);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = &mut stopped => return largest,
+                }
+            }
+        });
+        MemoryWatch { stop, task }
     }
-}
 
-/// The kernel's clock ticks per second, in which /proc reports CPU time.
-fn clock_ticks() -> TestResult<f64> {
-    let output = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let ticks: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("getconf CLK_TCK answered {text:?}"))?;
-    Ok(ticks)
+    async fn stop(self) -> Vec<(String, f64)> {
+        let _ = self.stop.send(());
+        let mut largest: Vec<(String, f64)> =
+            self.task.await.unwrap_or_default().into_iter().collect();
+        largest.sort_by(|a, b| a.0.cmp(&b.0));
+        largest
+    }
 }
 
 fn summarise(
@@ -482,13 +519,28 @@ fn summarise(
     accepted: &[(DateTime<Utc>, Uuid)],
     rate: f64,
     duration: Duration,
-    window_end: DateTime<Utc>,
+    (window_start, window_end): (DateTime<Utc>, DateTime<Utc>),
 ) -> TestResult<Report> {
     let histogram = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3);
     let (mut confirmed, mut terminal) = (histogram()?, histogram()?);
     let mut hops: HashMap<String, Histogram<u64>> = HashMap::new();
     let mut outcomes: HashMap<String, u64> = HashMap::new();
     let (mut completed, mut completed_in_window) = (0u64, 0u64);
+    // Per minute of a long run: sagas ended in it, and latencies of sagas sent in it.
+    let minute_count = if duration >= Duration::from_secs(120) {
+        duration.as_secs().div_ceil(60) as usize
+    } else {
+        0
+    };
+    let mut ended_per_minute = vec![0u64; minute_count];
+    let mut latency_per_minute = (0..minute_count)
+        .map(|_| histogram())
+        .collect::<Result<Vec<_>, _>>()?;
+    let minute_of = |time: DateTime<Utc>| {
+        usize::try_from((time - window_start).num_seconds() / 60)
+            .ok()
+            .filter(|m| *m < minute_count)
+    };
     for &(intended, saga_id) in accepted {
         let Some(saga) = events.finished(saga_id) else {
             continue;
@@ -503,6 +555,12 @@ fn summarise(
         }
         let took = micros(ended - intended);
         terminal.saturating_record(took);
+        if let Some(m) = minute_of(ended) {
+            ended_per_minute[m] += 1;
+        }
+        if let Some(m) = minute_of(intended) {
+            latency_per_minute[m].saturating_record(took);
+        }
         if last == "OrderConfirmed" {
             confirmed.saturating_record(took);
         }
@@ -538,6 +596,19 @@ fn summarise(
         terminal_ms: Percentiles::of(&terminal),
         hops_ms,
         cpu_ms_per_saga: Vec::new(),
+        pg_commits_per_saga: 0.0,
+        max_rss_mib: Vec::new(),
+        minutes: ended_per_minute
+            .iter()
+            .zip(&latency_per_minute)
+            .enumerate()
+            .map(|(minute, (ended, latency))| Minute {
+                minute: minute as u64 + 1,
+                completed_per_second: *ended as f64 / 60.0,
+                p99_ms: Percentiles::of(latency).p99,
+            })
+            .collect(),
+        pgbench_ratio: None,
     })
 }
 
@@ -581,30 +652,98 @@ fn print_report(report: &Report) {
         .map(|(part, ms)| format!("{part} {ms:.2}"))
         .collect();
     println!("CPU ms per saga: {}", cpu.join(", "));
+    let rss: Vec<String> = report
+        .max_rss_mib
+        .iter()
+        .map(|(service, mib)| format!("{service} {mib:.0}"))
+        .collect();
+    println!(
+        "PostgreSQL commits per saga: {:.2}; largest RSS (MiB): {}",
+        report.pg_commits_per_saga,
+        rss.join(", ")
+    );
+    if !report.minutes.is_empty() {
+        println!("| minute | completed/s | p99 ms |");
+        println!("|---:|---:|---:|");
+        for m in &report.minutes {
+            println!(
+                "| {} | {:.1} | {:.1} |",
+                m.minute, m.completed_per_second, m.p99_ms
+            );
+        }
+    }
 }
 
-fn print_summary(reports: &[Report]) {
+fn print_summary(reports: &[Report], ceilings: Option<&ceilings::Ceilings>) {
     println!();
-    println!("| offered/s | completed/s | accepted | refused | unfinished | p50 ms | p99 ms |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for r in reports {
+    if let Some(c) = ceilings {
         println!(
-            "| {:.0} | {:.1} | {} | {} | {} | {:.1} | {:.1} |",
+            "ceilings ({:.0}s each): pgbench {:.0} TPS (business + outbox row, durable commit, 32 clients); Kafka ProducerPerformance {:.0} records/s (600 B, acks=all, idempotent)",
+            c.seconds_each, c.pgbench_tps, c.kafka_records_per_second
+        );
+        println!();
+    }
+    println!(
+        "| offered/s | completed/s | accepted | refused | unfinished | p50 ms | p99 ms | commits/saga | max RSS MiB | ratio to pgbench |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in reports {
+        let rss = r
+            .max_rss_mib
+            .iter()
+            .map(|(_, mib)| *mib)
+            .fold(0.0, f64::max);
+        let ratio = r
+            .pgbench_ratio
+            .map_or_else(|| "–".to_owned(), |ratio| format!("{ratio:.3}"));
+        println!(
+            "| {:.0} | {:.1} | {} | {} | {} | {:.1} | {:.1} | {:.2} | {:.0} | {ratio} |",
             r.offered_rate,
             r.completed_per_second,
             r.accepted,
             r.refused,
             r.unfinished,
             r.confirmed_ms.p50,
-            r.confirmed_ms.p99
+            r.confirmed_ms.p99,
+            r.pg_commits_per_saga,
+            rss,
         );
     }
 }
 
-fn write_json(dir: &PathBuf, reports: &[Report]) -> TestResult {
+/// The JSON report and the plot, named by the time of the run.
+fn write_outputs(
+    dir: &PathBuf,
+    reports: &[Report],
+    ceilings: Option<&ceilings::Ceilings>,
+) -> TestResult {
+    #[derive(Serialize)]
+    struct Run<'a> {
+        ceilings: Option<&'a ceilings::Ceilings>,
+        rates: &'a [Report],
+    }
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("{}.json", Utc::now().format("%Y%m%dT%H%M%SZ")));
-    std::fs::write(&path, serde_json::to_vec_pretty(reports)?)?;
-    eprintln!("report written to {}", path.display());
+    let stem = Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let json = dir.join(format!("{stem}.json"));
+    std::fs::write(
+        &json,
+        serde_json::to_vec_pretty(&Run {
+            ceilings,
+            rates: reports,
+        })?,
+    )?;
+    eprintln!("report written to {}", json.display());
+    let points: Vec<plot::Point> = reports
+        .iter()
+        .map(|r| plot::Point {
+            offered: r.offered_rate,
+            completed: r.completed_per_second,
+            p50_ms: r.confirmed_ms.p50,
+            p99_ms: r.confirmed_ms.p99,
+        })
+        .collect();
+    let svg = dir.join(format!("{stem}.svg"));
+    plot::sweep(&svg, &points)?;
+    eprintln!("plot written to {}", svg.display());
     Ok(())
 }

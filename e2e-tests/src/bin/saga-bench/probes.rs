@@ -1,0 +1,140 @@
+//! What the bench reads from the machine while it runs: CPU time and memory of each part of
+//! the stack from `/proc`, and PostgreSQL's commit counter.
+
+use std::collections::HashMap;
+
+use e2e_tests::TestResult;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+
+/// The services' names, as their processes are called.
+pub const SERVICES: [&str; 3] = ["orders-svc", "payments-svc", "inventory-svc"];
+
+/// CPU seconds (user + system) used so far by each part of the stack, read from /proc:
+/// the three services, Kafka, and PostgreSQL's processes together. A process that exits
+/// between two samples takes its share with it, so this is a lower bound.
+pub struct CpuSample(HashMap<String, f64>);
+
+impl CpuSample {
+    pub fn take() -> TestResult<CpuSample> {
+        let ticks_per_second = clock_ticks()?;
+        let mut by_part: HashMap<String, f64> = HashMap::new();
+        for entry in std::fs::read_dir("/proc")? {
+            let path = entry?.path();
+            let is_pid = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+            if !is_pid {
+                continue;
+            }
+            // Processes come and go while we read: skip any that vanished.
+            let (Ok(comm), Ok(cmdline), Ok(stat)) = (
+                std::fs::read_to_string(path.join("comm")),
+                std::fs::read(path.join("cmdline")),
+                std::fs::read_to_string(path.join("stat")),
+            ) else {
+                continue;
+            };
+            let Some(part) = part_of(comm.trim(), &String::from_utf8_lossy(&cmdline)) else {
+                continue;
+            };
+            // Fields after the command name's closing parenthesis: state is the first, utime
+            // and stime the 12th and 13th.
+            let fields: Vec<&str> = stat
+                .rsplit_once(") ")
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+            if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+                *by_part.entry(part.to_owned()).or_default() += (user + system) / ticks_per_second;
+            }
+        }
+        Ok(CpuSample(by_part))
+    }
+
+    /// Seconds used since `earlier`, by part, largest first.
+    pub fn since(self, earlier: &CpuSample) -> Vec<(String, f64)> {
+        let mut used: Vec<(String, f64)> = self
+            .0
+            .into_iter()
+            .map(|(part, now)| {
+                let before = earlier.0.get(&part).copied().unwrap_or(0.0);
+                (part, (now - before).max(0.0))
+            })
+            .collect();
+        used.sort_by(|a, b| b.1.total_cmp(&a.1));
+        used
+    }
+}
+
+/// Which part of the stack a process is, by its name and command line.
+fn part_of(comm: &str, cmdline: &str) -> Option<&'static str> {
+    match comm {
+        "orders-svc" => Some("orders-svc"),
+        "payments-svc" => Some("payments-svc"),
+        "inventory-svc" => Some("inventory-svc"),
+        "postgres" => Some("postgres"),
+        "java" if cmdline.contains("kafka.Kafka") => Some("kafka"),
+        _ => None,
+    }
+}
+
+/// The kernel's clock ticks per second, in which /proc reports CPU time.
+fn clock_ticks() -> TestResult<f64> {
+    let output = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let ticks: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("getconf CLK_TCK answered {text:?}"))?;
+    Ok(ticks)
+}
+
+/// The resident memory of each service process now, in MiB, by service name.
+pub fn service_rss_mib() -> HashMap<String, f64> {
+    let mut rss = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return rss;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        let comm = comm.trim();
+        if !SERVICES.contains(&comm) {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        // "VmRSS:     17656 kB"
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok());
+        if let Some(kib) = kib {
+            let mib = rss.entry(comm.to_owned()).or_insert(0.0);
+            *mib += kib / 1024.0;
+        }
+    }
+    rss
+}
+
+/// Commits so far in `databases` (the services'), as `pg_stat_database` counts them (read
+/// transactions included, as PostgreSQL counts every transaction that ends in a commit).
+pub async fn database_commits(db: &DatabaseConnection, databases: &[String]) -> TestResult<i64> {
+    // Outside a transaction, each query reads the statistics afresh.
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT COALESCE(sum(xact_commit), 0)::bigint AS n FROM pg_stat_database \
+             WHERE datname = ANY($1)",
+            [databases.to_vec().into()],
+        ))
+        .await?;
+    Ok(row.map_or(Ok(0), |row| row.try_get("", "n"))?)
+}
