@@ -115,6 +115,11 @@ struct Args {
     /// pgbench to run (default: the newest under /usr/lib/postgresql, else PATH's).
     #[arg(long)]
     pgbench: Option<PathBuf>,
+    /// Before the run, add this many expired rows (nine days old) to each service's inbox, so
+    /// that the retention job has work to do while the sagas run. Each database is reached as
+    /// its own role (`<db>_svc`, password the same) on `--database-url`'s host and port.
+    #[arg(long, default_value_t = 0)]
+    expired_inbox_rows: u64,
     /// The folder holding Kafka's `kafka-run-class` wrapper.
     #[arg(long, default_value = "deploy/bin")]
     kafka_bin: PathBuf,
@@ -180,6 +185,10 @@ async fn bench(args: Args) -> TestResult {
         None
     };
     let stats = sea_orm::Database::connect(&args.database_url).await?;
+    if args.expired_inbox_rows > 0 {
+        probes::seed_expired_inbox(&args.database_url, &args.databases, args.expired_inbox_rows)
+            .await?;
+    }
     let world = Seeded::create(&api, &args).await?;
     let events = EventWatch::start(&args.bootstrap, &args.topic_prefix).await?;
     let rates = if args.sweep.is_empty() {

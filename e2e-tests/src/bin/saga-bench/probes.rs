@@ -138,3 +138,29 @@ pub async fn database_commits(db: &DatabaseConnection, databases: &[String]) -> 
         .await?;
     Ok(row.map_or(Ok(0), |row| row.try_get("", "n"))?)
 }
+
+/// Adds `rows` inbox rows nine days old (past the default retention of eight) to each of
+/// `databases`, reached as its owner role `<db>_svc` on the host and port of `url`.
+pub async fn seed_expired_inbox(url: &str, databases: &[String], rows: u64) -> TestResult {
+    let base = reqwest::Url::parse(url)?;
+    for database in databases {
+        let mut own = base.clone();
+        let role = format!("{database}_svc");
+        own.set_username(&role)
+            .and_then(|()| own.set_password(Some(&role)))
+            .map_err(|()| format!("cannot put role {role} into {url}"))?;
+        own.set_path(database);
+        let db = sea_orm::Database::connect(own.as_str()).await?;
+        eprintln!("seeding {rows} expired inbox rows in {database} …");
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO inbox (event_id, event_type, processed_at) \
+             SELECT gen_random_uuid(), 'Seeded', now() - interval '9 days' \
+             FROM generate_series(1, $1)",
+            [i64::try_from(rows)?.into()],
+        ))
+        .await?;
+        db.close().await?;
+    }
+    Ok(())
+}
