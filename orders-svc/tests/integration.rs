@@ -2,10 +2,12 @@
 
 use chrono::Utc;
 use orders_migration::Migrator;
+use orders_svc::config::AdmissionSettings;
 use orders_svc::domain::{LineRequest, Order, OrderStatus, PlaceOrderError};
+use orders_svc::http::{AppState, router};
 use orders_svc::messaging::OrdersEventHandler;
 use orders_svc::repo::{CatalogProduct, catalog, orders};
-use orders_svc::service::{self, PlaceOrder, ServiceError};
+use orders_svc::service::{self, InFlight, PlaceOrder, ServiceError};
 use saga_runtime::inbox::Delivery;
 use saga_runtime::outbox::{self, OutboxSignal};
 use saga_runtime::testing;
@@ -333,23 +335,29 @@ async fn post_order(
     Ok(app.clone().oneshot(request).await?)
 }
 
-#[tokio::test]
-async fn past_the_in_flight_bound_an_order_is_refused_with_503_and_leaves_no_trace() -> TestResult {
-    use orders_svc::config::AdmissionSettings;
-    use orders_svc::http::{AppState, router};
-    use orders_svc::service::InFlight;
-
-    let db = database().await?;
-    let product_id = seed_product(&db, 250).await?;
-    let in_flight = InFlight::new(2);
+/// orders-svc's router with admission bounded at `max_in_flight`, and its count.
+fn admitting(
+    db: &DatabaseConnection,
+    max_in_flight: u64,
+    retry_after: std::time::Duration,
+) -> (axum::Router, std::sync::Arc<InFlight>) {
+    let in_flight = InFlight::new(max_in_flight);
     let app = router(AppState {
-        uow: uow(&db),
+        uow: uow(db),
         in_flight: std::sync::Arc::clone(&in_flight),
         admission: AdmissionSettings {
-            max_in_flight: 2,
-            retry_after: std::time::Duration::from_millis(1500),
+            max_in_flight,
+            retry_after,
         },
     });
+    (app, in_flight)
+}
+
+#[tokio::test]
+async fn past_the_in_flight_bound_an_order_is_refused_with_503_and_leaves_no_trace() -> TestResult {
+    let db = database().await?;
+    let product_id = seed_product(&db, 250).await?;
+    let (app, in_flight) = admitting(&db, 2, std::time::Duration::from_millis(1500));
     let customer_id = Uuid::now_v7();
     for _ in 0..2 {
         let accepted = post_order(&app, customer_id, product_id).await?;
@@ -383,20 +391,8 @@ async fn past_the_in_flight_bound_an_order_is_refused_with_503_and_leaves_no_tra
 
 #[tokio::test]
 async fn a_rejected_order_gives_its_admission_back() -> TestResult {
-    use orders_svc::config::AdmissionSettings;
-    use orders_svc::http::{AppState, router};
-    use orders_svc::service::InFlight;
-
     let db = database().await?;
-    let in_flight = InFlight::new(1);
-    let app = router(AppState {
-        uow: uow(&db),
-        in_flight: std::sync::Arc::clone(&in_flight),
-        admission: AdmissionSettings {
-            max_in_flight: 1,
-            retry_after: std::time::Duration::from_secs(1),
-        },
-    });
+    let (app, in_flight) = admitting(&db, 1, std::time::Duration::from_secs(1));
     // An unknown product: 422, and the place it took is free again.
     let rejected = post_order(&app, Uuid::now_v7(), Uuid::now_v7()).await?;
     assert_eq!(rejected.status(), 422);
