@@ -384,7 +384,10 @@ impl<H: EventHandler> Lane<H> {
     async fn process(&self, pending: &mut VecDeque<OwnedMessage>) -> Outcome {
         while let Some(record) = pending.pop_front() {
             let outcome = match self.prepare(&record) {
-                Prepared::Skip => Outcome::Done,
+                Prepared::Skip => {
+                    metrics::EVENTS_SKIPPED.increment();
+                    Outcome::Done
+                }
                 Prepared::DeadLetter(reason) => self.dead_letter(&record, &reason).await,
                 Prepared::ParkBehind(envelope, span) => {
                     let origin = Origin::of(&record);
@@ -459,7 +462,10 @@ impl<H: EventHandler> Lane<H> {
         if applied > 0 {
             metrics::CONSUMER_TRANSACTIONS.increment();
         }
-        for (record, _) in &batch {
+        for (record, consumed) in &batch {
+            if consumed.is_none() {
+                metrics::EVENTS_SKIPPED.increment();
+            }
             self.done(record);
         }
         if let Some((record, Some((envelope, span)))) = rest.next() {
@@ -477,7 +483,9 @@ impl<H: EventHandler> Lane<H> {
         Outcome::Done
     }
 
-    /// Decides what `record` needs, decoding it and opening its span.
+    /// Decides what `record` needs, decoding it and opening its span. It counts nothing: a
+    /// record may be prepared again (after a failure in its batch), and is counted once, when
+    /// it is done.
     fn prepare(&self, record: &OwnedMessage) -> Prepared {
         let payload = record.payload().unwrap_or_default();
         if payload.len() > self.settings.max_record_bytes {
@@ -492,7 +500,6 @@ impl<H: EventHandler> Lane<H> {
             Err(error) => return Prepared::DeadLetter(error.to_string()),
         };
         if !self.applier.handler.accepts(&envelope) {
-            metrics::EVENTS_SKIPPED.increment();
             return Prepared::Skip;
         }
         let span = tracing::info_span!(
