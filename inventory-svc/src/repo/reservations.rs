@@ -1,5 +1,5 @@
 //! The `reservations` table: the one reservation decision each order has.
-use sea_orm::sea_query::LockType;
+use sea_orm::sea_query::{LockType, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
 };
@@ -56,11 +56,37 @@ pub async fn update_status<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Inserts the order's reservation decision. An order that has one already fails with the
+/// primary key's unique violation.
 pub async fn insert<C: ConnectionTrait>(db: &C, reservation: &Reservation) -> Result<(), DbErr> {
+    reservation::Entity::insert(active_model(reservation)?)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Inserts the decision if it is the order's first; returns false, changing nothing, if the
+/// order has one already. A reservation goes by this instead of reading first.
+pub async fn insert_first<C: ConnectionTrait>(
+    db: &C,
+    reservation: &Reservation,
+) -> Result<bool, DbErr> {
+    let inserted = reservation::Entity::insert(active_model(reservation)?)
+        .on_conflict(
+            OnConflict::column(reservation::Column::OrderId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(inserted == 1)
+}
+
+fn active_model(reservation: &Reservation) -> Result<reservation::ActiveModel, DbErr> {
     let lines = serde_json::to_value(&reservation.lines)
         .map_err(|e| DbErr::Custom(format!("reservation lines cannot be encoded: {e}")))?;
     let now = chrono::Utc::now().fixed_offset();
-    reservation::Entity::insert(reservation::ActiveModel {
+    Ok(reservation::ActiveModel {
         order_id: Set(reservation.order_id),
         saga_id: Set(reservation.saga_id),
         status: Set(reservation.status.to_string()),
@@ -69,7 +95,4 @@ pub async fn insert<C: ConnectionTrait>(db: &C, reservation: &Reservation) -> Re
         created_at: Set(now),
         updated_at: Set(now),
     })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
 }

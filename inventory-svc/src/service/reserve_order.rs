@@ -14,21 +14,6 @@ pub async fn reserve_order(
     saga_id: Uuid,
     paid: &PaymentSucceeded,
 ) -> Result<Reaction, ServiceError> {
-    if let Some(existing) = reservations::find_for_update(tx, paid.order_id).await? {
-        tracing::warn!(order_id = %paid.order_id, status = %existing.status, "order already has a reservation decision");
-        if existing.status == ReservationStatus::Cancelled {
-            // A payment that arrives after the cancellation becomes a compensation: the
-            // failure makes payments-svc refund it. No product is at fault.
-            return Ok(Reaction::publish(SagaEvent::InventoryReservationFailed(
-                InventoryReservationFailed {
-                    order_id: paid.order_id,
-                    product_id: None,
-                    reason: "the order was cancelled before stock was reserved".to_owned(),
-                },
-            )));
-        }
-        return Ok(Reaction::none());
-    }
     let product_ids: Vec<Uuid> = paid.items.iter().map(|line| line.product_id).collect();
     let available = products::lock_available(tx, &product_ids).await?;
     let decision = |status, reason| Reservation {
@@ -38,15 +23,9 @@ pub async fn reserve_order(
         lines: paid.items.clone(),
         reason,
     };
-    let (reservation, next) = match plan_reservation(&paid.items, &available) {
-        Ok(plan) => {
-            for (product_id, quantity) in plan {
-                if !products::reserve(tx, product_id, quantity).await? {
-                    // Cannot happen while the rows are locked; failing rolls back, which keeps
-                    // the reservation all-or-nothing.
-                    return Err(ServiceError::StockRace(product_id));
-                }
-            }
+    let plan = plan_reservation(&paid.items, &available);
+    let (reservation, next) = match &plan {
+        Ok(_) => {
             let reserved = SagaEvent::InventoryReserved(InventoryReserved {
                 order_id: paid.order_id,
             });
@@ -62,7 +41,40 @@ pub async fn reserve_order(
             (rejected, failed)
         }
     };
-    reservations::insert(tx, &reservation).await?;
+    // The decision goes in first. The primary key on order_id tells a first decision from a
+    // repeated or cancelled one without a read before every reservation; stock moves only
+    // once the decision is known to be the order's first.
+    if !reservations::insert_first(tx, &reservation).await? {
+        return already_decided(tx, paid).await;
+    }
+    if let Ok(plan) = plan {
+        for (product_id, quantity) in plan {
+            if !products::reserve(tx, product_id, quantity).await? {
+                // Cannot happen while the rows are locked; failing rolls back, which keeps
+                // the reservation all-or-nothing.
+                return Err(ServiceError::StockRace(product_id));
+            }
+        }
+    }
     tracing::debug!(order_id = %paid.order_id, status = %reservation.status, reason = ?reservation.reason, "reservation decided");
     Ok(Reaction::publish(next))
+}
+
+/// The order has a reservation decision already; it is final.
+async fn already_decided(tx: &Tx, paid: &PaymentSucceeded) -> Result<Reaction, ServiceError> {
+    let existing = reservations::find_for_update(tx, paid.order_id).await?;
+    let status = existing.map(|reservation| reservation.status);
+    tracing::warn!(order_id = %paid.order_id, ?status, "order already has a reservation decision");
+    if status == Some(ReservationStatus::Cancelled) {
+        // A payment that arrives after the cancellation becomes a compensation: the failure
+        // makes payments-svc refund it. No product is at fault.
+        return Ok(Reaction::publish(SagaEvent::InventoryReservationFailed(
+            InventoryReservationFailed {
+                order_id: paid.order_id,
+                product_id: None,
+                reason: "the order was cancelled before stock was reserved".to_owned(),
+            },
+        )));
+    }
+    Ok(Reaction::none())
 }

@@ -21,8 +21,24 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// The one status an order leaves: a saga's outcome or its deadline moves an order out of
+    /// it, once. The repository's compare-and-set (`repo::orders::finish`) names it too.
+    pub const OPEN: OrderStatus = OrderStatus::PendingPayment;
+
     pub fn is_terminal(self) -> bool {
-        self != OrderStatus::PendingPayment
+        self != Self::OPEN
+    }
+
+    /// Whether order `order_id`, now in this status, may become `to`.
+    pub fn check_finish(self, order_id: Uuid, to: OrderStatus) -> Result<(), TransitionError> {
+        if self.is_terminal() {
+            return Err(TransitionError {
+                order_id,
+                from: self,
+                to,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -158,13 +174,7 @@ impl Order {
     }
 
     fn finish(&mut self, to: OrderStatus, reason: Option<&str>) -> Result<(), TransitionError> {
-        if self.status != OrderStatus::PendingPayment {
-            return Err(TransitionError {
-                order_id: self.id,
-                from: self.status,
-                to,
-            });
-        }
+        self.status.check_finish(self.id, to)?;
         self.status = to;
         self.failure_reason = reason.map(str::to_owned);
         Ok(())

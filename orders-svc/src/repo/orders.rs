@@ -1,53 +1,56 @@
 //! The `orders` and `order_items` tables: each order with its lines.
 
-use sea_orm::sea_query::LockType;
 use sea_orm::{
-    ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, Statement,
 };
 use uuid::Uuid;
 
 use super::entity::{order, order_item};
 use crate::domain::{Order, OrderLine, OrderStatus};
 
+/// Inserts the order and its lines in one statement: one round trip per order placed, the
+/// hottest write of the service.
 pub async fn insert<C: ConnectionTrait>(db: &C, order: &Order) -> Result<(), DbErr> {
-    order::Entity::insert(order::ActiveModel {
-        id: Set(order.id),
-        saga_id: Set(order.saga_id),
-        customer_id: Set(order.customer_id),
-        status: Set(order.status.to_string()),
-        total_cents: Set(order.total_cents),
-        failure_reason: Set(order.failure_reason.clone()),
-        // The database's clock, which the saga deadline is measured against.
-        created_at: NotSet,
-        updated_at: NotSet,
-    })
-    .exec_without_returning(db)
+    let mut line_nos = Vec::with_capacity(order.lines.len());
+    let mut product_ids = Vec::with_capacity(order.lines.len());
+    let mut quantities = Vec::with_capacity(order.lines.len());
+    let mut unit_prices = Vec::with_capacity(order.lines.len());
+    for (line, line_no) in order.lines.iter().zip(1i32..) {
+        let quantity = i32::try_from(line.quantity).map_err(|_| {
+            DbErr::Custom(format!(
+                "order_id={} quantity {} does not fit the quantity column",
+                order.id, line.quantity
+            ))
+        })?;
+        line_nos.push(line_no);
+        product_ids.push(line.product_id);
+        quantities.push(quantity);
+        unit_prices.push(line.unit_price_cents);
+    }
+    let status: &'static str = order.status.into();
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "WITH placed AS ( \
+             INSERT INTO orders (id, saga_id, customer_id, status, total_cents, failure_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6)) \
+         INSERT INTO order_items (order_id, line_no, product_id, quantity, unit_price_cents) \
+         SELECT $1, line.* \
+         FROM unnest($7::int4[], $8::uuid[], $9::int4[], $10::int8[]) AS line",
+        [
+            order.id.into(),
+            order.saga_id.into(),
+            order.customer_id.into(),
+            status.into(),
+            order.total_cents.into(),
+            order.failure_reason.clone().into(),
+            line_nos.into(),
+            product_ids.into(),
+            quantities.into(),
+            unit_prices.into(),
+        ],
+    ))
     .await?;
-    let items = order
-        .lines
-        .iter()
-        .zip(1..)
-        .map(|(line, line_no)| {
-            let quantity = i32::try_from(line.quantity).map_err(|_| {
-                DbErr::Custom(format!(
-                    "order_id={} quantity {} does not fit the quantity column",
-                    order.id, line.quantity
-                ))
-            })?;
-            Ok(order_item::ActiveModel {
-                order_id: Set(order.id),
-                line_no: Set(line_no),
-                product_id: Set(line.product_id),
-                quantity: Set(quantity),
-                unit_price_cents: Set(line.unit_price_cents),
-            })
-        })
-        .collect::<Result<Vec<_>, DbErr>>()?;
-    order_item::Entity::insert_many(items)
-        .exec_without_returning(db)
-        .await?;
     Ok(())
 }
 
@@ -58,17 +61,40 @@ pub async fn find<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<Order>,
     load_lines(db, model).await.map(Some)
 }
 
-/// Loads the order and locks its row until the transaction ends, so concurrent events of
-/// one saga apply one after the other.
-pub async fn find_for_update<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<Order>, DbErr> {
-    let Some(model) = order::Entity::find_by_id(id)
-        .lock(LockType::Update)
-        .one(db)
-        .await?
-    else {
+/// A saga outcome's compare-and-set, in one statement: moves order `id` from
+/// [`OrderStatus::OPEN`] to `to` with `reason`, and returns its total. `None` means the order
+/// was not open, or does not exist; [`status`] tells which. The row lock the update takes
+/// holds until the transaction ends, as a `SELECT … FOR UPDATE` would.
+pub async fn finish<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+    to: OrderStatus,
+    reason: Option<&str>,
+) -> Result<Option<i64>, DbErr> {
+    let to: &'static str = to.into();
+    let open: &'static str = OrderStatus::OPEN.into();
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE orders SET status = $2, failure_reason = $3, updated_at = now() \
+             WHERE id = $1 AND status = $4 RETURNING total_cents",
+            [
+                id.into(),
+                to.into(),
+                reason.map(str::to_owned).into(),
+                open.into(),
+            ],
+        ))
+        .await?;
+    row.map(|row| row.try_get("", "total_cents")).transpose()
+}
+
+/// The order's status, if it exists.
+pub async fn status<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<OrderStatus>, DbErr> {
+    let Some(model) = order::Entity::find_by_id(id).one(db).await? else {
         return Ok(None);
     };
-    load_lines(db, model).await.map(Some)
+    parse_status(&model).map(Some)
 }
 
 /// Locks up to `limit` orders still `PENDING_PAYMENT` that were created more than
@@ -124,12 +150,7 @@ async fn load_lines<C: ConnectionTrait>(db: &C, model: order::Model) -> Result<O
         .order_by_asc(order_item::Column::LineNo)
         .all(db)
         .await?;
-    let status: OrderStatus = model.status.parse().map_err(|_| {
-        DbErr::Custom(format!(
-            "order_id={} has unknown status {:?}",
-            model.id, model.status
-        ))
-    })?;
+    let status = parse_status(&model)?;
     Ok(Order {
         id: model.id,
         saga_id: model.saga_id,
@@ -153,5 +174,14 @@ async fn load_lines<C: ConnectionTrait>(db: &C, model: order::Model) -> Result<O
             })
             .collect::<Result<_, DbErr>>()?,
         failure_reason: model.failure_reason,
+    })
+}
+
+fn parse_status(model: &order::Model) -> Result<OrderStatus, DbErr> {
+    model.status.parse().map_err(|_| {
+        DbErr::Custom(format!(
+            "order_id={} has unknown status {:?}",
+            model.id, model.status
+        ))
     })
 }

@@ -6,17 +6,16 @@ use shared_events::{FailedStatus, OrderConfirmed, OrderFailed, SagaEvent};
 use uuid::Uuid;
 
 use super::ServiceError;
-use crate::domain::{Order, TransitionError};
+use crate::domain::OrderStatus;
 use crate::repo::orders;
 
 /// `InventoryReserved`: paid and reserved, so the order is `CONFIRMED`.
 pub async fn on_inventory_reserved(tx: &Tx, order_id: Uuid) -> Result<Reaction, ServiceError> {
-    finish_order(tx, order_id, |order| {
-        order.confirm()?;
-        Ok(SagaEvent::OrderConfirmed(OrderConfirmed {
-            order_id: order.id,
-            total_cents: order.total_cents,
-        }))
+    finish_order(tx, order_id, OrderStatus::Confirmed, None, |total_cents| {
+        SagaEvent::OrderConfirmed(OrderConfirmed {
+            order_id,
+            total_cents,
+        })
     })
     .await
 }
@@ -27,10 +26,13 @@ pub async fn on_payment_failed(
     order_id: Uuid,
     reason: &str,
 ) -> Result<Reaction, ServiceError> {
-    finish_order(tx, order_id, |order| {
-        order.fail_payment(reason)?;
-        Ok(order_failed(order, FailedStatus::FailedPayment, reason))
-    })
+    finish_order(
+        tx,
+        order_id,
+        OrderStatus::FailedPayment,
+        Some(reason),
+        |_| order_failed(order_id, FailedStatus::FailedPayment, reason),
+    )
     .await
 }
 
@@ -41,40 +43,49 @@ pub async fn on_payment_refunded(
     order_id: Uuid,
     reason: &str,
 ) -> Result<Reaction, ServiceError> {
-    finish_order(tx, order_id, |order| {
-        order.fail_inventory(reason)?;
-        Ok(order_failed(order, FailedStatus::FailedInventory, reason))
-    })
+    finish_order(
+        tx,
+        order_id,
+        OrderStatus::FailedInventory,
+        Some(reason),
+        |_| order_failed(order_id, FailedStatus::FailedInventory, reason),
+    )
     .await
 }
 
-/// Applies `transition` to the locked order and publishes the event it returns. An event
-/// that does not apply (unknown order, order already terminal) is noted and ignored: retrying
-/// cannot fix it, and it must not block the partition.
+/// Moves the order to `to` and publishes what `announce` makes of its total. This runs once
+/// per saga under load, so the transition is one compare-and-set statement instead of a
+/// locked read of the order and its lines and an update. An event that does not apply
+/// (unknown order, order already terminal) is noted and ignored: retrying cannot fix it, and
+/// it must not block the partition.
 async fn finish_order(
     tx: &Tx,
     order_id: Uuid,
-    transition: impl FnOnce(&mut Order) -> Result<SagaEvent, TransitionError>,
+    to: OrderStatus,
+    reason: Option<&str>,
+    announce: impl FnOnce(i64) -> SagaEvent,
 ) -> Result<Reaction, ServiceError> {
-    let Some(mut order) = orders::find_for_update(tx, order_id).await? else {
-        tracing::error!(%order_id, "event for an unknown order ignored");
-        return Ok(Reaction::none());
-    };
-    let last = match transition(&mut order) {
-        Ok(last) => last,
-        Err(rejected) => {
-            tracing::warn!(error = %rejected, "event does not apply to the order's status; ignored");
-            return Ok(Reaction::none());
-        }
-    };
-    orders::update_status(tx, &order).await?;
-    tracing::debug!(order_id = %order.id, saga_id = %order.saga_id, status = %order.status, "order finished");
-    Ok(Reaction::publish(last))
+    if let Some(total_cents) = orders::finish(tx, order_id, to, reason).await? {
+        tracing::debug!(%order_id, status = %to, "order finished");
+        return Ok(Reaction::publish(announce(total_cents)));
+    }
+    match orders::status(tx, order_id).await? {
+        None => tracing::error!(%order_id, "event for an unknown order ignored"),
+        Some(from) => match from.check_finish(order_id, to) {
+            Err(rejected) => {
+                tracing::warn!(error = %rejected, "event does not apply to the order's status; ignored")
+            }
+            // Open now, so it was not a moment ago: another transaction moved it and rolled
+            // back. Failing makes the consumer apply the event again.
+            Ok(()) => return Err(ServiceError::Raced(order_id)),
+        },
+    }
+    Ok(Reaction::none())
 }
 
-fn order_failed(order: &Order, status: FailedStatus, reason: &str) -> SagaEvent {
+fn order_failed(order_id: Uuid, status: FailedStatus, reason: &str) -> SagaEvent {
     SagaEvent::OrderFailed(OrderFailed {
-        order_id: order.id,
+        order_id,
         status,
         reason: reason.to_owned(),
     })

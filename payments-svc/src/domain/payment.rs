@@ -42,6 +42,15 @@ pub enum ChargeOutcome {
     Declined { payment: Payment, reason: String },
 }
 
+impl ChargeOutcome {
+    /// The payment to record, whichever the outcome.
+    pub fn payment(&self) -> &Payment {
+        match self {
+            ChargeOutcome::Charged(payment) | ChargeOutcome::Declined { payment, .. } => payment,
+        }
+    }
+}
+
 /// Charges `amount_cents` for `order_id` to `account`, if there is one and it has the funds.
 pub fn charge(
     account: Option<&mut Account>,

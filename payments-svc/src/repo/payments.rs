@@ -1,6 +1,6 @@
 //! The `payments` table: the one payment decision each order has.
 
-use sea_orm::sea_query::LockType;
+use sea_orm::sea_query::{LockType, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
 };
@@ -23,9 +23,31 @@ pub async fn find_by_order_for_update<C: ConnectionTrait>(
         .transpose()
 }
 
+/// Inserts `payment`. An order that has one already fails with the unique violation.
 pub async fn insert<C: ConnectionTrait>(db: &C, payment: &Payment) -> Result<(), DbErr> {
+    payment::Entity::insert(active_model(payment))
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Inserts `payment` if it is its order's first; returns false, changing nothing, if the
+/// order has one already (UNIQUE (order_id)). A charge goes by this instead of reading first.
+pub async fn insert_first<C: ConnectionTrait>(db: &C, payment: &Payment) -> Result<bool, DbErr> {
+    let inserted = payment::Entity::insert(active_model(payment))
+        .on_conflict(
+            OnConflict::column(payment::Column::OrderId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(inserted == 1)
+}
+
+fn active_model(payment: &Payment) -> payment::ActiveModel {
     let now = chrono::Utc::now().fixed_offset();
-    payment::Entity::insert(payment::ActiveModel {
+    payment::ActiveModel {
         id: Set(payment.id),
         order_id: Set(payment.order_id),
         saga_id: Set(payment.saga_id),
@@ -35,10 +57,7 @@ pub async fn insert<C: ConnectionTrait>(db: &C, payment: &Payment) -> Result<(),
         reason: Set(payment.reason.clone()),
         created_at: Set(now),
         updated_at: Set(now),
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+    }
 }
 
 pub async fn update_status<C: ConnectionTrait>(db: &C, payment: &Payment) -> Result<(), DbErr> {

@@ -13,19 +13,6 @@ pub async fn charge_order(
     saga_id: Uuid,
     order: &OrderCreated,
 ) -> Result<Reaction, ServiceError> {
-    if let Some(existing) = payments::find_by_order_for_update(tx, order.order_id).await? {
-        // A payment is final: never charge an order twice, whatever event asks.
-        tracing::warn!(order_id = %order.order_id, status = %existing.status, "order already has a payment; not charged");
-        if existing.status == PaymentStatus::Cancelled {
-            // A late OrderCreated for a cancelled order: refuse it, and say so.
-            return Ok(Reaction::publish(SagaEvent::PaymentFailed(PaymentFailed {
-                order_id: order.order_id,
-                customer_id: order.customer_id,
-                reason: "the order was cancelled before it was charged".to_owned(),
-            })));
-        }
-        return Ok(Reaction::none());
-    }
     let mut account = accounts::find_for_update(tx, order.customer_id).await?;
     let outcome = domain::charge(
         account.as_mut(),
@@ -34,12 +21,17 @@ pub async fn charge_order(
         order.customer_id,
         order.total_cents,
     );
+    // The payment row goes in first. UNIQUE (order_id) tells a first charge from a repeated
+    // or cancelled one without a read before every charge; the account's new balance is
+    // written only once the payment is known to be the order's first.
+    if !payments::insert_first(tx, outcome.payment()).await? {
+        return already_decided(tx, order).await;
+    }
     let next = match &outcome {
         ChargeOutcome::Charged(payment) => {
             if let Some(account) = &account {
                 accounts::update_balance(tx, account).await?;
             }
-            payments::insert(tx, payment).await?;
             tracing::debug!(order_id = %payment.order_id, amount_cents = payment.amount_cents, "order charged");
             SagaEvent::PaymentSucceeded(PaymentSucceeded {
                 order_id: order.order_id,
@@ -50,7 +42,6 @@ pub async fn charge_order(
             })
         }
         ChargeOutcome::Declined { payment, reason } => {
-            payments::insert(tx, payment).await?;
             tracing::debug!(order_id = %payment.order_id, reason, "charge declined");
             SagaEvent::PaymentFailed(PaymentFailed {
                 order_id: order.order_id,
@@ -60,4 +51,21 @@ pub async fn charge_order(
         }
     };
     Ok(Reaction::publish(next))
+}
+
+/// The order has a payment already. A payment is final: never charge an order twice,
+/// whatever event asks.
+async fn already_decided(tx: &Tx, order: &OrderCreated) -> Result<Reaction, ServiceError> {
+    let existing = payments::find_by_order_for_update(tx, order.order_id).await?;
+    let status = existing.map(|payment| payment.status);
+    tracing::warn!(order_id = %order.order_id, ?status, "order already has a payment; not charged");
+    if status == Some(PaymentStatus::Cancelled) {
+        // A late OrderCreated for a cancelled order: refuse it, and say so.
+        return Ok(Reaction::publish(SagaEvent::PaymentFailed(PaymentFailed {
+            order_id: order.order_id,
+            customer_id: order.customer_id,
+            reason: "the order was cancelled before it was charged".to_owned(),
+        })));
+    }
+    Ok(Reaction::none())
 }

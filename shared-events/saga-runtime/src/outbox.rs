@@ -36,23 +36,82 @@ pub enum OutboxError {
     Db(#[from] DbErr),
 }
 
+/// An event ready for the outbox: encoded, with the trace context of the work that wrote it.
+/// Make it where that work runs (inside its span); write it with [`enqueue_all`].
+#[derive(Debug)]
+pub struct OutboxEntry {
+    event_id: uuid::Uuid,
+    saga_id: Option<uuid::Uuid>,
+    topic: &'static str,
+    message_key: String,
+    event_type: &'static str,
+    payload: serde_json::Value,
+    traceparent: Option<String>,
+}
+
+impl OutboxEntry {
+    pub fn new(event: &Envelope) -> Result<Self, OutboxError> {
+        Ok(Self {
+            event_id: event.id,
+            saga_id: event.sagaid,
+            topic: event.topic(),
+            message_key: event.key(),
+            event_type: event.event_type(),
+            payload: serde_json::to_value(event).map_err(|e| OutboxError::Encode(event.id, e))?,
+            traceparent: telemetry::current_traceparent(),
+        })
+    }
+}
+
+const OUTBOX_COLUMNS: usize = 7;
+
 /// Adds `event` to the outbox through `db`, which should be the transaction that makes the
 /// change the event announces. The current trace context is stored with it.
 pub async fn enqueue<C: ConnectionTrait>(db: &C, event: &Envelope) -> Result<(), OutboxError> {
-    let payload = serde_json::to_value(event).map_err(|e| OutboxError::Encode(event.id, e))?;
+    enqueue_all(db, vec![OutboxEntry::new(event)?]).await
+}
+
+/// Adds `entries` to the outbox in one statement, in order: their IDs rise in the order given,
+/// and the relay publishes each key's rows in ID order. A batch of consumed events writes all
+/// its answers this way, one round trip instead of one per event.
+pub async fn enqueue_all<C: ConnectionTrait>(
+    db: &C,
+    entries: Vec<OutboxEntry>,
+) -> Result<(), OutboxError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let rows = (0..entries.len())
+        .map(|row| {
+            let first = row * OUTBOX_COLUMNS + 1;
+            let placeholders = (first..first + OUTBOX_COLUMNS)
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("({placeholders})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO outbox (event_id, saga_id, topic, message_key, event_type, payload, traceparent) \
+         VALUES {rows}"
+    );
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(entries.len() * OUTBOX_COLUMNS);
+    for entry in entries {
+        values.extend([
+            entry.event_id.into(),
+            entry.saga_id.into(),
+            entry.topic.into(),
+            entry.message_key.into(),
+            entry.event_type.into(),
+            entry.payload.into(),
+            entry.traceparent.into(),
+        ]);
+    }
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "INSERT INTO outbox (event_id, saga_id, topic, message_key, event_type, payload, traceparent) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        [
-            event.id.into(),
-            event.sagaid.into(),
-            event.topic().into(),
-            event.key().into(),
-            event.event_type().into(),
-            payload.into(),
-            telemetry::current_traceparent().into(),
-        ],
+        sql,
+        values,
     ))
     .await?;
     Ok(())

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::consumer::{EventHandler, HandlerError};
 use crate::fault::{self, CrashPoint};
 use crate::inbox::{self, Delivery};
-use crate::outbox::{self, OutboxError, OutboxSignal};
+use crate::outbox::{self, OutboxEntry, OutboxError, OutboxSignal};
 
 /// An open transaction as handlers and commands see it: statements only. Repository
 /// functions take it as any other `ConnectionTrait`.
@@ -189,10 +189,9 @@ impl UnitOfWork {
         event: &Envelope,
     ) -> Result<Delivery, HandlerError> {
         let tx = Tx(self.db.begin().await.map_err(HandlerError::new)?);
-        let (delivery, published) = self.apply_in(&tx, handler, event, 0).await?;
-        self.commit(tx, published)
-            .await
-            .map_err(HandlerError::new)?;
+        let mut answers = Vec::new();
+        let delivery = self.apply_in(&tx, handler, event, 0, &mut answers).await?;
+        self.commit_answers(tx, answers).await?;
         Ok(delivery)
     }
 
@@ -217,17 +216,14 @@ impl UnitOfWork {
             Ok(tx) => Tx(tx),
             Err(error) => return Batch::nothing(HandlerError::new(error)),
         };
-        let mut published = false;
+        let mut answers = Vec::new();
         for (index, (event, span)) in events.iter().enumerate() {
             let failure = match self
-                .apply_in(&tx, handler, event, index)
+                .apply_in(&tx, handler, event, index, &mut answers)
                 .instrument((*span).clone())
                 .await
             {
-                Ok((_, wrote)) => {
-                    published |= wrote;
-                    continue;
-                }
+                Ok(_) => continue,
                 Err(failure) => failure,
             };
             if index == 0 {
@@ -239,61 +235,77 @@ impl UnitOfWork {
             if let Err(error) = tx.0.execute_unprepared(&undo).await {
                 return Batch::nothing(HandlerError::new(error));
             }
-            return match self.commit(tx, published).await {
+            return match self.commit_answers(tx, answers).await {
                 Ok(()) => Batch {
                     applied: index,
                     failure: Some(failure),
                 },
-                Err(error) => Batch::nothing(HandlerError::new(error)),
+                Err(error) => Batch::nothing(error),
             };
         }
-        match self.commit(tx, published).await {
+        match self.commit_answers(tx, answers).await {
             Ok(()) => Batch {
                 applied: events.len(),
                 failure: None,
             },
-            Err(error) => Batch::nothing(HandlerError::new(error)),
+            Err(error) => Batch::nothing(error),
         }
     }
 
     /// The body of a consumed event's work, inside an open transaction: a savepoint and the
-    /// inbox row, the handler, and outbox rows for its reaction in the event's saga. Returns
-    /// whether the event was new and whether outbox rows were written.
+    /// inbox row, then the handler. Its reaction, put in the event's saga, is added to
+    /// `answers`, which the caller writes to the outbox before it commits: a batch's answers
+    /// take one statement. An event that fails adds nothing, so its answers cannot outlive
+    /// the rollback to its savepoint.
     async fn apply_in<H: EventHandler>(
         &self,
         tx: &Tx,
         handler: &H,
         event: &Envelope,
         index: usize,
-    ) -> Result<(Delivery, bool), HandlerError> {
+        answers: &mut Vec<OutboxEntry>,
+    ) -> Result<Delivery, HandlerError> {
         let delivery = inbox::record(tx, event, &savepoint(index))
             .await
             .map_err(HandlerError::new)?;
         if delivery == Delivery::Duplicate {
             tracing::debug!(event_id = %event.id, "duplicate event ignored");
-            return Ok((delivery, false));
+            return Ok(delivery);
         }
         let reaction = handler.handle(tx, event).await?;
-        let published = !reaction.0.is_empty();
-        for next in reaction.0 {
-            let envelope = Envelope::new(self.source, event.sagaid, next);
-            outbox::enqueue(tx, &envelope)
-                .await
-                .map_err(HandlerError::new)?;
-        }
-        Ok((delivery, published))
+        let entries = reaction
+            .0
+            .into_iter()
+            .map(|next| OutboxEntry::new(&Envelope::new(self.source, event.sagaid, next)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(HandlerError::new)?;
+        answers.extend(entries);
+        Ok(delivery)
     }
 
     /// Runs `command` in one transaction, writes its announcements to the outbox and commits.
     pub async fn run<C: Command>(&self, command: C) -> Result<C::Output, C::Error> {
         let tx = Tx(self.db.begin().await?);
         let (output, announcements) = command.execute(&tx).await?;
-        let published = !announcements.is_empty();
-        for (saga_id, event) in announcements.0 {
-            outbox::enqueue(&tx, &Envelope::new(self.source, saga_id, event)).await?;
-        }
+        let entries = announcements
+            .0
+            .into_iter()
+            .map(|(saga_id, event)| OutboxEntry::new(&Envelope::new(self.source, saga_id, event)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let published = !entries.is_empty();
+        outbox::enqueue_all(&tx, entries).await?;
         self.commit(tx, published).await?;
         Ok(output)
+    }
+
+    /// Ends a consumed event's (or a batch's) transaction: writes the answers to the outbox
+    /// in one statement, then commits.
+    async fn commit_answers(&self, tx: Tx, answers: Vec<OutboxEntry>) -> Result<(), HandlerError> {
+        let published = !answers.is_empty();
+        outbox::enqueue_all(&tx, answers)
+            .await
+            .map_err(HandlerError::new)?;
+        self.commit(tx, published).await.map_err(HandlerError::new)
     }
 
     /// Commits, then wakes the relay if the transaction wrote outbox rows (a relay woken for

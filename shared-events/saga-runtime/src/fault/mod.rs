@@ -17,7 +17,7 @@ pub use injected::{crash_point, init_from_env, inject_db_failure};
 pub enum CrashPoint {
     /// A unit of work committed its change and outbox rows; the relay has not published them.
     AfterCommitBeforePublish,
-    /// Kafka acknowledged a batch; the relay has not deleted its rows.
+    /// Kafka acknowledged a batch; the relay has not committed its rows' deletion.
     AfterPublishBeforeMark,
     /// A consumed event's transaction committed; its offset is not stored.
     AfterConsumeCommitBeforeOffset,
