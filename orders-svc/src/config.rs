@@ -51,3 +51,24 @@ impl AdmissionSettings {
         })
     }
 }
+
+/// Group commit of `POST /orders` (`saga_runtime::group_commit`): orders placed at the same
+/// time share one transaction and one commit.
+#[derive(Debug, Clone, Copy)]
+pub struct PlacementSettings {
+    /// `ORDERS_PLACE_MAX_BATCH`, default 32: the most orders one transaction takes. 1 turns
+    /// group commit off.
+    pub max_batch: usize,
+    /// `ORDERS_PLACE_CONCURRENCY`, default 2: how many such transactions run at once, and so
+    /// how many pooled connections placing orders uses.
+    pub concurrency: usize,
+}
+
+impl PlacementSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            max_batch: saga_runtime::config::var("ORDERS_PLACE_MAX_BATCH", 32)?,
+            concurrency: saga_runtime::config::var("ORDERS_PLACE_CONCURRENCY", 2)?,
+        })
+    }
+}

@@ -21,6 +21,7 @@ pub mod service;
 use std::sync::Arc;
 
 use saga_runtime::config::CommonSettings;
+use saga_runtime::group_commit::CommandQueue;
 use saga_runtime::service::{Application, Infrastructure, StartupError};
 use saga_runtime::unit_of_work::UnitOfWork;
 use sea_orm_migration::MigratorTrait;
@@ -36,6 +37,7 @@ pub type OrdersApplication = Application<OrdersEventHandler>;
 pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, StartupError> {
     let deadline = config::DeadlineSettings::from_env()?;
     let admission = config::AdmissionSettings::from_env()?;
+    let placement = config::PlacementSettings::from_env()?;
     let infra = Infrastructure::connect(settings).await?;
     orders_migration::Migrator::up(&infra.db, None)
         .await
@@ -44,6 +46,7 @@ pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, Startu
     let in_flight = InFlight::new(admission.max_in_flight);
     let state = http::AppState {
         uow: uow.clone(),
+        place_orders: CommandQueue::start(uow.clone(), placement.max_batch, placement.concurrency),
         in_flight: Arc::clone(&in_flight),
         admission,
     };

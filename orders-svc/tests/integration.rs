@@ -8,6 +8,7 @@ use orders_svc::http::{AppState, router};
 use orders_svc::messaging::OrdersEventHandler;
 use orders_svc::repo::{CatalogProduct, catalog, orders};
 use orders_svc::service::{self, InFlight, PlaceOrder, ServiceError};
+use saga_runtime::group_commit::CommandQueue;
 use saga_runtime::inbox::Delivery;
 use saga_runtime::outbox::{self, OutboxSignal};
 use saga_runtime::testing;
@@ -344,6 +345,7 @@ fn admitting(
     let in_flight = InFlight::new(max_in_flight);
     let app = router(AppState {
         uow: uow(db),
+        place_orders: CommandQueue::start(uow(db), 32, 2),
         in_flight: std::sync::Arc::clone(&in_flight),
         admission: AdmissionSettings {
             max_in_flight,

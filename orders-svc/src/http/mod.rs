@@ -8,15 +8,18 @@ mod orders;
 use std::sync::Arc;
 
 use axum::Router;
+use saga_runtime::group_commit::CommandQueue;
 use saga_runtime::unit_of_work::UnitOfWork;
 
 use crate::config::AdmissionSettings;
-use crate::service::InFlight;
+use crate::service::{InFlight, PlaceOrder};
 
 /// Commands run in the unit of work; reads use its pool. New orders pass admission first.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub uow: UnitOfWork,
+    /// `POST /orders` runs its command here, with the orders placed at the same time.
+    pub place_orders: CommandQueue<PlaceOrder>,
     pub in_flight: Arc<InFlight>,
     pub admission: AdmissionSettings,
 }

@@ -76,7 +76,7 @@ async fn place_order(
         ApiError::overloaded(refused.to_string(), state.admission.retry_after)
     })?;
     let order = state
-        .uow
+        .place_orders
         .run(PlaceOrder {
             customer_id: request.customer_id,
             lines,

@@ -45,9 +45,12 @@ impl InFlight {
                 in_flight: Arc::clone(self),
                 kept: false,
             })
-            .map_err(|in_flight| Overloaded {
-                in_flight,
-                max: self.max,
+            .map_err(|in_flight| {
+                saga_runtime::metrics::REQUESTS_REFUSED.add(1);
+                Overloaded {
+                    in_flight,
+                    max: self.max,
+                }
             })
     }
 

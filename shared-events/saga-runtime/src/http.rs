@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::config::HttpSettings;
 use crate::consumer::{Applier, EventHandler};
 use crate::outbox;
-use tower_http::trace::{DefaultMakeSpan, TraceLayer};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, TraceLayer};
 
 /// An error response: `{"error": {"code": "...", "message": "..."}}` with `status`.
 #[derive(Debug)]
@@ -324,9 +324,14 @@ pub async fn serve(
             settings.request_timeout,
         ))
         // Request spans at INFO, so a trace (and the saga's `traceparent`) starts at the HTTP call.
+        // Failed responses are not logged again here: the error path already logs an internal
+        // error or an unavailable dependency, and an overload refusal is expected and counted
+        // (`saga_requests_refused_total`). Logging each 5xx at ERROR made an overload burst
+        // write thousands of error lines a second.
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)),
+                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -26,6 +26,7 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod fault;
+pub mod group_commit;
 pub mod http;
 pub mod inbox;
 pub mod kafka;

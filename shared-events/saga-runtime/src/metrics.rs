@@ -65,13 +65,17 @@ pub static OUTBOX_PUBLISHED: Counter = Counter::new(
     "saga_outbox_published_total",
     "Outbox rows published to Kafka.",
 );
+pub static REQUESTS_REFUSED: Counter = Counter::new(
+    "saga_requests_refused_total",
+    "Requests refused with 503 because too many sagas were in flight (admission control).",
+);
 
 pub static SCRAPE_ERRORS: Counter = Counter::new(
     "saga_metrics_scrape_errors_total",
     "Scrapes that left out the database gauges because the query failed.",
 );
 
-pub static ALL: [&Counter; 9] = [
+pub static ALL: [&Counter; 10] = [
     &EVENTS_APPLIED,
     &INBOX_EXPIRED,
     &EVENTS_SKIPPED,
@@ -80,6 +84,7 @@ pub static ALL: [&Counter; 9] = [
     &PARKED_EVENTS,
     &DEAD_LETTERS,
     &OUTBOX_PUBLISHED,
+    &REQUESTS_REFUSED,
     &SCRAPE_ERRORS,
 ];
 

@@ -50,6 +50,8 @@ pub enum StartupError {
 pub struct Infrastructure {
     pub settings: CommonSettings,
     pub db: DatabaseConnection,
+    /// The outbox relay's own connection (`db::connect_relay`).
+    pub relay_db: DatabaseConnection,
     pub producer: FutureProducer,
     pub outbox_signal: OutboxSignal,
 }
@@ -57,10 +59,12 @@ pub struct Infrastructure {
 impl Infrastructure {
     pub async fn connect(settings: CommonSettings) -> Result<Self, StartupError> {
         let db = db::connect(&settings.database).await?;
+        let relay_db = db::connect_relay(&settings.database).await?;
         let producer = kafka::producer(&settings.kafka, settings.service_name)?;
         Ok(Self {
             settings,
             db,
+            relay_db,
             producer,
             outbox_signal: OutboxSignal::default(),
         })
@@ -84,7 +88,7 @@ impl Infrastructure {
 
     pub fn relay(&self) -> Relay {
         Relay::new(
-            self.db.clone(),
+            self.relay_db.clone(),
             self.producer.clone(),
             self.outbox_signal.clone(),
             self.settings.relay.clone(),

@@ -155,6 +155,22 @@ impl Batch {
     }
 }
 
+/// How a shared transaction of [`UnitOfWork::run_all`] ended, when it got as far as COMMIT.
+enum Together<T> {
+    Committed(Vec<T>),
+    CommitFailed(DbErr),
+}
+
+/// `DbErr` is not `Clone`; every command of a batch whose commit failed gets an error that
+/// says the same, and classifies the same way (a lost connection stays "unavailable").
+fn clone_commit_error(error: &DbErr) -> DbErr {
+    match error {
+        DbErr::ConnectionAcquire(acquire) => DbErr::ConnectionAcquire(*acquire),
+        DbErr::Conn(_) => DbErr::Conn(sea_orm::RuntimeErr::Internal(error.to_string())),
+        other => DbErr::Custom(format!("commit failed: {other}")),
+    }
+}
+
 /// The name of the savepoint of the `index`th event of a transaction. Each event has its own
 /// name, so rolling back to one can never reach an earlier event's work.
 fn savepoint(index: usize) -> String {
@@ -296,6 +312,77 @@ impl UnitOfWork {
         outbox::enqueue_all(&tx, entries).await?;
         self.commit(tx, published).await?;
         Ok(output)
+    }
+
+    /// Runs commands that arrived together in one transaction, each inside its own `span`,
+    /// and commits once: group commit, for a use case that many clients call at the same
+    /// time. The results come back in order, each as if its command had run alone:
+    ///
+    /// - if every command succeeds, their announcements go to the outbox in one statement and
+    ///   one commit makes them all durable;
+    /// - if one fails, nothing of the batch is kept (the transaction is dropped, so it rolls
+    ///   back) and each command runs again alone through [`UnitOfWork::run`], so a bad
+    ///   request fails only itself. Commands must therefore be safe to execute again after a
+    ///   rollback, which any command is, since its first execution left nothing;
+    /// - if the commit itself fails, whether it happened is unknown, so no command is run
+    ///   again: each gets the error, as a client of [`UnitOfWork::run`] would.
+    pub async fn run_all<C: Command + Clone + Sync>(
+        &self,
+        commands: Vec<(C, Span)>,
+    ) -> Vec<Result<C::Output, C::Error>> {
+        if commands.len() < 2 {
+            let mut results = Vec::with_capacity(commands.len());
+            for (command, span) in commands {
+                results.push(self.run(command).instrument(span).await);
+            }
+            return results;
+        }
+        match self.try_run_together(&commands).await {
+            Ok(Together::Committed(outputs)) => outputs.into_iter().map(Ok).collect(),
+            Ok(Together::CommitFailed(error)) => commands
+                .iter()
+                .map(|_| Err(C::Error::from(clone_commit_error(&error))))
+                .collect(),
+            Err(()) => {
+                let mut results = Vec::with_capacity(commands.len());
+                for (command, span) in commands {
+                    results.push(self.run(command).instrument(span).await);
+                }
+                results
+            }
+        }
+    }
+
+    /// The shared transaction of [`UnitOfWork::run_all`]. `Err(())` means it rolled back with
+    /// nothing kept, and the commands may run again alone.
+    async fn try_run_together<C: Command + Clone + Sync>(
+        &self,
+        commands: &[(C, Span)],
+    ) -> Result<Together<C::Output>, ()> {
+        let tx = Tx(self.db.begin().await.map_err(|_| ())?);
+        let mut outputs = Vec::with_capacity(commands.len());
+        let mut entries = Vec::new();
+        for (command, span) in commands {
+            let (output, announcements) = command
+                .clone()
+                .execute(&tx)
+                .instrument(span.clone())
+                .await
+                .map_err(|_| ())?;
+            // Made inside the request's span, so each outbox row carries its own trace.
+            let _entered = span.enter();
+            for (saga_id, event) in announcements.0 {
+                let entry = OutboxEntry::new(&Envelope::new(self.source, saga_id, event));
+                entries.push(entry.map_err(|_| ())?);
+            }
+            outputs.push(output);
+        }
+        let published = !entries.is_empty();
+        outbox::enqueue_all(&tx, entries).await.map_err(|_| ())?;
+        Ok(match self.commit(tx, published).await {
+            Ok(()) => Together::Committed(outputs),
+            Err(error) => Together::CommitFailed(error),
+        })
     }
 
     /// Ends a consumed event's (or a batch's) transaction: writes the answers to the outbox

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use saga_runtime::consumer::{EventHandler, FailureClass, HandlerError};
+use saga_runtime::group_commit::CommandQueue;
 use saga_runtime::inbox::Delivery;
 use saga_runtime::outbox::{OutboxError, OutboxSignal};
 use saga_runtime::testing;
@@ -267,5 +268,120 @@ async fn an_event_twice_in_one_batch_applies_once_and_a_batch_is_capped() -> Tes
         "the rest is left to the caller"
     );
     assert_eq!(count(&db, "effects").await?, 1 + MAX_BATCH_EVENTS as i64);
+    Ok(())
+}
+
+/// A command for group commit: it records its ID and its transaction's ID, and fails after
+/// writing when told to (its row must then vanish).
+#[derive(Clone)]
+struct Record {
+    id: Uuid,
+    fail: bool,
+}
+
+impl Command for Record {
+    type Output = Uuid;
+    type Error = OutboxError;
+
+    async fn execute(self, tx: &Tx) -> Result<(Uuid, Announcements), OutboxError> {
+        tx.execute_unprepared(&format!(
+            "INSERT INTO recorded VALUES ('{}', txid_current())",
+            self.id
+        ))
+        .await?;
+        if self.fail {
+            return Err(OutboxError::Db(DbErr::Custom("refused".into())));
+        }
+        let started = SagaEvent::InventoryReserved(InventoryReserved { order_id: self.id });
+        Ok((self.id, Announcements::saga(self.id, started)))
+    }
+}
+
+async fn recording_database() -> Result<DatabaseConnection, Box<dyn std::error::Error>> {
+    let db = database().await?;
+    db.execute_unprepared("CREATE TABLE recorded (id UUID NOT NULL, txid BIGINT NOT NULL)")
+        .await?;
+    Ok(db)
+}
+
+async fn strings(db: &DatabaseConnection, sql: &str) -> Result<Vec<String>, DbErr> {
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            sql,
+        ))
+        .await?;
+    rows.iter().map(|row| row.try_get("", "v")).collect()
+}
+
+fn records(fails: &[bool]) -> Vec<(Record, Span)> {
+    fails
+        .iter()
+        .map(|&fail| {
+            let record = Record {
+                id: Uuid::now_v7(),
+                fail,
+            };
+            (record, Span::none())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn commands_run_together_share_one_commit_and_keep_their_order() -> TestResult {
+    let db = recording_database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let commands = records(&[false, false, false]);
+    let ids: Vec<String> = commands.iter().map(|(c, _)| c.id.to_string()).collect();
+    let results = uow.run_all(commands).await;
+    let outputs: Vec<String> = results
+        .into_iter()
+        .map(|result| result.map(|id| id.to_string()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(outputs, ids, "each command gets its own result, in order");
+    let transactions = strings(&db, "SELECT count(DISTINCT txid)::text AS v FROM recorded").await?;
+    assert_eq!(transactions, ["1"], "one transaction for all three");
+    let published = strings(&db, "SELECT saga_id::text AS v FROM outbox ORDER BY id").await?;
+    assert_eq!(published, ids, "announcements in the commands' order");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_command_fails_alone_and_leaves_nothing() -> TestResult {
+    let db = recording_database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let commands = records(&[false, true, false]);
+    let good = [commands[0].0.id, commands[2].0.id].map(|id| id.to_string());
+    let results = uow.run_all(commands).await;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(results[1].is_err(), "the failing command fails");
+    let kept = strings(&db, "SELECT id::text AS v FROM recorded ORDER BY id").await?;
+    assert_eq!(
+        kept, good,
+        "nothing of the failing command, each other one once"
+    );
+    let published = strings(&db, "SELECT saga_id::text AS v FROM outbox ORDER BY id").await?;
+    assert_eq!(published, good);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_command_queue_answers_every_concurrent_caller() -> TestResult {
+    let db = recording_database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let queue = CommandQueue::start(uow, 8, 2);
+    let mut callers = tokio::task::JoinSet::new();
+    for (record, _) in records(&[false; 40]) {
+        let queue = queue.clone();
+        callers.spawn(async move { (record.id, queue.run(record).await) });
+    }
+    while let Some(called) = callers.join_next().await {
+        let (id, result) = called?;
+        assert_eq!(result?, id);
+    }
+    let kept = strings(&db, "SELECT count(*)::text AS v FROM recorded").await?;
+    assert_eq!(kept, ["40"]);
+    let published = strings(&db, "SELECT count(*)::text AS v FROM outbox").await?;
+    assert_eq!(published, ["40"]);
     Ok(())
 }

@@ -58,6 +58,11 @@ struct Args {
     /// How long each rate is offered: 30s, 10m, 500ms.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     duration: Duration,
+    /// How long the first rate is offered, unmeasured, before the runs: the JVM's compiler,
+    /// the caches and the pools settle first, so the first run is not the slowest for that
+    /// reason alone. 0s skips it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    warmup: Duration,
     /// How long to wait after the last send for the sagas still running to finish.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     drain: Duration,
@@ -196,9 +201,16 @@ async fn bench(args: Args) -> TestResult {
     } else {
         args.sweep.clone()
     };
+    if let Some(&first) = rates.first()
+        && !args.warmup.is_zero()
+    {
+        eprintln!("warming up, not measured:");
+        run_rate(&api, &world, &events, &stats, &args, first, args.warmup).await?;
+    }
     let mut reports = Vec::new();
     for rate in rates {
-        let mut report = run_rate(&api, &world, &events, &stats, &args, rate).await?;
+        let mut report =
+            run_rate(&api, &world, &events, &stats, &args, rate, args.duration).await?;
         if let Some(ceilings) = &ceilings {
             report.pgbench_ratio = Some(
                 report.completed_per_second * ceilings::BUSINESS_TRANSACTIONS_PER_SAGA
@@ -416,15 +428,13 @@ async fn run_rate(
     stats: &sea_orm::DatabaseConnection,
     args: &Args,
     rate: f64,
+    duration: Duration,
 ) -> TestResult<Report> {
     if !(rate > 0.0 && rate.is_finite()) {
         return Err(format!("rate {rate} must be a positive number").into());
     }
-    let total = (rate * args.duration.as_secs_f64()).round() as u64;
-    eprintln!(
-        "offering {rate}/s for {:?}: {total} orders …",
-        args.duration
-    );
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    eprintln!("offering {rate}/s for {duration:?}: {total} orders …");
     // Both clocks start together a moment from now: the monotonic one paces the sends, the
     // wall one is what Kafka's event times are compared with.
     let lead = Duration::from_millis(200);
@@ -453,7 +463,7 @@ async fn run_rate(
     while let Some(done) = in_flight.join_next().await {
         sent.push(done?);
     }
-    let window_end = wall_start + chrono::Duration::from_std(args.duration)?;
+    let window_end = wall_start + chrono::Duration::from_std(duration)?;
 
     let drain_until = tokio::time::Instant::now() + args.drain;
     let accepted: Vec<(DateTime<Utc>, Uuid)> = sent
@@ -474,7 +484,7 @@ async fn run_rate(
         &sent,
         &accepted,
         rate,
-        args.duration,
+        duration,
         (wall_start, window_end),
     )?;
     let sagas = report.completed.max(1) as f64;
