@@ -161,6 +161,11 @@ enum Together<T> {
     CommitFailed(DbErr),
 }
 
+/// A shared transaction of [`UnitOfWork::run_all`] that ended before COMMIT: dropped, so
+/// rolled back, with nothing kept. Why does not matter: each command runs again alone and
+/// meets its own error, if it has one.
+struct RolledBack;
+
 /// `DbErr` is not `Clone`; every command of a batch whose commit failed gets an error that
 /// says the same, and classifies the same way (a lost connection stays "unavailable").
 fn clone_commit_error(error: &DbErr) -> DbErr {
@@ -331,11 +336,7 @@ impl UnitOfWork {
         commands: Vec<(C, Span)>,
     ) -> Vec<Result<C::Output, C::Error>> {
         if commands.len() < 2 {
-            let mut results = Vec::with_capacity(commands.len());
-            for (command, span) in commands {
-                results.push(self.run(command).instrument(span).await);
-            }
-            return results;
+            return self.run_each(commands).await;
         }
         match self.try_run_together(&commands).await {
             Ok(Together::Committed(outputs)) => outputs.into_iter().map(Ok).collect(),
@@ -343,23 +344,29 @@ impl UnitOfWork {
                 .iter()
                 .map(|_| Err(C::Error::from(clone_commit_error(&error))))
                 .collect(),
-            Err(()) => {
-                let mut results = Vec::with_capacity(commands.len());
-                for (command, span) in commands {
-                    results.push(self.run(command).instrument(span).await);
-                }
-                results
-            }
+            Err(RolledBack) => self.run_each(commands).await,
         }
     }
 
-    /// The shared transaction of [`UnitOfWork::run_all`]. `Err(())` means it rolled back with
-    /// nothing kept, and the commands may run again alone.
+    /// Runs each command in its own transaction, in order.
+    async fn run_each<C: Command>(
+        &self,
+        commands: Vec<(C, Span)>,
+    ) -> Vec<Result<C::Output, C::Error>> {
+        let mut results = Vec::with_capacity(commands.len());
+        for (command, span) in commands {
+            results.push(self.run(command).instrument(span).await);
+        }
+        results
+    }
+
+    /// The shared transaction of [`UnitOfWork::run_all`]. [`RolledBack`] means nothing was
+    /// kept, and the commands may run again alone.
     async fn try_run_together<C: Command + Clone + Sync>(
         &self,
         commands: &[(C, Span)],
-    ) -> Result<Together<C::Output>, ()> {
-        let tx = Tx(self.db.begin().await.map_err(|_| ())?);
+    ) -> Result<Together<C::Output>, RolledBack> {
+        let tx = Tx(self.db.begin().await.map_err(|_| RolledBack)?);
         let mut outputs = Vec::with_capacity(commands.len());
         let mut entries = Vec::new();
         for (command, span) in commands {
@@ -368,17 +375,19 @@ impl UnitOfWork {
                 .execute(&tx)
                 .instrument(span.clone())
                 .await
-                .map_err(|_| ())?;
+                .map_err(|_| RolledBack)?;
             // Made inside the request's span, so each outbox row carries its own trace.
             let _entered = span.enter();
             for (saga_id, event) in announcements.0 {
                 let entry = OutboxEntry::new(&Envelope::new(self.source, saga_id, event));
-                entries.push(entry.map_err(|_| ())?);
+                entries.push(entry.map_err(|_| RolledBack)?);
             }
             outputs.push(output);
         }
         let published = !entries.is_empty();
-        outbox::enqueue_all(&tx, entries).await.map_err(|_| ())?;
+        outbox::enqueue_all(&tx, entries)
+            .await
+            .map_err(|_| RolledBack)?;
         Ok(match self.commit(tx, published).await {
             Ok(()) => Together::Committed(outputs),
             Err(error) => Together::CommitFailed(error),
