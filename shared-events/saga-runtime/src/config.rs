@@ -100,6 +100,8 @@ impl CommonSettings {
                 session_timeout: millis("KAFKA_SESSION_TIMEOUT_MS", Duration::from_secs(10))?,
                 socket_timeout: millis("KAFKA_SOCKET_TIMEOUT_MS", Duration::from_secs(10))?,
                 metadata_timeout: millis("KAFKA_METADATA_TIMEOUT_MS", Duration::from_secs(3))?,
+                fetch_min_bytes: var("KAFKA_FETCH_MIN_BYTES", 1)?,
+                fetch_wait_max: millis("KAFKA_FETCH_WAIT_MAX_MS", Duration::from_millis(500))?,
             },
             relay: RelaySettings {
                 batch_size: var("OUTBOX_BATCH_SIZE", 256)?,
@@ -191,6 +193,13 @@ pub struct KafkaSettings {
     pub socket_timeout: Duration,
     /// How long `/health` waits for the broker's metadata.
     pub metadata_timeout: Duration,
+    /// librdkafka's `fetch.min.bytes`: the broker answers a consumer's fetch once this much
+    /// is waiting, or after `fetch_wait_max`. 1 (the default) answers at once, the lowest
+    /// latency; more makes fewer, fuller fetches, which costs the broker and the client less
+    /// CPU under load and adds up to `fetch_wait_max` per hop when the load is light.
+    pub fetch_min_bytes: u32,
+    /// librdkafka's `fetch.wait.max.ms`.
+    pub fetch_wait_max: Duration,
 }
 
 impl KafkaSettings {

@@ -52,6 +52,8 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfi
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", millis(settings.session_timeout))
+        .set("fetch.min.bytes", settings.fetch_min_bytes.to_string())
+        .set("fetch.wait.max.ms", millis(settings.fetch_wait_max))
         .set("partition.assignment.strategy", "cooperative-sticky");
     // Static membership: a restarted instance with the same ID takes its partitions back at
     // once instead of after `session.timeout.ms`.

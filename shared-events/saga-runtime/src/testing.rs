@@ -118,6 +118,8 @@ pub fn kafka_settings(topic_prefix: &str, group_id: &str) -> KafkaSettings {
         session_timeout: Duration::from_secs(10),
         socket_timeout: Duration::from_secs(10),
         metadata_timeout: Duration::from_secs(3),
+        fetch_min_bytes: 1,
+        fetch_wait_max: Duration::from_millis(500),
     }
 }
 
