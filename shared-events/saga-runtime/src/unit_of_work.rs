@@ -308,11 +308,7 @@ impl UnitOfWork {
     pub async fn run<C: Command>(&self, command: C) -> Result<C::Output, C::Error> {
         let tx = Tx(self.db.begin().await?);
         let (output, announcements) = command.execute(&tx).await?;
-        let entries = announcements
-            .0
-            .into_iter()
-            .map(|(saga_id, event)| OutboxEntry::new(&Envelope::new(self.source, saga_id, event)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let entries = self.outbox_entries(announcements)?;
         let published = !entries.is_empty();
         outbox::enqueue_all(&tx, entries).await?;
         self.commit(tx, published).await?;
@@ -377,11 +373,8 @@ impl UnitOfWork {
                 .await
                 .map_err(|_| RolledBack)?;
             // Made inside the request's span, so each outbox row carries its own trace.
-            let _entered = span.enter();
-            for (saga_id, event) in announcements.0 {
-                let entry = OutboxEntry::new(&Envelope::new(self.source, saga_id, event));
-                entries.push(entry.map_err(|_| RolledBack)?);
-            }
+            let announced = span.in_scope(|| self.outbox_entries(announcements));
+            entries.extend(announced.map_err(|_| RolledBack)?);
             outputs.push(output);
         }
         let published = !entries.is_empty();
@@ -392,6 +385,19 @@ impl UnitOfWork {
             Ok(()) => Together::Committed(outputs),
             Err(error) => Together::CommitFailed(error),
         })
+    }
+
+    /// A command's announcements as outbox rows, with this service as their source and the
+    /// current span's trace.
+    fn outbox_entries(
+        &self,
+        announcements: Announcements,
+    ) -> Result<Vec<OutboxEntry>, OutboxError> {
+        announcements
+            .0
+            .into_iter()
+            .map(|(saga_id, event)| OutboxEntry::new(&Envelope::new(self.source, saga_id, event)))
+            .collect()
     }
 
     /// Ends a consumed event's (or a batch's) transaction: writes the answers to the outbox
