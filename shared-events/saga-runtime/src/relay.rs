@@ -80,8 +80,9 @@ struct OutboxRow {
 /// `(message_key, id)`, the columns of the `outbox_key_order` index, so that it can only be
 /// answered from that index: a few entries of one key. Written as `id < o.id`, the planner,
 /// misled by a queue table's stale statistics, answered it from the primary key instead,
-/// reading every earlier row of the outbox for each candidate: measured, that was most of
-/// PostgreSQL's CPU under load.
+/// reading every earlier row of the outbox for each candidate, a cost that grows with the
+/// rows deleted since the last vacuum (`pg_stat_user_indexes` counted 1.7 billion index
+/// tuples read on one outbox).
 const CLAIM: &str = "\
     WITH claimed AS MATERIALIZED ( \
         SELECT id FROM outbox o \
