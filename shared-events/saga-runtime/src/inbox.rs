@@ -1,8 +1,10 @@
-//! Recording consumed events. [`crate::unit_of_work::UnitOfWork`] calls [`record`] first for
-//! each event inside the event's transaction; [`Delivery::Duplicate`] means the event was
-//! applied before, and the handler is not called.
+//! Recording consumed events. [`crate::unit_of_work::UnitOfWork`] calls [`record_all`] first
+//! in a transaction that applies events; [`Delivery::Duplicate`] means the event was applied
+//! before, and the handler is not called.
 
-use sea_orm::{ConnectionTrait, DbErr};
+use std::collections::HashSet;
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use shared_events::Envelope;
 use uuid::Uuid;
 
@@ -13,60 +15,50 @@ pub enum Delivery {
     Duplicate,
 }
 
-/// Opens the savepoint `savepoint` and inserts the event's ID into the inbox, in the caller's
-/// transaction and in one round trip. If the transaction (or the savepoint) later rolls back,
-/// so does this row, and the redelivered event is applied then.
+/// Inserts the IDs of `events` into the inbox, in the caller's transaction and in one
+/// statement, and says for each event, in order, whether this is its first delivery. If the
+/// transaction later rolls back, so do these rows, and the redelivered events are applied
+/// then.
 ///
-/// The two statements travel as one simple query, so their values are written into the text:
-/// they are a UUID, the name of an event type and a savepoint name of the runtime's own,
-/// never text from outside.
-pub async fn record<C: ConnectionTrait>(
+/// The statement's text is the same for any number of events, so each connection prepares and
+/// plans it once. An event that appears twice in `events` is a first delivery only the first
+/// time. A nil saga ID stands for "no saga": saga IDs are v7 UUIDs, never nil.
+pub async fn record_all<C: ConnectionTrait>(
     db: &C,
-    event: &Envelope,
-    savepoint: &str,
-) -> Result<Delivery, DbErr> {
-    let sql = format!(
-        "SAVEPOINT {savepoint}; \
-         INSERT INTO inbox (event_id, event_type, saga_id) VALUES ({}, {}, {}) \
-         ON CONFLICT (event_id) DO NOTHING",
-        uuid_literal(event.id),
-        text_literal(event.event_type()),
-        event.sagaid.map_or_else(|| "NULL".to_owned(), uuid_literal),
-    );
-    let result = db.execute_unprepared(&sql).await?;
-    // Inside the savepoint, so that a failure injected here rolls back like a real one.
-    crate::fault::inject_db_failure(db, event.event_type()).await?;
-    Ok(if result.rows_affected() == 1 {
-        Delivery::First
-    } else {
-        Delivery::Duplicate
-    })
-}
-
-fn uuid_literal(id: Uuid) -> String {
-    format!("'{id}'::uuid")
-}
-
-/// A quoted SQL string literal: quotes are doubled, so nothing in `text` can end it.
-fn text_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn literals_cannot_be_broken_out_of() {
-        assert_eq!(text_literal("OrderCreated"), "'OrderCreated'");
-        assert_eq!(
-            text_literal("a'); DROP TABLE inbox; --"),
-            "'a''); DROP TABLE inbox; --'"
-        );
-        let id = Uuid::nil();
-        assert_eq!(
-            uuid_literal(id),
-            "'00000000-0000-0000-0000-000000000000'::uuid"
-        );
-    }
+    events: &[&Envelope],
+) -> Result<Vec<Delivery>, DbErr> {
+    let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
+    let types: Vec<String> = events
+        .iter()
+        .map(|event| event.event_type().to_owned())
+        .collect();
+    let sagas: Vec<Uuid> = events
+        .iter()
+        .map(|event| event.sagaid.unwrap_or(Uuid::nil()))
+        .collect();
+    let inserted = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO inbox (event_id, event_type, saga_id) \
+             SELECT event.id, event.type, NULLIF(event.saga, '00000000-0000-0000-0000-000000000000'::uuid) \
+             FROM unnest($1::uuid[], $2::text[], $3::uuid[]) AS event (id, type, saga) \
+             ON CONFLICT (event_id) DO NOTHING \
+             RETURNING event_id",
+            [ids.into(), types.into(), sagas.into()],
+        ))
+        .await?;
+    let mut first: HashSet<Uuid> = inserted
+        .iter()
+        .map(|row| row.try_get::<Uuid>("", "event_id"))
+        .collect::<Result<_, _>>()?;
+    Ok(events
+        .iter()
+        .map(|event| {
+            if first.remove(&event.id) {
+                Delivery::First
+            } else {
+                Delivery::Duplicate
+            }
+        })
+        .collect())
 }

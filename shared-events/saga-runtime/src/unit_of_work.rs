@@ -4,8 +4,8 @@
 //! begin → inbox row → the service's [`EventHandler`] → outbox rows for what it returned,
 //! each correlated with the consumed event's saga → commit → wake the relay. The consumer
 //! stores the record's offset only after `apply` returns. Under load the consumer hands over
-//! several events of a lane at once ([`UnitOfWork::apply_batch`]): the same steps for each,
-//! each in its own savepoint, and one commit for all.
+//! several events of a lane at once ([`UnitOfWork::apply_batch`]): one inbox statement for
+//! all, the handler for each, one outbox statement and one commit for all.
 //!
 //! An HTTP command or a periodic job is a [`Command`], run by [`UnitOfWork::run`] the same
 //! way without the inbox step.
@@ -130,11 +130,9 @@ pub trait Command: Send {
     ) -> impl Future<Output = Result<(Self::Output, Announcements), Self::Error>> + Send;
 }
 
-/// The most events [`UnitOfWork::apply_batch`] puts in one transaction. Each has a savepoint,
-/// that is a subtransaction, and a PostgreSQL backend caches the IDs of only 64 of them; past
-/// that the transaction's snapshot "overflows" and every session of the cluster checks
-/// visibility the slow way (`pg_subtrans`) until it ends. 32 stays well inside, and is already
-/// more than a lane's queue holds at once.
+/// The most events [`UnitOfWork::apply_batch`] puts in one transaction. It bounds how long the
+/// transaction holds its row locks, and how much work one failing event makes the batch redo.
+/// It is already more than a lane's queue holds at once.
 pub const MAX_BATCH_EVENTS: usize = 32;
 
 /// What [`UnitOfWork::apply_batch`] did.
@@ -153,6 +151,14 @@ impl Batch {
             failure: Some(failure),
         }
     }
+}
+
+/// Why a transaction of [`UnitOfWork::apply_batch`] kept nothing.
+enum Stopped {
+    /// The event at this index failed; the ones before it did not.
+    At(usize, HandlerError),
+    /// Beginning, the inbox rows or the commit failed: no event is to blame.
+    Whole(HandlerError),
 }
 
 /// How a shared transaction of [`UnitOfWork::run_all`] ended, when it got as far as COMMIT.
@@ -174,12 +180,6 @@ fn clone_commit_error(error: &DbErr) -> DbErr {
         DbErr::Conn(_) => DbErr::Conn(sea_orm::RuntimeErr::Internal(error.to_string())),
         other => DbErr::Custom(format!("commit failed: {other}")),
     }
-}
-
-/// The name of the savepoint of the `index`th event of a transaction. Each event has its own
-/// name, so rolling back to one can never reach an earlier event's work.
-fn savepoint(index: usize) -> String {
-    format!("event_{index}")
 }
 
 /// Opens, fills and commits one service's transactions. Cloning shares the pool and signal.
@@ -209,21 +209,25 @@ impl UnitOfWork {
         handler: &H,
         event: &Envelope,
     ) -> Result<Delivery, HandlerError> {
-        let tx = Tx(self.db.begin().await.map_err(HandlerError::new)?);
-        let mut answers = Vec::new();
-        let delivery = self.apply_in(&tx, handler, event, 0, &mut answers).await?;
-        self.commit_answers(tx, answers).await?;
-        Ok(delivery)
+        let span = Span::current();
+        match self.apply_together(handler, &[(event, &span)]).await {
+            Ok(deliveries) => Ok(deliveries.first().copied().unwrap_or(Delivery::Duplicate)),
+            Err(Stopped::At(_, failure) | Stopped::Whole(failure)) => Err(failure),
+        }
     }
 
-    /// Applies consecutive consumed events of one lane in one transaction, each in its own
-    /// savepoint, in order. Under load this turns many commits (and WAL flushes) into one.
+    /// Applies consecutive consumed events of one lane in one transaction, in order, and
+    /// commits once. Under load this turns many commits (and WAL flushes) into one.
     ///
-    /// An event that fails is rolled back to its savepoint, and the events before it are
-    /// committed: [`Batch::applied`] says how many, and [`Batch::failure`] why the next one
-    /// failed. The batch stops there, because a later event may belong to the same saga and
-    /// must not overtake it; the consumer retries the failed event alone, then goes on. A
-    /// failure to begin or commit commits nothing (`applied` is 0).
+    /// If an event fails, nothing of the transaction is kept, and the events before it are
+    /// applied again in a new one without it: [`Batch::applied`] says how many were
+    /// committed, and [`Batch::failure`] why the next one was not. The batch stops there,
+    /// because a later event may belong to the same saga and must not overtake it; the
+    /// consumer retries the failed event alone, then goes on. A failure to begin, to record
+    /// the inbox rows or to commit commits nothing (`applied` is 0).
+    ///
+    /// Failures are rare, so this costs less than a savepoint per event: a savepoint that
+    /// writes is a subtransaction, with its own ID, `pg_subtrans` entry and WAL.
     ///
     /// Each event's work runs inside its `span`, so its outbox rows carry its trace. At most
     /// [`MAX_BATCH_EVENTS`] events are taken; the rest are left to the caller.
@@ -232,66 +236,68 @@ impl UnitOfWork {
         handler: &H,
         events: &[(&Envelope, &Span)],
     ) -> Batch {
-        let events = &events[..events.len().min(MAX_BATCH_EVENTS)];
-        let tx = match self.db.begin().await {
-            Ok(tx) => Tx(tx),
-            Err(error) => return Batch::nothing(HandlerError::new(error)),
-        };
-        let mut answers = Vec::new();
-        for (index, (event, span)) in events.iter().enumerate() {
-            let failure = match self
-                .apply_in(&tx, handler, event, index, &mut answers)
-                .instrument((*span).clone())
-                .await
-            {
-                Ok(_) => continue,
-                Err(failure) => failure,
-            };
-            if index == 0 {
-                return Batch::nothing(failure);
+        let mut end = events.len().min(MAX_BATCH_EVENTS);
+        let mut failure = None;
+        while end > 0 {
+            match self.apply_together(handler, &events[..end]).await {
+                Ok(_) => break,
+                Err(Stopped::At(index, error)) => {
+                    failure = Some(error);
+                    end = index;
+                }
+                Err(Stopped::Whole(error)) => return Batch::nothing(error),
             }
-            // Undo the failed event alone. If even that fails, the transaction is lost and
-            // nothing of the batch may count as applied.
-            let undo = format!("ROLLBACK TO SAVEPOINT {}", savepoint(index));
-            if let Err(error) = tx.0.execute_unprepared(&undo).await {
-                return Batch::nothing(HandlerError::new(error));
-            }
-            return match self.commit_answers(tx, answers).await {
-                Ok(()) => Batch {
-                    applied: index,
-                    failure: Some(failure),
-                },
-                Err(error) => Batch::nothing(error),
-            };
         }
-        match self.commit_answers(tx, answers).await {
-            Ok(()) => Batch {
-                applied: events.len(),
-                failure: None,
-            },
-            Err(error) => Batch::nothing(error),
+        Batch {
+            applied: end,
+            failure,
         }
     }
 
-    /// The body of a consumed event's work, inside an open transaction: a savepoint and the
-    /// inbox row, then the handler. Its reaction, put in the event's saga, is added to
-    /// `answers`, which the caller writes to the outbox before it commits: a batch's answers
-    /// take one statement. An event that fails adds nothing, so its answers cannot outlive
-    /// the rollback to its savepoint.
-    async fn apply_in<H: EventHandler>(
+    /// One transaction for `events`: their inbox rows in one statement, then the handler for
+    /// each first delivery in order, then their answers to the outbox in one statement, then
+    /// the commit. An event that fails adds no answers, and the dropped transaction rolls
+    /// back everything before it too.
+    async fn apply_together<H: EventHandler>(
+        &self,
+        handler: &H,
+        events: &[(&Envelope, &Span)],
+    ) -> Result<Vec<Delivery>, Stopped> {
+        let whole = |error| Stopped::Whole(HandlerError::new(error));
+        let tx = Tx(self.db.begin().await.map_err(whole)?);
+        let envelopes: Vec<&Envelope> = events.iter().map(|(event, _)| *event).collect();
+        let deliveries = inbox::record_all(&tx, &envelopes).await.map_err(whole)?;
+        let mut answers = Vec::new();
+        for (index, ((event, span), delivery)) in events.iter().zip(&deliveries).enumerate() {
+            self.handle(&tx, handler, event, *delivery, &mut answers)
+                .instrument((*span).clone())
+                .await
+                .map_err(|failure| Stopped::At(index, failure))?;
+        }
+        self.commit_answers(tx, answers)
+            .await
+            .map_err(Stopped::Whole)?;
+        Ok(deliveries)
+    }
+
+    /// One consumed event's work, inside an open transaction whose inbox row for it is
+    /// written: the handler, unless the event is a duplicate. Its reaction, put in the event's
+    /// saga, is added to `answers`, which the caller writes to the outbox before it commits.
+    async fn handle<H: EventHandler>(
         &self,
         tx: &Tx,
         handler: &H,
         event: &Envelope,
-        index: usize,
+        delivery: Delivery,
         answers: &mut Vec<OutboxEntry>,
-    ) -> Result<Delivery, HandlerError> {
-        let delivery = inbox::record(tx, event, &savepoint(index))
+    ) -> Result<(), HandlerError> {
+        // Before the duplicate check, as a real failure of the inbox insert would be.
+        fault::inject_db_failure(tx, event.event_type())
             .await
             .map_err(HandlerError::new)?;
         if delivery == Delivery::Duplicate {
             tracing::debug!(event_id = %event.id, "duplicate event ignored");
-            return Ok(delivery);
+            return Ok(());
         }
         let reaction = handler.handle(tx, event).await?;
         let entries = reaction
@@ -301,7 +307,7 @@ impl UnitOfWork {
             .collect::<Result<Vec<_>, _>>()
             .map_err(HandlerError::new)?;
         answers.extend(entries);
-        Ok(delivery)
+        Ok(())
     }
 
     /// Runs `command` in one transaction, writes its announcements to the outbox and commits.
