@@ -102,6 +102,7 @@ impl CommonSettings {
                 metadata_timeout: millis("KAFKA_METADATA_TIMEOUT_MS", Duration::from_secs(3))?,
                 fetch_min_bytes: var("KAFKA_FETCH_MIN_BYTES", 1)?,
                 fetch_wait_max: millis("KAFKA_FETCH_WAIT_MAX_MS", Duration::from_millis(500))?,
+                producer_linger: millis("KAFKA_LINGER_MS", Duration::from_millis(2))?,
             },
             relay: RelaySettings {
                 batch_size: var("OUTBOX_BATCH_SIZE", 256)?,
@@ -200,6 +201,9 @@ pub struct KafkaSettings {
     pub fetch_min_bytes: u32,
     /// librdkafka's `fetch.wait.max.ms`.
     pub fetch_wait_max: Duration,
+    /// librdkafka's `linger.ms` for the relay's producer: how long a record may wait for
+    /// others to share its produce request. Each hop of a saga pays it once.
+    pub producer_linger: Duration,
 }
 
 impl KafkaSettings {

@@ -41,7 +41,7 @@ pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProdu
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", millis(settings.message_timeout))
-        .set("linger.ms", "2")
+        .set("linger.ms", millis(settings.producer_linger))
         .set("compression.type", "none")
         .create()
 }

@@ -120,6 +120,7 @@ pub fn kafka_settings(topic_prefix: &str, group_id: &str) -> KafkaSettings {
         metadata_timeout: Duration::from_secs(3),
         fetch_min_bytes: 1,
         fetch_wait_max: Duration::from_millis(500),
+        producer_linger: Duration::from_millis(2),
     }
 }
 

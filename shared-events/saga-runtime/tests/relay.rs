@@ -9,7 +9,7 @@ use saga_runtime::config::RelaySettings;
 use saga_runtime::outbox::{self, OutboxSignal};
 use saga_runtime::relay::Relay;
 use saga_runtime::{kafka, testing};
-use sea_orm::DatabaseConnection;
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use sea_orm_migration::SchemaManager;
 use shared_events::{Envelope, InventoryReserved, SagaEvent, topics};
 use uuid::Uuid;
@@ -124,5 +124,28 @@ async fn rows_stay_in_the_outbox_while_kafka_is_unreachable() -> TestResult {
         2,
         "nothing was deleted"
     );
+    Ok(())
+}
+
+/// The relay's own connection commits its deletions without waiting for the WAL flush; the
+/// pool that every business transaction (and so every outbox insert) uses still waits.
+#[tokio::test]
+async fn only_the_relays_connection_commits_asynchronously() -> TestResult {
+    let url = testing::fresh_database("orders_svc", "orders", "it").await?;
+    let settings = testing::database_settings(url);
+    let setting = |db: DatabaseConnection| async move {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT current_setting('synchronous_commit') AS value",
+            ))
+            .await?
+            .ok_or("no row")?;
+        Ok::<String, Box<dyn std::error::Error>>(row.try_get("", "value")?)
+    };
+    let pool = saga_runtime::db::connect(&settings).await?;
+    let relay = saga_runtime::db::connect_relay(&settings).await?;
+    assert_eq!(setting(pool).await?, "on");
+    assert_eq!(setting(relay).await?, "off");
     Ok(())
 }
