@@ -9,7 +9,7 @@ use saga_runtime::config::RelaySettings;
 use saga_runtime::outbox::{self, OutboxSignal};
 use saga_runtime::relay::Relay;
 use saga_runtime::{kafka, testing};
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use sea_orm_migration::SchemaManager;
 use shared_events::{Envelope, InventoryReserved, SagaEvent, topics};
 use uuid::Uuid;
@@ -77,23 +77,72 @@ async fn the_relay_publishes_each_sagas_events_in_order_and_deletes_them() -> Te
     }
     assert_eq!(batches, [(3, true), (3, true), (3, true), (3, false)]);
 
+    let topic = kafka_settings.topic(topics::INVENTORY_EVENTS);
+    let read = read_back(&topic, &format!("{prefix}reader"), 12).await?;
+    assert_eq!(
+        read, written,
+        "every saga's events, each once, in the order they were written"
+    );
+    Ok(())
+}
+
+/// Reads `count` records of `topic` from the beginning: each key's event IDs, in order.
+async fn read_back(
+    topic: &str,
+    group: &str,
+    count: usize,
+) -> Result<HashMap<String, Vec<Uuid>>, Box<dyn std::error::Error>> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", testing::kafka_brokers())
-        .set("group.id", format!("{prefix}reader"))
+        .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .create()?;
-    consumer.subscribe(&[&kafka_settings.topic(topics::INVENTORY_EVENTS)])?;
+    consumer.subscribe(&[topic])?;
     let mut read: HashMap<String, Vec<Uuid>> = HashMap::new();
-    while read.values().map(Vec::len).sum::<usize>() < 12 {
+    while read.values().map(Vec::len).sum::<usize>() < count {
         let message = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await??;
         let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
         let envelope = Envelope::decode(message.payload().unwrap_or_default())?;
         read.entry(key).or_default().push(envelope.id);
     }
-    assert_eq!(
-        read, written,
-        "every saga's events, each once, in the order they were written"
+    Ok(read)
+}
+
+/// What makes several relays (one per instance of a service) safe: a saga's row that another
+/// relay has claimed, and not yet deleted, holds back that saga's later rows; other sagas go
+/// on.
+#[tokio::test]
+async fn a_row_claimed_elsewhere_holds_back_its_sagas_later_rows() -> TestResult {
+    let db = outbox_database().await?;
+    let prefix = format!("it-{}.", &Uuid::new_v4().simple().to_string()[..8]);
+    testing::create_topics(&prefix, &[topics::INVENTORY_EVENTS]).await?;
+    let kafka_settings = testing::kafka_settings(&prefix, "unused");
+    let (held, other) = (Uuid::now_v7(), Uuid::now_v7());
+    for saga in [held, held, other] {
+        outbox::enqueue(&db, &event(saga)).await?;
+    }
+    let relay = Relay::new(
+        db.clone(),
+        kafka::producer(&kafka_settings, "relay-test")?,
+        OutboxSignal::default(),
+        settings(100),
+        kafka_settings,
     );
+
+    // Another relay's claim, as a lock on the saga's first row.
+    let elsewhere = db.begin().await?;
+    elsewhere
+        .execute_unprepared(
+            "SELECT id FROM outbox WHERE id = (SELECT min(id) FROM outbox) FOR UPDATE",
+        )
+        .await?;
+    let published = relay.publish_batch().await?;
+    assert_eq!(published.rows, 1, "only the other saga's row goes out");
+    assert_eq!(outbox::backlog_and_age(&db).await?.0, 2);
+
+    elsewhere.rollback().await?;
+    assert_eq!(relay.publish_batch().await?.rows, 1, "the first row, alone");
+    assert_eq!(relay.publish_batch().await?.rows, 1, "then the second");
     Ok(())
 }
 
