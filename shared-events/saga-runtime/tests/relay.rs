@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message};
-use saga_runtime::config::RelaySettings;
+use saga_runtime::config::{KafkaSettings, RelaySettings};
 use saga_runtime::outbox::{self, OutboxSignal};
 use saga_runtime::relay::Relay;
 use saga_runtime::{kafka, testing};
@@ -21,6 +21,15 @@ async fn outbox_database() -> Result<DatabaseConnection, Box<dyn std::error::Err
     let db = sea_orm::Database::connect(url).await?;
     saga_schema::create_outbox(&SchemaManager::new(&db)).await?;
     Ok(db)
+}
+
+/// A topic of its own for one test, behind a fresh prefix: the prefix, and Kafka settings that
+/// use it.
+async fn fresh_topic() -> Result<(String, KafkaSettings), Box<dyn std::error::Error>> {
+    let prefix = format!("it-{}.", &Uuid::new_v4().simple().to_string()[..8]);
+    testing::create_topics(&prefix, &[topics::INVENTORY_EVENTS]).await?;
+    let kafka_settings = testing::kafka_settings(&prefix, "unused");
+    Ok((prefix, kafka_settings))
 }
 
 fn settings(batch_size: u64) -> RelaySettings {
@@ -45,9 +54,7 @@ fn event(saga: Uuid) -> Envelope {
 #[tokio::test]
 async fn the_relay_publishes_each_sagas_events_in_order_and_deletes_them() -> TestResult {
     let db = outbox_database().await?;
-    let prefix = format!("it-{}.", &Uuid::new_v4().simple().to_string()[..8]);
-    testing::create_topics(&prefix, &[topics::INVENTORY_EVENTS]).await?;
-    let kafka_settings = testing::kafka_settings(&prefix, "unused");
+    let (prefix, kafka_settings) = fresh_topic().await?;
 
     // Three sagas, four events each, interleaved as concurrent transactions would write them.
     let sagas: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
@@ -114,9 +121,7 @@ async fn read_back(
 #[tokio::test]
 async fn a_row_claimed_elsewhere_holds_back_its_sagas_later_rows() -> TestResult {
     let db = outbox_database().await?;
-    let prefix = format!("it-{}.", &Uuid::new_v4().simple().to_string()[..8]);
-    testing::create_topics(&prefix, &[topics::INVENTORY_EVENTS]).await?;
-    let kafka_settings = testing::kafka_settings(&prefix, "unused");
+    let (_, kafka_settings) = fresh_topic().await?;
     let (held, other) = (Uuid::now_v7(), Uuid::now_v7());
     for saga in [held, held, other] {
         outbox::enqueue(&db, &event(saga)).await?;
