@@ -20,7 +20,6 @@ pub mod service;
 
 use saga_runtime::config::CommonSettings;
 use saga_runtime::service::{Application, Infrastructure, StartupError};
-use sea_orm_migration::MigratorTrait;
 
 use crate::messaging::InventoryEventHandler;
 
@@ -30,9 +29,7 @@ pub type InventoryApplication = Application<InventoryEventHandler>;
 /// Connects, migrates, binds and subscribes; `main` and the tests then run the result.
 pub async fn build(settings: CommonSettings) -> Result<InventoryApplication, StartupError> {
     let infra = Infrastructure::connect(settings).await?;
-    inventory_migration::Migrator::up(&infra.db, None)
-        .await
-        .map_err(StartupError::Migration)?;
+    infra.migrate::<inventory_migration::Migrator>().await?;
     let routes = http::router(infra.unit_of_work());
     infra
         .application(routes, &messaging::TOPICS, InventoryEventHandler)

@@ -24,7 +24,6 @@ use saga_runtime::config::CommonSettings;
 use saga_runtime::group_commit::CommandQueue;
 use saga_runtime::service::{Application, Infrastructure, StartupError};
 use saga_runtime::unit_of_work::UnitOfWork;
-use sea_orm_migration::MigratorTrait;
 use tokio_util::sync::CancellationToken;
 
 use crate::messaging::OrdersEventHandler;
@@ -39,9 +38,7 @@ pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, Startu
     let admission = config::AdmissionSettings::from_env()?;
     let placement = config::PlacementSettings::from_env()?;
     let infra = Infrastructure::connect(settings).await?;
-    orders_migration::Migrator::up(&infra.db, None)
-        .await
-        .map_err(StartupError::Migration)?;
+    infra.migrate::<orders_migration::Migrator>().await?;
     let uow = infra.unit_of_work();
     let in_flight = InFlight::new(admission.max_in_flight);
     let state = http::AppState {

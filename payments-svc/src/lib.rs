@@ -20,7 +20,6 @@ pub mod service;
 
 use saga_runtime::config::CommonSettings;
 use saga_runtime::service::{Application, Infrastructure, StartupError};
-use sea_orm_migration::MigratorTrait;
 
 use crate::messaging::PaymentsEventHandler;
 
@@ -30,9 +29,7 @@ pub type PaymentsApplication = Application<PaymentsEventHandler>;
 /// Connects, migrates, binds and subscribes; `main` and the tests then run the result.
 pub async fn build(settings: CommonSettings) -> Result<PaymentsApplication, StartupError> {
     let infra = Infrastructure::connect(settings).await?;
-    payments_migration::Migrator::up(&infra.db, None)
-        .await
-        .map_err(StartupError::Migration)?;
+    infra.migrate::<payments_migration::Migrator>().await?;
     let routes = http::router(infra.unit_of_work());
     infra
         .application(routes, &messaging::TOPICS, PaymentsEventHandler)

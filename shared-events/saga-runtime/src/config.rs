@@ -89,6 +89,10 @@ impl CommonSettings {
                 idle_timeout: millis("DB_IDLE_TIMEOUT_MS", Duration::from_secs(300))?,
                 max_lifetime: millis("DB_MAX_LIFETIME_MS", Duration::from_secs(1800))?,
                 statement_timeout: millis("DB_STATEMENT_TIMEOUT_MS", Duration::from_secs(5))?,
+                migration_lock_timeout: millis(
+                    "DB_MIGRATION_LOCK_TIMEOUT_MS",
+                    Duration::from_secs(60),
+                )?,
             },
             kafka: KafkaSettings {
                 brokers: var("KAFKA_BROKERS", "127.0.0.1:9092".to_owned())?,
@@ -175,6 +179,8 @@ pub struct DatabaseSettings {
     pub max_lifetime: Duration,
     /// PostgreSQL's `statement_timeout`, set on every connection.
     pub statement_timeout: Duration,
+    /// How long an instance waits at start-up while another one runs the migrations.
+    pub migration_lock_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

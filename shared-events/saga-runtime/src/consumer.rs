@@ -38,11 +38,12 @@ use tracing::{Instrument, Span};
 use crate::backoff::Backoff;
 use crate::config::{ConsumerSettings, KafkaSettings};
 use crate::fault::{self, CrashPoint};
+use crate::inbox::Delivery;
 use crate::kafka::{self, CommitOnRevoke};
 use crate::metrics;
 use crate::parking::{Origin, Parking};
 use crate::telemetry;
-use crate::unit_of_work::{Batch, MAX_BATCH_EVENTS, Reaction, Tx, UnitOfWork};
+use crate::unit_of_work::{Batch, Consumed, MAX_BATCH_EVENTS, Reaction, Tx, UnitOfWork};
 
 /// Records queued per lane. Short on purpose: the broker, not memory, holds the backlog.
 const LANE_QUEUE_CAPACITY: usize = 64;
@@ -345,6 +346,10 @@ enum Outcome {
 }
 
 /// What a record needs, decided before any database work.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made and matched once per record, on the stack; boxing would allocate per event"
+)]
 enum Prepared {
     /// Apply it; it may share a transaction with its neighbours.
     Apply(Envelope, Span),
@@ -352,8 +357,6 @@ enum Prepared {
     Skip,
     /// Undecodable or oversized: to the dead-letter topic, alone.
     DeadLetter(String),
-    /// An earlier event of its saga is parked: park it too, alone.
-    ParkBehind(Envelope, Span),
 }
 
 impl<H: EventHandler> Lane<H> {
@@ -389,13 +392,6 @@ impl<H: EventHandler> Lane<H> {
                     Outcome::Done
                 }
                 Prepared::DeadLetter(reason) => self.dead_letter(&record, &reason).await,
-                Prepared::ParkBehind(envelope, span) => {
-                    let origin = Origin::of(&record);
-                    let reason = "an earlier event of this saga is parked";
-                    self.park(&envelope, &origin, reason, 0)
-                        .instrument(span)
-                        .await
-                }
                 Prepared::Apply(envelope, span) => {
                     let mut batch = vec![(record, Some((envelope, span)))];
                     self.extend_batch(&mut batch, pending);
@@ -422,7 +418,7 @@ impl<H: EventHandler> Lane<H> {
             let consumed = match self.prepare(next) {
                 Prepared::Apply(envelope, span) => Some((envelope, span)),
                 Prepared::Skip => None,
-                Prepared::DeadLetter(_) | Prepared::ParkBehind(..) => break,
+                Prepared::DeadLetter(_) => break,
             };
             let Some(record) = pending.pop_front() else {
                 break;
@@ -441,15 +437,32 @@ impl<H: EventHandler> Lane<H> {
         mut batch: Vec<Pending>,
         pending: &mut VecDeque<OwnedMessage>,
     ) -> Outcome {
-        let events: Vec<(&Envelope, &Span)> = batch
+        let origins: Vec<Option<Origin>> = batch
             .iter()
-            .filter_map(|(_, consumed)| consumed.as_ref().map(|(e, s)| (e, s)))
+            .map(|(record, consumed)| consumed.as_ref().map(|_| Origin::of(record)))
             .collect();
-        let Batch { applied, failure } = self
+        let events: Vec<Consumed<'_>> = batch
+            .iter()
+            .zip(&origins)
+            .filter_map(|((_, consumed), origin)| {
+                let (event, span) = consumed.as_ref()?;
+                Some(Consumed {
+                    event,
+                    origin: origin.as_ref()?,
+                    span,
+                })
+            })
+            .collect();
+        let Batch {
+            applied,
+            deliveries,
+            failure,
+        } = self
             .applier
             .uow
             .apply_batch(&*self.applier.handler, &events)
             .await;
+        drop(events);
         // The position of the first event not committed; the records before it are done.
         let cut = batch
             .iter()
@@ -458,7 +471,7 @@ impl<H: EventHandler> Lane<H> {
             .nth(applied)
             .map_or(batch.len(), |(position, _)| position);
         let mut rest = batch.split_off(cut).into_iter();
-        metrics::EVENTS_APPLIED.add(applied as u64);
+        count_committed(&deliveries);
         if applied > 0 {
             metrics::CONSUMER_TRANSACTIONS.increment();
         }
@@ -512,11 +525,7 @@ impl<H: EventHandler> Lane<H> {
             offset = record.offset(),
         );
         telemetry::continue_trace(&span, header(record, headers::TRACEPARENT));
-        if self.applier.parking.blocks(envelope.sagaid) {
-            Prepared::ParkBehind(envelope, span)
-        } else {
-            Prepared::Apply(envelope, span)
-        }
+        Prepared::Apply(envelope, span)
     }
 
     /// The record is finished with (applied, skipped, dead-lettered or parked): store its
@@ -530,21 +539,23 @@ impl<H: EventHandler> Lane<H> {
     /// its kind of failure is spent.
     async fn apply(&self, record: &OwnedMessage, envelope: Envelope) -> Outcome {
         let origin = Origin::of(record);
-        if self.applier.parking.blocks(envelope.sagaid) {
-            let reason = "an earlier event of this saga is parked";
-            return self.park(&envelope, &origin, reason, 0).await;
-        }
+        let span = Span::current();
+        let consumed = Consumed {
+            event: &envelope,
+            origin: &origin,
+            span: &span,
+        };
         let mut backoff = self.backoff();
         let mut failures = Failures::default();
         loop {
             let error = match self
                 .applier
                 .uow
-                .apply(&*self.applier.handler, &envelope)
+                .apply_consumed(&*self.applier.handler, consumed)
                 .await
             {
-                Ok(_) => {
-                    metrics::EVENTS_APPLIED.increment();
+                Ok(delivery) => {
+                    count_committed(&[delivery]);
                     metrics::CONSUMER_TRANSACTIONS.increment();
                     return Outcome::Done;
                 }
@@ -653,6 +664,16 @@ impl<H: EventHandler> Lane<H> {
             tracing::debug!(topic = record.topic(), partition = record.partition(), offset = record.offset(), %error, "offset not stored");
         }
     }
+}
+
+/// Counts committed events by what became of them; a parked one was counted as it was
+/// announced.
+fn count_committed(deliveries: &[Delivery]) {
+    let applied = deliveries
+        .iter()
+        .filter(|delivery| **delivery != Delivery::Blocked)
+        .count();
+    metrics::EVENTS_APPLIED.add(applied as u64);
 }
 
 /// The headers of a dead letter: why, and where from (topic, partition, offset), followed by

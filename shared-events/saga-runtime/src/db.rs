@@ -1,7 +1,13 @@
 //! The PostgreSQL connection pool. One per service; every request and every consumed event
 //! borrows a connection from it for the length of one transaction.
 
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
+    TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
 
 use crate::config::DatabaseSettings;
 
@@ -45,6 +51,61 @@ pub async fn connect_relay(
             connection.options([("enable_seqscan", "off"), ("synchronous_commit", "off")])
         });
     open(options, settings).await
+}
+
+/// The key of the advisory lock that lets one instance at a time migrate a database. Advisory
+/// locks are per database, and each service has its own, so one constant serves all three.
+const MIGRATION_LOCK: i64 = 0x5a6a_6d69_6772;
+/// How often a waiting instance asks for the migration lock again.
+const MIGRATION_LOCK_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("another instance held the migration lock for more than {0:?}")]
+    LockTimeout(Duration),
+    #[error("migrations failed: {0}")]
+    Db(#[from] DbErr),
+}
+
+/// Runs `M`'s pending migrations while holding a PostgreSQL advisory lock, so that instances
+/// of a service that start at the same moment migrate one after the other: the first applies
+/// the migrations, the others wait (at most `wait`) and then find nothing left to do. Without
+/// the lock two of them would both create the migrations table or the same table, and one
+/// would fail to start.
+///
+/// The lock is transaction-scoped, held by a transaction that does nothing else, so it is
+/// released however this ends, even if the process dies. The migrations run on other pooled
+/// connections, each in its own transaction as sea-orm-migration does it.
+pub async fn migrate<M: MigratorTrait>(
+    db: &DatabaseConnection,
+    wait: Duration,
+) -> Result<(), MigrateError> {
+    let lock = db.begin().await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let row = lock
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_try_advisory_xact_lock($1) AS locked",
+                [MIGRATION_LOCK.into()],
+            ))
+            .await?;
+        let locked = match row {
+            Some(row) => row.try_get::<bool>("", "locked")?,
+            None => false,
+        };
+        if locked {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(MigrateError::LockTimeout(wait));
+        }
+        tracing::info!("another instance is migrating the database; waiting");
+        tokio::time::sleep(MIGRATION_LOCK_POLL).await;
+    }
+    M::up(db, None).await?;
+    lock.commit().await?;
+    Ok(())
 }
 
 fn pool_options(settings: &DatabaseSettings) -> ConnectOptions {

@@ -1,19 +1,28 @@
-//! Recording consumed events. [`crate::unit_of_work::UnitOfWork`] calls [`record_all`] first
-//! in a transaction that applies events; [`Delivery::Duplicate`] means the event was applied
-//! before, and the handler is not called.
+//! Recording consumed events. [`crate::unit_of_work::UnitOfWork`] calls [`record_unless_parked`]
+//! (or, for an event replayed from the parked table, [`record_all`]) first in a transaction
+//! that applies events; [`Delivery::Duplicate`] means the event was applied before, and
+//! [`Delivery::Blocked`] that an earlier event of its saga is parked: either way the handler
+//! is not called.
 
 use std::collections::HashSet;
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement};
 use shared_events::Envelope;
 use uuid::Uuid;
 
-/// Whether this service has seen an event before.
+/// Whether this service has seen an event before, or must hold it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
     First,
     Duplicate,
+    /// An earlier event of its saga is parked: the event is not recorded, and waits behind
+    /// that one (the unit of work parks it in the same transaction).
+    Blocked,
 }
+
+/// The events' columns, one array each, as both statements take them. A nil saga ID stands
+/// for "no saga": saga IDs are v7 UUIDs, never nil.
+const EVENTS: &str = "unnest($1::uuid[], $2::text[], $3::uuid[]) AS event (id, type, saga)";
 
 /// Inserts the IDs of `events` into the inbox, in the caller's transaction and in one
 /// statement, and says for each event, in order, whether this is its first delivery. If the
@@ -22,11 +31,53 @@ pub enum Delivery {
 ///
 /// The statement's text is the same for any number of events, so each connection prepares and
 /// plans it once. An event that appears twice in `events` is a first delivery only the first
-/// time. A nil saga ID stands for "no saga": saga IDs are v7 UUIDs, never nil.
+/// time.
 pub async fn record_all<C: ConnectionTrait>(
     db: &C,
     events: &[&Envelope],
 ) -> Result<Vec<Delivery>, DbErr> {
+    let sql = format!(
+        "INSERT INTO inbox (event_id, event_type, saga_id) \
+         SELECT event.id, event.type, NULLIF(event.saga, '00000000-0000-0000-0000-000000000000'::uuid) \
+         FROM {EVENTS} \
+         ON CONFLICT (event_id) DO NOTHING \
+         RETURNING event_id AS id, false AS blocked"
+    );
+    let rows = db.query_all_raw(statement(&sql, events)).await?;
+    deliveries(events, &rows)
+}
+
+/// [`record_all`], except for the events of sagas that have a parked event: those are not
+/// recorded and come back as [`Delivery::Blocked`]. The parked table is the authority, read in
+/// the transaction that would apply the event, so every instance of the service sees the same.
+///
+/// The check locks the saga's parked rows (`FOR KEY SHARE`) until the transaction ends. A retry
+/// replays a parked event while holding its row `FOR UPDATE`, and deletes it in the same
+/// transaction, so the two exclude each other: this transaction either sees the row still
+/// parked after the retry gave up (and parks its event behind it, where the retry's next pass
+/// finds it), or sees it gone once the retry committed, never in between.
+pub async fn record_unless_parked<C: ConnectionTrait>(
+    db: &C,
+    events: &[&Envelope],
+) -> Result<Vec<Delivery>, DbErr> {
+    let sql = format!(
+        "WITH event AS (SELECT * FROM {EVENTS}), \
+         parked AS (SELECT saga_id FROM parked_events \
+                    WHERE saga_id IN (SELECT saga FROM event) FOR KEY SHARE), \
+         recorded AS ( \
+             INSERT INTO inbox (event_id, event_type, saga_id) \
+             SELECT id, type, NULLIF(saga, '00000000-0000-0000-0000-000000000000'::uuid) \
+             FROM event WHERE saga NOT IN (SELECT saga_id FROM parked) \
+             ON CONFLICT (event_id) DO NOTHING \
+             RETURNING event_id) \
+         SELECT event_id AS id, false AS blocked FROM recorded \
+         UNION ALL SELECT DISTINCT saga_id, true FROM parked"
+    );
+    let rows = db.query_all_raw(statement(&sql, events)).await?;
+    deliveries(events, &rows)
+}
+
+fn statement(sql: &str, events: &[&Envelope]) -> Statement {
     let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
     let types: Vec<String> = events
         .iter()
@@ -36,25 +87,31 @@ pub async fn record_all<C: ConnectionTrait>(
         .iter()
         .map(|event| event.sagaid.unwrap_or(Uuid::nil()))
         .collect();
-    let inserted = db
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "INSERT INTO inbox (event_id, event_type, saga_id) \
-             SELECT event.id, event.type, NULLIF(event.saga, '00000000-0000-0000-0000-000000000000'::uuid) \
-             FROM unnest($1::uuid[], $2::text[], $3::uuid[]) AS event (id, type, saga) \
-             ON CONFLICT (event_id) DO NOTHING \
-             RETURNING event_id",
-            [ids.into(), types.into(), sagas.into()],
-        ))
-        .await?;
-    let mut first: HashSet<Uuid> = inserted
-        .iter()
-        .map(|row| row.try_get::<Uuid>("", "event_id"))
-        .collect::<Result<_, _>>()?;
+    Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        [ids.into(), types.into(), sagas.into()],
+    )
+}
+
+/// Reads the statement's rows back: recorded event IDs, and blocked saga IDs.
+fn deliveries(events: &[&Envelope], rows: &[QueryResult]) -> Result<Vec<Delivery>, DbErr> {
+    let mut first = HashSet::new();
+    let mut blocked = HashSet::new();
+    for row in rows {
+        let id: Uuid = row.try_get("", "id")?;
+        if row.try_get::<bool>("", "blocked")? {
+            blocked.insert(id);
+        } else {
+            first.insert(id);
+        }
+    }
     Ok(events
         .iter()
         .map(|event| {
-            if first.remove(&event.id) {
+            if event.sagaid.is_some_and(|saga| blocked.contains(&saga)) {
+                Delivery::Blocked
+            } else if first.remove(&event.id) {
                 Delivery::First
             } else {
                 Delivery::Duplicate

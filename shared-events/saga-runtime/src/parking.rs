@@ -2,9 +2,14 @@
 //! fix. The consumer parks such an event (and every later event of its saga, to keep the
 //! saga's order) and moves on; an operator sees them at `GET /sagas/stuck` and replays a saga
 //! with `POST /sagas/{saga_id}/retry` once the cause is fixed. Nothing is dropped.
-
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+//!
+//! The `parked_events` table is the only record of which sagas are blocked. The unit of work
+//! reads it in the transaction that would apply an event ([`crate::inbox::record_unless_parked`])
+//! and parks the event there if its saga is blocked, so every instance of a service, before
+//! and after a rebalance or a restart, holds back the same sagas. A retry replays one parked
+//! event per transaction, holding its row locked until the row is deleted with the event
+//! applied ([`crate::unit_of_work::UnitOfWork::replay_parked`]); that lock is what makes a
+//! retry and a concurrent park exclude each other.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement};
 use serde::Serialize;
@@ -13,6 +18,10 @@ use uuid::Uuid;
 
 use crate::consumer::{Applier, EventHandler};
 use crate::metrics;
+use crate::unit_of_work::Replayed;
+
+/// Why an event that never failed itself was parked.
+pub const BEHIND_PARKED: &str = "an earlier event of this saga is parked";
 
 /// Where a parked event was read from.
 #[derive(Debug, Clone)]
@@ -47,12 +56,10 @@ pub struct ParkedEvent {
     pub parked_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// The parked events of one service, with an in-memory index of the sagas that have any so
-/// the consumer can check every event without a query.
+/// The parked events of one service.
 #[derive(Clone)]
 pub struct Parking {
     db: DatabaseConnection,
-    sagas: Arc<Mutex<HashSet<Uuid>>>,
 }
 
 /// What a retry did.
@@ -65,30 +72,12 @@ pub struct RetryOutcome {
 }
 
 impl Parking {
-    /// Loads the sagas that have parked events.
-    pub async fn load(db: DatabaseConnection) -> Result<Self, DbErr> {
-        let rows = db
-            .query_all_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT DISTINCT saga_id FROM parked_events WHERE saga_id IS NOT NULL",
-            ))
-            .await?;
-        let sagas = rows
-            .iter()
-            .map(|row| row.try_get::<Uuid>("", "saga_id"))
-            .collect::<Result<HashSet<_>, _>>()?;
-        Ok(Self {
-            db,
-            sagas: Arc::new(Mutex::new(sagas)),
-        })
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
     }
 
-    /// Whether an earlier event of this saga is parked, so this one must wait behind it.
-    pub fn blocks(&self, saga_id: Option<Uuid>) -> bool {
-        saga_id.is_some_and(|id| self.parked_sagas().contains(&id))
-    }
-
-    /// Stores the event for an operator; idempotent per event ID.
+    /// Stores the event for an operator, in a transaction of its own; idempotent per event
+    /// ID. For an event that has just failed for good: it blocks its saga from now on.
     pub async fn park(
         &self,
         event: &Envelope,
@@ -96,32 +85,8 @@ impl Parking {
         error: &str,
         attempts: u32,
     ) -> Result<(), DbErr> {
-        let payload = serde_json::to_value(event).map_err(|e| DbErr::Custom(e.to_string()))?;
-        self.db
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                r#"INSERT INTO parked_events (event_id, saga_id, event_type, topic, partition, "offset", payload, error, attempts)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING"#,
-                [
-                    event.id.into(),
-                    event.sagaid.into(),
-                    event.event_type().into(),
-                    origin.topic.clone().into(),
-                    origin.partition.into(),
-                    origin.offset.into(),
-                    payload.into(),
-                    error.to_owned().into(),
-                    i32::try_from(attempts)
-                        .map_err(|_| DbErr::Custom(format!("attempts={attempts} exceeds INT")))?
-                        .into(),
-                ],
-            ))
-            .await?;
-        if let Some(saga_id) = event.sagaid {
-            self.parked_sagas().insert(saga_id);
-        }
-        metrics::PARKED_EVENTS.increment();
-        tracing::error!(event_id = %event.id, saga_id = ?event.sagaid, event_type = event.event_type(), attempts, error, "event parked; the saga needs an operator (POST /sagas/{{saga_id}}/retry)");
+        park_in(&self.db, event, origin, error, attempts).await?;
+        announce(event, error, attempts);
         Ok(())
     }
 
@@ -135,8 +100,10 @@ impl Parking {
         .await
     }
 
-    /// Replays the saga's parked events in order through `applier`, deleting each one that
-    /// now applies (or had been applied after all), and stops at the first that still fails.
+    /// Replays the saga's parked events in order through `applier`, each in its own
+    /// transaction that also deletes its row, and stops at the first that still fails. Any
+    /// instance of the service may serve it: the table is shared, and an event parked behind
+    /// the saga while this runs is replayed too, in its place.
     pub async fn retry<H: EventHandler>(
         &self,
         saga_id: Uuid,
@@ -145,31 +112,10 @@ impl Parking {
         let mut retried = 0;
         let mut error = None;
         loop {
-            let next = self
-                .db
-                .query_one_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT id, payload FROM parked_events WHERE saga_id = $1 ORDER BY id LIMIT 1",
-                    [saga_id.into()],
-                ))
-                .await?;
-            let Some(row) = next else { break };
-            let id: i64 = row.try_get("", "id")?;
-            let payload: serde_json::Value = row.try_get("", "payload")?;
-            let event: Envelope =
-                serde_json::from_value(payload).map_err(|e| DbErr::Custom(e.to_string()))?;
-            match applier.uow.apply(&*applier.handler, &event).await {
-                Ok(_) => {
-                    self.db
-                        .execute_raw(Statement::from_sql_and_values(
-                            DbBackend::Postgres,
-                            "DELETE FROM parked_events WHERE id = $1",
-                            [id.into()],
-                        ))
-                        .await?;
-                    retried += 1;
-                }
-                Err(failure) => {
+            match applier.uow.replay_parked(&*applier.handler, saga_id).await {
+                Ok(Replayed::Applied) => retried += 1,
+                Ok(Replayed::NoneLeft) => break,
+                Ok(Replayed::Failed { id, failure }) => {
                     self.db
                         .execute_raw(Statement::from_sql_and_values(
                             DbBackend::Postgres,
@@ -180,12 +126,10 @@ impl Parking {
                     error = Some(failure.to_string());
                     break;
                 }
+                Err(db) => return Err(db),
             }
         }
         let remaining = self.count(saga_id).await?;
-        if remaining == 0 {
-            self.parked_sagas().remove(&saga_id);
-        }
         tracing::info!(%saga_id, retried, remaining, "parked events retried");
         Ok(RetryOutcome {
             saga_id,
@@ -193,13 +137,6 @@ impl Parking {
             remaining,
             error,
         })
-    }
-
-    /// The index of parked sagas. A lane that panicked while holding it leaves it poisoned,
-    /// not wrong: every update is a single insert or remove, so the set is still the truth,
-    /// and reading it anyway keeps a parked saga blocked instead of silently unblocking it.
-    fn parked_sagas(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
-        self.sagas.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn count(&self, saga_id: Uuid) -> Result<usize, DbErr> {
@@ -214,4 +151,82 @@ impl Parking {
         let n: i64 = row.map_or(Ok(0), |row| row.try_get("", "n"))?;
         usize::try_from(n).map_err(|_| DbErr::Custom(format!("count(*)={n} is negative")))
     }
+}
+
+/// Inserts the parked row on `db`, which may be the transaction that found the event's saga
+/// blocked. Idempotent per event ID.
+pub(crate) async fn park_in<C: ConnectionTrait>(
+    db: &C,
+    event: &Envelope,
+    origin: &Origin,
+    error: &str,
+    attempts: u32,
+) -> Result<(), DbErr> {
+    let payload = serde_json::to_value(event).map_err(|e| DbErr::Custom(e.to_string()))?;
+    let attempts = i32::try_from(attempts)
+        .map_err(|_| DbErr::Custom(format!("attempts={attempts} exceeds INT")))?;
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        r#"INSERT INTO parked_events (event_id, saga_id, event_type, topic, partition, "offset", payload, error, attempts)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING"#,
+        [
+            event.id.into(),
+            event.sagaid.into(),
+            event.event_type().into(),
+            origin.topic.clone().into(),
+            origin.partition.into(),
+            origin.offset.into(),
+            payload.into(),
+            error.to_owned().into(),
+            attempts.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Counts and logs a park once it is committed.
+pub(crate) fn announce(event: &Envelope, error: &str, attempts: u32) {
+    metrics::PARKED_EVENTS.increment();
+    tracing::error!(event_id = %event.id, saga_id = ?event.sagaid, event_type = event.event_type(), attempts, error, "event parked; the saga needs an operator (POST /sagas/{{saga_id}}/retry)");
+}
+
+/// A parked row taken for replay: its ID and the event it holds.
+pub(crate) struct Taken {
+    pub id: i64,
+    pub event: Result<Envelope, serde_json::Error>,
+}
+
+/// Locks the saga's oldest parked row `FOR UPDATE` in the caller's transaction and returns
+/// it, or `None` when the saga has none left. A consumer's transaction that has the saga's
+/// rows share-locked makes this wait for its commit, so an event it parks is seen here.
+pub(crate) async fn take_oldest<C: ConnectionTrait>(
+    db: &C,
+    saga_id: Uuid,
+) -> Result<Option<Taken>, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT id, payload FROM parked_events WHERE saga_id = $1 ORDER BY id LIMIT 1 FOR UPDATE",
+            [saga_id.into()],
+        ))
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let id: i64 = row.try_get("", "id")?;
+    let payload: serde_json::Value = row.try_get("", "payload")?;
+    Ok(Some(Taken {
+        id,
+        event: serde_json::from_value(payload),
+    }))
+}
+
+/// Deletes a replayed row, in the transaction that applied its event.
+pub(crate) async fn remove<C: ConnectionTrait>(db: &C, id: i64) -> Result<(), DbErr> {
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "DELETE FROM parked_events WHERE id = $1",
+        [id.into()],
+    ))
+    .await?;
+    Ok(())
 }

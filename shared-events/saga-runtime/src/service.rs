@@ -30,10 +30,8 @@ pub enum StartupError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Database(#[from] ConnectError),
-    #[error("migrations failed: {0}")]
-    Migration(sea_orm::DbErr),
-    #[error("cannot load the parked events: {0}")]
-    Parking(sea_orm::DbErr),
+    #[error(transparent)]
+    Migration(#[from] crate::db::MigrateError),
     #[error("kafka client setup failed: {0}")]
     Kafka(#[from] KafkaError),
     #[error(transparent)]
@@ -68,6 +66,13 @@ impl Infrastructure {
             producer,
             outbox_signal: OutboxSignal::default(),
         })
+    }
+
+    /// Brings the service's database up to date with `M`, one instance at a time
+    /// ([`db::migrate`]).
+    pub async fn migrate<M: sea_orm_migration::MigratorTrait>(&self) -> Result<(), StartupError> {
+        db::migrate::<M>(&self.db, self.settings.database.migration_lock_timeout).await?;
+        Ok(())
     }
 
     /// The unit of work every use case of this service runs in.
@@ -115,9 +120,7 @@ impl Infrastructure {
         )
         .await?;
         let listener = self.listen().await?;
-        let parking = Parking::load(self.db.clone())
-            .await
-            .map_err(StartupError::Parking)?;
+        let parking = Parking::new(self.db.clone());
         let applier = Applier {
             handler: Arc::new(handler),
             uow: self.unit_of_work(),

@@ -104,6 +104,7 @@ pub fn database_settings(url: String) -> DatabaseSettings {
         idle_timeout: Duration::from_secs(60),
         max_lifetime: Duration::from_secs(600),
         statement_timeout: Duration::from_secs(10),
+        migration_lock_timeout: Duration::from_secs(30),
     }
 }
 

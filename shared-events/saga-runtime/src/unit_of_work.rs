@@ -1,11 +1,12 @@
 //! The unit of work: the one place that opens, fills and commits a service's transactions.
 //!
-//! A consumed event is applied by [`UnitOfWork::apply`], always in this order:
-//! begin → inbox row → the service's [`EventHandler`] → outbox rows for what it returned,
-//! each correlated with the consumed event's saga → commit → wake the relay. The consumer
-//! stores the record's offset only after `apply` returns. Under load the consumer hands over
-//! several events of a lane at once ([`UnitOfWork::apply_batch`]): one inbox statement for
-//! all, the handler for each, one outbox statement and one commit for all.
+//! A consumed event is applied by [`UnitOfWork::apply_consumed`], always in this order:
+//! begin → inbox row (unless an earlier event of its saga is parked: then the event is parked
+//! too, in this transaction) → the service's [`EventHandler`] → outbox rows for what it
+//! returned, each correlated with the consumed event's saga → commit → wake the relay. The
+//! consumer stores the record's offset only after that returns. Under load the consumer hands
+//! over several events of a lane at once ([`UnitOfWork::apply_batch`]): one inbox statement
+//! for all, the handler for each, one outbox statement and one commit for all.
 //!
 //! An HTTP command or a periodic job is a [`Command`], run by [`UnitOfWork::run`] the same
 //! way without the inbox step.
@@ -28,6 +29,7 @@ use crate::consumer::{EventHandler, HandlerError};
 use crate::fault::{self, CrashPoint};
 use crate::inbox::{self, Delivery};
 use crate::outbox::{self, OutboxEntry, OutboxError, OutboxSignal};
+use crate::parking::{self, BEHIND_PARKED, Origin};
 
 /// An open transaction as handlers and commands see it: statements only. Repository
 /// functions take it as any other `ConnectionTrait`.
@@ -135,11 +137,23 @@ pub trait Command: Send {
 /// It is already more than a lane's queue holds at once.
 pub const MAX_BATCH_EVENTS: usize = 32;
 
+/// A consumed event as the unit of work takes it: the event, where it was read from (kept
+/// if the event has to be parked), and the span its work runs in.
+#[derive(Debug, Clone, Copy)]
+pub struct Consumed<'a> {
+    pub event: &'a Envelope,
+    pub origin: &'a Origin,
+    pub span: &'a Span,
+}
+
 /// What [`UnitOfWork::apply_batch`] did.
 #[derive(Debug)]
 pub struct Batch {
-    /// The first `applied` events are committed.
+    /// The first `applied` events are committed (applied, found to be duplicates, or parked
+    /// behind an earlier event of their saga)...
     pub applied: usize,
+    /// ...and this is what became of each of them, in order.
+    pub deliveries: Vec<Delivery>,
     /// Why the event after them was not, if one was not.
     pub failure: Option<HandlerError>,
 }
@@ -148,9 +162,21 @@ impl Batch {
     fn nothing(failure: HandlerError) -> Self {
         Self {
             applied: 0,
+            deliveries: Vec::new(),
             failure: Some(failure),
         }
     }
+}
+
+/// What one pass of [`UnitOfWork::replay_parked`] did.
+#[derive(Debug)]
+pub enum Replayed {
+    /// The saga's oldest parked event is applied (or was a duplicate) and its row deleted.
+    Applied,
+    /// The saga has no parked event left.
+    NoneLeft,
+    /// The oldest parked event (row `id`) still fails; nothing was kept.
+    Failed { id: i64, failure: HandlerError },
 }
 
 /// Why a transaction of [`UnitOfWork::apply_batch`] kept nothing.
@@ -202,17 +228,82 @@ impl UnitOfWork {
         &self.db
     }
 
-    /// Applies one consumed event through `handler`, at most once. On `Err` nothing was
-    /// committed and the consumer may retry.
+    /// Applies one consumed event through `handler`, at most once, as the consumer does, or
+    /// parks it if an earlier event of its saga is parked. On `Err` nothing was committed and
+    /// the consumer may retry.
+    pub async fn apply_consumed<H: EventHandler>(
+        &self,
+        handler: &H,
+        consumed: Consumed<'_>,
+    ) -> Result<Delivery, HandlerError> {
+        match self.apply_together(handler, &[consumed]).await {
+            Ok(deliveries) => Ok(deliveries.first().copied().unwrap_or(Delivery::Duplicate)),
+            Err(Stopped::At(_, failure) | Stopped::Whole(failure)) => Err(failure),
+        }
+    }
+
+    /// Applies one event through `handler`, at most once, without asking whether its saga
+    /// has parked events: for a test that feeds a service's handler directly. The consumer
+    /// uses [`UnitOfWork::apply_consumed`].
     pub async fn apply<H: EventHandler>(
         &self,
         handler: &H,
         event: &Envelope,
     ) -> Result<Delivery, HandlerError> {
-        let span = Span::current();
-        match self.apply_together(handler, &[(event, &span)]).await {
-            Ok(deliveries) => Ok(deliveries.first().copied().unwrap_or(Delivery::Duplicate)),
-            Err(Stopped::At(_, failure) | Stopped::Whole(failure)) => Err(failure),
+        let tx = Tx(self.db.begin().await.map_err(HandlerError::new)?);
+        let (delivery, answers) = self.record_and_handle(&tx, handler, event).await?;
+        self.commit_answers(tx, answers).await?;
+        Ok(delivery)
+    }
+
+    /// One event's inbox row and handler, unchecked against the parked table, in `tx`.
+    async fn record_and_handle<H: EventHandler>(
+        &self,
+        tx: &Tx,
+        handler: &H,
+        event: &Envelope,
+    ) -> Result<(Delivery, Vec<OutboxEntry>), HandlerError> {
+        let deliveries = inbox::record_all(tx, &[event])
+            .await
+            .map_err(HandlerError::new)?;
+        let delivery = deliveries.first().copied().unwrap_or(Delivery::Duplicate);
+        let mut answers = Vec::new();
+        self.handle(tx, handler, event, delivery, &mut answers)
+            .await?;
+        Ok((delivery, answers))
+    }
+
+    /// Replays the oldest parked event of `saga_id` in one transaction: locks its row, applies
+    /// the event as [`UnitOfWork::apply`] would, deletes the row and commits. The row's lock
+    /// makes a consumer that meets a later event of the saga meanwhile wait for this
+    /// transaction's outcome (see [`inbox::record_unless_parked`]). `Err` is a database
+    /// failure around the replay, not the event's own.
+    pub async fn replay_parked<H: EventHandler>(
+        &self,
+        handler: &H,
+        saga_id: Uuid,
+    ) -> Result<Replayed, DbErr> {
+        let tx = Tx(self.db.begin().await?);
+        let Some(taken) = parking::take_oldest(&tx, saga_id).await? else {
+            return Ok(Replayed::NoneLeft);
+        };
+        let id = taken.id;
+        let failed = |failure| Ok(Replayed::Failed { id, failure });
+        let event = match taken.event {
+            Ok(event) => event,
+            Err(error) => return failed(HandlerError::new(error)),
+        };
+        let replay = async {
+            let (_, answers) = self.record_and_handle(&tx, handler, &event).await?;
+            parking::remove(&tx, id).await.map_err(HandlerError::new)?;
+            Ok::<_, HandlerError>(answers)
+        };
+        match replay.await {
+            Ok(answers) => match self.commit_answers(tx, answers).await {
+                Ok(()) => Ok(Replayed::Applied),
+                Err(failure) => failed(failure),
+            },
+            Err(failure) => failed(failure),
         }
     }
 
@@ -234,13 +325,17 @@ impl UnitOfWork {
     pub async fn apply_batch<H: EventHandler>(
         &self,
         handler: &H,
-        events: &[(&Envelope, &Span)],
+        events: &[Consumed<'_>],
     ) -> Batch {
         let mut end = events.len().min(MAX_BATCH_EVENTS);
         let mut failure = None;
+        let mut deliveries = Vec::new();
         while end > 0 {
             match self.apply_together(handler, &events[..end]).await {
-                Ok(_) => break,
+                Ok(committed) => {
+                    deliveries = committed;
+                    break;
+                }
                 Err(Stopped::At(index, error)) => {
                     failure = Some(error);
                     end = index;
@@ -250,33 +345,53 @@ impl UnitOfWork {
         }
         Batch {
             applied: end,
+            deliveries,
             failure,
         }
     }
 
-    /// One transaction for `events`: their inbox rows in one statement, then the handler for
-    /// each first delivery in order, then their answers to the outbox in one statement, then
-    /// the commit. An event that fails adds no answers, and the dropped transaction rolls
-    /// back everything before it too.
+    /// One transaction for `events`: their inbox rows in one statement (which also finds the
+    /// events whose saga is blocked by a parked event), then in order the handler for each
+    /// first delivery and a parked row for each blocked event, then their answers to the
+    /// outbox in one statement, then the commit. An event that fails adds no answers, and the
+    /// dropped transaction rolls back everything before it too.
     async fn apply_together<H: EventHandler>(
         &self,
         handler: &H,
-        events: &[(&Envelope, &Span)],
+        events: &[Consumed<'_>],
     ) -> Result<Vec<Delivery>, Stopped> {
         let whole = |error| Stopped::Whole(HandlerError::new(error));
         let tx = Tx(self.db.begin().await.map_err(whole)?);
-        let envelopes: Vec<&Envelope> = events.iter().map(|(event, _)| *event).collect();
-        let deliveries = inbox::record_all(&tx, &envelopes).await.map_err(whole)?;
+        let envelopes: Vec<&Envelope> = events.iter().map(|consumed| consumed.event).collect();
+        let deliveries = inbox::record_unless_parked(&tx, &envelopes)
+            .await
+            .map_err(whole)?;
         let mut answers = Vec::new();
-        for (index, ((event, span), delivery)) in events.iter().zip(&deliveries).enumerate() {
-            self.handle(&tx, handler, event, *delivery, &mut answers)
-                .instrument((*span).clone())
+        for (index, (consumed, delivery)) in events.iter().zip(&deliveries).enumerate() {
+            let work = async {
+                if *delivery == Delivery::Blocked {
+                    parking::park_in(&tx, consumed.event, consumed.origin, BEHIND_PARKED, 0)
+                        .await
+                        .map_err(HandlerError::new)
+                } else {
+                    self.handle(&tx, handler, consumed.event, *delivery, &mut answers)
+                        .await
+                }
+            };
+            work.instrument(consumed.span.clone())
                 .await
                 .map_err(|failure| Stopped::At(index, failure))?;
         }
         self.commit_answers(tx, answers)
             .await
             .map_err(Stopped::Whole)?;
+        for (consumed, delivery) in events.iter().zip(&deliveries) {
+            if *delivery == Delivery::Blocked {
+                consumed
+                    .span
+                    .in_scope(|| parking::announce(consumed.event, BEHIND_PARKED, 0));
+            }
+        }
         Ok(deliveries)
     }
 
@@ -295,8 +410,8 @@ impl UnitOfWork {
         fault::inject_db_failure(tx, event.event_type())
             .await
             .map_err(HandlerError::new)?;
-        if delivery == Delivery::Duplicate {
-            tracing::debug!(event_id = %event.id, "duplicate event ignored");
+        if delivery != Delivery::First {
+            tracing::debug!(event_id = %event.id, ?delivery, "event not handled");
             return Ok(());
         }
         let reaction = handler.handle(tx, event).await?;

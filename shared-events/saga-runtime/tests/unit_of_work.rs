@@ -1,17 +1,20 @@
-//! The unit of work against a real PostgreSQL: what it commits, what it refuses, and that the
-//! inbox alone (not a service's own checks) keeps an event from applying twice.
+//! The unit of work against a real PostgreSQL: what it commits, what it refuses, that the
+//! inbox alone (not a service's own checks) keeps an event from applying twice, and that the
+//! parked table alone holds a saga back, for every instance that shares the database.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use saga_runtime::consumer::{EventHandler, FailureClass, HandlerError};
+use saga_runtime::consumer::{Applier, EventHandler, FailureClass, HandlerError};
 use saga_runtime::group_commit::CommandQueue;
 use saga_runtime::inbox::Delivery;
 use saga_runtime::outbox::{OutboxError, OutboxSignal};
+use saga_runtime::parking::{Origin, Parking};
 use saga_runtime::testing;
 use saga_runtime::unit_of_work::{
-    Announcements, Batch, Command, MAX_BATCH_EVENTS, Reaction, Tx, UnitOfWork,
+    Announcements, Batch, Command, Consumed, MAX_BATCH_EVENTS, Reaction, Tx, UnitOfWork,
 };
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use sea_orm_migration::SchemaManager;
 use shared_events::{Envelope, InventoryReserved, OrderConfirmed, SagaEvent};
 use tracing::Span;
@@ -20,14 +23,20 @@ use uuid::Uuid;
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 async fn database() -> Result<DatabaseConnection, Box<dyn std::error::Error>> {
+    Ok(database_and_url().await?.0)
+}
+
+/// A fresh database with the runtime's tables, and its URL for a second pool on it.
+async fn database_and_url() -> Result<(DatabaseConnection, String), Box<dyn std::error::Error>> {
     let url = testing::fresh_database("orders_svc", "orders", "it").await?;
-    let db = sea_orm::Database::connect(url).await?;
+    let db = sea_orm::Database::connect(&url).await?;
     let schema = SchemaManager::new(&db);
     saga_schema::create_outbox(&schema).await?;
     saga_schema::create_inbox(&schema).await?;
+    saga_schema::create_parked_events(&schema).await?;
     db.execute_unprepared("CREATE TABLE effects (event_id UUID NOT NULL)")
         .await?;
-    Ok(db)
+    Ok((db, url))
 }
 
 /// A handler with no checks of its own: it records an effect row and answers with one
@@ -178,10 +187,25 @@ async fn a_deadlock_inside_the_outbox_insert_is_still_transient() -> TestResult 
     Ok(())
 }
 
-/// Applies `events` as one batch, each in a span of its own.
+fn origin() -> Origin {
+    Origin {
+        topic: "payments.events".to_owned(),
+        partition: 0,
+        offset: 0,
+    }
+}
+
+/// Applies `events` as one batch, as the consumer hands them over.
 async fn apply_batch(uow: &UnitOfWork, handler: &CountingHandler, events: &[Envelope]) -> Batch {
-    let span = Span::none();
-    let events: Vec<(&Envelope, &Span)> = events.iter().map(|e| (e, &span)).collect();
+    let (span, origin) = (Span::none(), origin());
+    let events: Vec<Consumed<'_>> = events
+        .iter()
+        .map(|event| Consumed {
+            event,
+            origin: &origin,
+            span: &span,
+        })
+        .collect();
     uow.apply_batch(handler, &events).await
 }
 
@@ -390,5 +414,204 @@ async fn a_command_queue_answers_every_concurrent_caller() -> TestResult {
     assert_eq!(kept, ["40"]);
     let published = strings(&db, "SELECT count(*)::text AS v FROM outbox").await?;
     assert_eq!(published, ["40"]);
+    Ok(())
+}
+
+/// The event IDs in `parked_events`, oldest first.
+async fn parked(db: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
+    strings(
+        db,
+        "SELECT event_id::text AS v FROM parked_events ORDER BY id",
+    )
+    .await
+}
+
+fn ids(events: &[&Envelope]) -> Vec<String> {
+    events.iter().map(|event| event.id.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_saga_with_a_parked_event_parks_its_later_events_in_the_applying_transaction()
+-> TestResult {
+    let db = database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let parking = Parking::new(db.clone());
+    let (blocked_saga, other_saga) = (Uuid::now_v7(), Uuid::now_v7());
+    let first = reserved(blocked_saga);
+    parking.park(&first, &origin(), "refused", 5).await?;
+
+    let (later, unrelated) = (reserved(blocked_saga), reserved(other_saga));
+    let handler = CountingHandler::default();
+    let batch = apply_batch(&uow, &handler, &[later.clone(), unrelated.clone()]).await;
+
+    assert_eq!(batch.applied, 2, "{:?}", batch.failure);
+    assert_eq!(batch.deliveries, [Delivery::Blocked, Delivery::First]);
+    let ran = handler.ran.lock().map_err(|_| "poisoned")?.clone();
+    assert_eq!(ran, [unrelated.id], "the blocked event's handler never ran");
+    assert_eq!(parked(&db).await?, ids(&[&first, &later]), "in saga order");
+    assert_eq!(
+        strings(&db, "SELECT event_id::text AS v FROM inbox").await?,
+        ids(&[&unrelated]),
+        "a parked event is not recorded as applied"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_retry_through_another_instance_replays_in_order_and_unblocks_the_saga() -> TestResult {
+    let (db, url) = database_and_url().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let saga = Uuid::now_v7();
+    let (first, second) = (reserved(saga), reserved(saga));
+    Parking::new(db.clone())
+        .park(&first, &origin(), "refused", 5)
+        .await?;
+    apply_batch(
+        &uow,
+        &CountingHandler::default(),
+        std::slice::from_ref(&second),
+    )
+    .await;
+    assert_eq!(parked(&db).await?, ids(&[&first, &second]));
+
+    // Another instance: its own pool on the same database, and nothing in memory.
+    let other_db = sea_orm::Database::connect(url).await?;
+    let handler = Arc::new(CountingHandler::default());
+    let other = Applier {
+        handler: Arc::clone(&handler),
+        uow: UnitOfWork::new(other_db.clone(), OutboxSignal::default(), "orders-svc"),
+        parking: Parking::new(other_db),
+    };
+    let outcome = other.parking.retry(saga, &other).await?;
+    assert_eq!((outcome.retried, outcome.remaining), (2, 0), "{outcome:?}");
+    let ran = handler.ran.lock().map_err(|_| "poisoned")?.clone();
+    assert_eq!(ran, [first.id, second.id], "replayed in saga order");
+    assert!(parked(&db).await?.is_empty());
+
+    // The first instance applies the saga's next event at once.
+    let next = apply_batch(&uow, &CountingHandler::default(), &[reserved(saga)]).await;
+    assert_eq!(next.deliveries, [Delivery::First]);
+    Ok(())
+}
+
+/// What a retry holds while it replays a parked event: that event's row, locked for update,
+/// in a transaction that deletes it if the replay succeeds. A consumer that meets a later
+/// event of the saga meanwhile must wait for that outcome, not guess it.
+async fn consumer_behind_a_retry(
+    retry_succeeds: bool,
+) -> Result<Batch, Box<dyn std::error::Error>> {
+    let db = database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let saga = Uuid::now_v7();
+    let first = reserved(saga);
+    Parking::new(db.clone())
+        .park(&first, &origin(), "refused", 5)
+        .await?;
+
+    let retry = db.begin().await?;
+    retry
+        .execute_unprepared(&format!(
+            "SELECT id FROM parked_events WHERE event_id = '{}' FOR UPDATE",
+            first.id
+        ))
+        .await?;
+    let later = reserved(saga);
+    let consumer =
+        tokio::spawn(async move { apply_batch(&uow, &CountingHandler::default(), &[later]).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !consumer.is_finished(),
+        "the consumer must wait for the retry's outcome"
+    );
+    if retry_succeeds {
+        retry
+            .execute_unprepared(&format!(
+                "DELETE FROM parked_events WHERE event_id = '{}'",
+                first.id
+            ))
+            .await?;
+        retry.commit().await?;
+    } else {
+        retry.rollback().await?;
+    }
+    Ok(consumer.await?)
+}
+
+#[tokio::test]
+async fn an_event_behind_a_retry_in_flight_applies_once_the_retry_succeeds() -> TestResult {
+    let batch = consumer_behind_a_retry(true).await?;
+    assert_eq!(batch.deliveries, [Delivery::First], "{:?}", batch.failure);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_event_behind_a_retry_in_flight_parks_when_the_retry_fails() -> TestResult {
+    let batch = consumer_behind_a_retry(false).await?;
+    assert_eq!(batch.deliveries, [Delivery::Blocked], "{:?}", batch.failure);
+    Ok(())
+}
+
+mod migrations {
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migrator;
+
+    #[async_trait::async_trait]
+    impl MigratorTrait for Migrator {
+        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+            vec![Box::new(Outbox), Box::new(Inbox)]
+        }
+    }
+
+    struct Outbox;
+
+    impl MigrationName for Outbox {
+        fn name(&self) -> &str {
+            "m1_outbox"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Outbox {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            saga_schema::create_outbox(manager).await
+        }
+    }
+
+    struct Inbox;
+
+    impl MigrationName for Inbox {
+        fn name(&self) -> &str {
+            "m2_inbox"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Inbox {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            saga_schema::create_inbox(manager).await
+        }
+    }
+}
+
+#[tokio::test]
+async fn instances_that_start_at_the_same_moment_all_migrate() -> TestResult {
+    let url = testing::fresh_database("orders_svc", "orders", "it").await?;
+    let mut instances = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let settings = testing::database_settings(url.clone());
+        instances.spawn(async move {
+            let db = saga_runtime::db::connect(&settings).await?;
+            saga_runtime::db::migrate::<migrations::Migrator>(&db, settings.migration_lock_timeout)
+                .await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        });
+    }
+    while let Some(started) = instances.join_next().await {
+        started?.map_err(|error| error.to_string())?;
+    }
+    let db = sea_orm::Database::connect(url).await?;
+    let applied = strings(&db, "SELECT count(*)::text AS v FROM seaql_migrations").await?;
+    assert_eq!(applied, ["2"], "each migration applied once");
     Ok(())
 }
