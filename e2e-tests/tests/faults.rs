@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         scenario!(a_refund_that_arrives_before_the_charge_creates_no_money),
         scenario!(poison_records_are_dead_lettered_with_their_origin),
         scenario!(transient_database_errors_are_retried_not_dead_lettered),
+        scenario!(a_fatally_failed_producer_is_replaced_and_loses_nothing),
         scenario!(a_compensation_that_keeps_failing_is_parked_and_retried_by_an_operator),
         scenario!(many_orders_competing_for_scarce_stock_confirm_exactly_the_stock),
         scenario!(many_orders_competing_for_one_balance_never_overdraw_it),
@@ -312,10 +313,31 @@ async fn kafka_stopped_during_load_delays_but_loses_nothing(
     // Orders are still accepted: they wait in orders-svc's outbox.
     let refused = ledger.place_all(&world.api, during.to_vec()).await;
     ensure_eq!(refused, 0, "orders refused while Kafka was down");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The orders' outbox cannot be published: orders-svc is alive but not ready.
+    let orders = world.stack.url(Orders);
+    let (live, ready) = (
+        health(world, &format!("{orders}/health/live")).await?,
+        health(world, &format!("{orders}/health/ready")).await?,
+    );
+    ensure_eq!(live.0, 200, "alive while Kafka is down: {}", live.1);
+    ensure_eq!(ready.0, 503, "not ready while Kafka is down: {}", ready.1);
     world.stack.stack_command(&["start", "kafka"]).await?;
     world.check(name, &ledger).await?;
+    // Every saga settled, so the relay has published since: ready again.
+    let ready = health(world, &format!("{orders}/health/ready")).await?;
+    ensure_eq!(
+        ready.0,
+        200,
+        "ready again after Kafka came back: {}",
+        ready.1
+    );
     Ok(())
+}
+
+/// A health endpoint's status and body.
+async fn health(world: &World, url: &str) -> TestResult<(u16, String)> {
+    let response = world.api.client().get(url).send().await?;
+    Ok((response.status().as_u16(), response.text().await?))
 }
 
 async fn postgres_stopped_under_the_services_delays_but_loses_nothing(
@@ -631,6 +653,50 @@ async fn transient_database_errors_are_retried_not_dead_lettered(
         .get(format!("{}/sagas/stuck", world.stack.url(Payments)))
         .await?;
     ensure_eq!(stuck["count"], json!(0), "parked events");
+    world.check(name, &ledger).await?;
+    Ok(())
+}
+
+async fn a_fatally_failed_producer_is_replaced_and_loses_nothing(
+    world: &mut World,
+    name: &str,
+) -> TestResult {
+    let mut ledger = Ledger::default();
+    let customer = ledger.customer(&world.api, 1_000_000).await?;
+    let product = ledger.product(&world.api, 100, 1_000).await?;
+    // payments-svc's producer reports a fatal error, as librdkafka's does when it gives up.
+    world
+        .stack
+        .restart(Payments, &[("FAULT_PRODUCER_FATAL", "1")])
+        .await?;
+    ledger
+        .place_all(&world.api, vec![(customer, vec![(product, 1)]); 3])
+        .await;
+    for order in &ledger.orders {
+        let body = world
+            .api
+            .wait_terminal(order.placed.id, Duration::from_secs(20))
+            .await?;
+        ensure_eq!(
+            body["status"],
+            json!("CONFIRMED"),
+            "after a fatal producer error"
+        );
+    }
+    let metrics = world
+        .api
+        .client()
+        .get(format!("{}/metrics", world.stack.url(Payments)))
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        metrics
+            .lines()
+            .any(|line| line == r#"saga_kafka_producers_replaced_total{service="payments-svc"} 1"#),
+        "the producer was not replaced once: {metrics}"
+    );
     world.check(name, &ledger).await?;
     Ok(())
 }

@@ -10,6 +10,15 @@ pub const INVENTORY_EVENTS: &str = "inventory.events";
 /// Produced by inventory-svc: `ProductUpserted`, keyed by product ID.
 pub const INVENTORY_CATALOG: &str = "inventory.catalog";
 
+/// The partitions of every topic: the one place that says how many. `deploy/stack` reads this
+/// line when it creates the topics, and the tests create theirs with it.
+///
+/// It is also the most instances of one service that can do useful work: Kafka gives each
+/// partition of a consumer group's topics to one member, so past this count an instance gets
+/// none and only serves HTTP. Raising it later means adding partitions to existing topics,
+/// which moves keys (sagas) to other partitions while they run: do it with the system quiet.
+pub const PARTITIONS: i32 = 6;
+
 /// Every topic the system uses, for the deploy script's and the tests' topic creation.
 pub const ALL: [&str; 4] = [
     ORDERS_EVENTS,

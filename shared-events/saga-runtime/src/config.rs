@@ -79,6 +79,7 @@ impl CommonSettings {
                 request_timeout: millis("HTTP_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
                 max_body_bytes: var("HTTP_MAX_BODY_BYTES", 64 * 1024)?,
                 shutdown_timeout: millis("SHUTDOWN_TIMEOUT_MS", Duration::from_secs(20))?,
+                health_stale_after: millis("HEALTH_STALE_AFTER_MS", Duration::from_secs(30))?,
             },
             database: DatabaseSettings {
                 url: var("DATABASE_URL", defaults.database_url.to_owned())?,
@@ -163,6 +164,8 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests, the record in hand and the relay.
     pub shutdown_timeout: Duration,
+    /// `/health/live` fails once the consumer or the relay loop has not beaten for this long.
+    pub health_stale_after: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -26,7 +26,7 @@ use std::time::Duration;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use sea_orm::DbErr;
 use shared_events::Envelope;
 use shared_events::envelope::headers;
@@ -38,8 +38,9 @@ use tracing::{Instrument, Span};
 use crate::backoff::Backoff;
 use crate::config::{ConsumerSettings, KafkaSettings};
 use crate::fault::{self, CrashPoint};
+use crate::health::{BEAT_INTERVAL, Health, Loop};
 use crate::inbox::Delivery;
-use crate::kafka::{self, CommitOnRevoke};
+use crate::kafka::{self, CommitOnRevoke, SharedProducer};
 use crate::metrics;
 use crate::parking::{Origin, Parking};
 use crate::telemetry;
@@ -163,9 +164,10 @@ pub struct EventConsumer<H> {
     topics: Vec<String>,
     client_id: String,
     applier: Applier<H>,
-    dead_letters: FutureProducer,
+    dead_letters: SharedProducer,
     settings: ConsumerSettings,
     kafka: KafkaSettings,
+    health: Health,
 }
 
 impl<H> std::fmt::Debug for EventConsumer<H> {
@@ -184,7 +186,8 @@ impl<H: EventHandler> EventConsumer<H> {
         client_id: &str,
         topics: &[&str],
         applier: Applier<H>,
-        dead_letters: FutureProducer,
+        dead_letters: SharedProducer,
+        health: Health,
     ) -> Result<Self, KafkaError> {
         let physical: Vec<String> = topics.iter().map(|t| kafka_settings.topic(t)).collect();
         let consumer = connect(kafka_settings, client_id, &physical)?;
@@ -196,6 +199,7 @@ impl<H: EventHandler> EventConsumer<H> {
             dead_letters,
             settings,
             kafka: kafka_settings.clone(),
+            health,
         })
     }
 
@@ -210,13 +214,18 @@ impl<H: EventHandler> EventConsumer<H> {
                 SessionEnd::Shutdown => break,
                 SessionEnd::Fatal(reason) => {
                     tracing::error!(reason, "kafka consumer failed fatally; replacing it");
+                    self.health.trouble(Loop::Consumer, &reason);
                     consumer = loop {
                         tokio::select! {
                             () = tokio::time::sleep(self.settings.retry_backoff_max) => {}
                             () = shutdown.cancelled() => return,
                         }
+                        self.health.beat(Loop::Consumer);
                         match connect(&self.kafka, &self.client_id, &self.topics) {
-                            Ok(fresh) => break Arc::new(fresh),
+                            Ok(fresh) => {
+                                self.health.working(Loop::Consumer);
+                                break Arc::new(fresh);
+                            }
                             Err(error) => {
                                 tracing::warn!(%error, "kafka consumer cannot be created yet; retrying")
                             }
@@ -260,22 +269,36 @@ impl<H: EventHandler> EventConsumer<H> {
             );
         }
 
-        let end = loop {
+        // The dispatcher beats while it waits for records and while a lane is full, so
+        // `/health/live` tells a running loop from one that has ended.
+        let mut beat = tokio::time::interval(BEAT_INTERVAL);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let end = 'dispatch: loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => break SessionEnd::Shutdown,
                 received = consumer.recv() => received,
+                _ = beat.tick() => {
+                    self.health.beat(Loop::Consumer);
+                    continue;
+                }
             };
             match message {
                 Ok(message) => {
                     let lane = lane_of(message.topic(), message.partition(), lanes);
                     let owned = message.detach();
-                    // A closed lane means shutdown has begun; the record is redelivered later.
-                    let sent = tokio::select! {
-                        () = shutdown.cancelled() => break SessionEnd::Shutdown,
-                        sent = senders[lane].send(owned) => sent,
+                    // Reserving a place is cancel-safe, sending is not: the record must not
+                    // be dropped on a beat. A closed lane means shutdown has begun; the record
+                    // is redelivered later.
+                    let place = loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => break 'dispatch SessionEnd::Shutdown,
+                            place = senders[lane].reserve() => break place,
+                            _ = beat.tick() => self.health.beat(Loop::Consumer),
+                        }
                     };
-                    if sent.is_err() {
-                        break SessionEnd::Shutdown;
+                    match place {
+                        Ok(place) => place.send(owned),
+                        Err(_) => break SessionEnd::Shutdown,
                     }
                 }
                 Err(error) => {
@@ -328,7 +351,7 @@ fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {
 struct Lane<H> {
     consumer: Arc<SagaConsumer>,
     applier: Applier<H>,
-    dead_letters: FutureProducer,
+    dead_letters: SharedProducer,
     settings: ConsumerSettings,
     kafka: KafkaSettings,
     shutdown: CancellationToken,
@@ -627,16 +650,19 @@ impl<H: EventHandler> Lane<H> {
             if let Some(key) = record.key() {
                 dead = dead.key(key);
             }
-            match self
-                .dead_letters
-                .send(dead, self.kafka.message_timeout)
-                .await
-            {
+            let sent = match self.dead_letters.usable() {
+                Ok(producer) => producer
+                    .send(dead, self.kafka.message_timeout)
+                    .await
+                    .map_err(|(error, _)| error),
+                Err(error) => Err(error),
+            };
+            match sent {
                 Ok(_) => {
                     metrics::DEAD_LETTERS.increment();
                     return Outcome::Done;
                 }
-                Err((error, _)) => {
+                Err(error) => {
                     tracing::warn!(%error, dlq, "dead-letter publish failed; retrying")
                 }
             }

@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use sea_orm::DatabaseConnection;
 use serde::Serialize;
 use serde_json::json;
@@ -23,6 +23,8 @@ use uuid::Uuid;
 
 use crate::config::HttpSettings;
 use crate::consumer::{Applier, EventHandler};
+use crate::health::Health;
+use crate::kafka::SharedProducer;
 use crate::outbox;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, TraceLayer};
 
@@ -181,24 +183,46 @@ fn rejection_to_error(rejection: &JsonRejection) -> ApiError {
     ApiError::new(status, code, rejection.body_text())
 }
 
-/// What `/health` checks: the pool answers a query and the broker answers a metadata request.
+/// What the health endpoints look at: the process's loops, the pool and the broker.
 #[derive(Clone)]
 pub struct HealthProbe {
     pub db: DatabaseConnection,
-    pub producer: FutureProducer,
+    pub producer: SharedProducer,
     pub metadata_timeout: Duration,
+    pub health: Health,
+    /// A loop that has not beaten for this long is not alive.
+    pub stale_after: Duration,
 }
 
-/// `GET /health`: 200 `{"status":"ok"}` once the database and Kafka answer, else 503.
+/// Health for orchestrators (see [`crate::health`]):
+/// - `GET /health/live`: 200 while the consumer and the relay loops run, else 503. It does
+///   not look at the database or the broker: restarting the process would not bring them
+///   back.
+/// - `GET /health/ready`: 200 once the database and Kafka answer and neither loop reports
+///   trouble, else 503. The server only listens once the migrations have run, so an answer
+///   at all means they have.
+/// - `GET /health`: the same as ready.
 pub fn health_router(probe: HealthProbe) -> Router {
     Router::new()
-        .route("/health", get(health))
+        .route("/health", get(ready))
+        .route("/health/ready", get(ready))
+        .route("/health/live", get(live))
         .with_state(probe)
 }
 
-async fn health(State(probe): State<HealthProbe>) -> Response {
+async fn live(State(probe): State<HealthProbe>) -> Response {
+    let loops = probe.health.report(probe.stale_after);
+    let alive = loops.iter().all(|part| part.alive);
+    let body = json!({
+        "status": if alive { "ok" } else { "unavailable" },
+        "loops": loops,
+    });
+    (status_of(alive), Json(body)).into_response()
+}
+
+async fn ready(State(probe): State<HealthProbe>) -> Response {
     let database = probe.db.ping().await.map_err(|e| e.to_string());
-    let producer = probe.producer.clone();
+    let producer = probe.producer.current();
     let timeout = probe.metadata_timeout;
     // Metadata fetches block, so they run off the async workers.
     let kafka = tokio::task::spawn_blocking(move || {
@@ -210,21 +234,28 @@ async fn health(State(probe): State<HealthProbe>) -> Response {
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
-    let status = if database.is_ok() && kafka.is_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let loops = probe.health.report(probe.stale_after);
+    let ready =
+        database.is_ok() && kafka.is_ok() && loops.iter().all(|part| part.trouble.is_none());
     let describe = |r: &Result<(), String>| match r {
         Ok(()) => "ok".to_owned(),
         Err(e) => e.clone(),
     };
     let body = json!({
-        "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
+        "status": if ready { "ok" } else { "unavailable" },
         "database": describe(&database),
         "kafka": describe(&kafka),
+        "loops": loops,
     });
-    (status, Json(body)).into_response()
+    (status_of(ready), Json(body)).into_response()
+}
+
+fn status_of(ok: bool) -> StatusCode {
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 /// `GET /sagas/stuck` lists parked events; `POST /sagas/{saga_id}/retry` replays a saga's

@@ -1,15 +1,17 @@
 //! librdkafka client configuration. Producer and consumer share the broker list, the client ID
 //! and the timeouts; librdkafka's own logs reach `tracing` through rdkafka's `tracing` feature.
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
 
 use crate::config::KafkaSettings;
+use crate::{fault, metrics};
 
 fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -44,6 +46,75 @@ pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProdu
         .set("linger.ms", millis(settings.producer_linger))
         .set("compression.type", "none")
         .create()
+}
+
+/// The process's producer, shared by the relay, the dead letters and `/health`. A producer
+/// that librdkafka declares fatally failed (e.g. its idempotence state cannot be recovered)
+/// refuses every record for good; [`SharedProducer::usable`] replaces it, as the consumer loop
+/// replaces a dead consumer, so the outbox does not grow for ever behind it.
+#[derive(Clone)]
+pub struct SharedProducer {
+    current: Arc<RwLock<FutureProducer>>,
+    settings: KafkaSettings,
+    client_id: String,
+}
+
+impl std::fmt::Debug for SharedProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedProducer")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedProducer {
+    pub fn new(settings: &KafkaSettings, client_id: &str) -> Result<Self, KafkaError> {
+        Ok(Self {
+            current: Arc::new(RwLock::new(producer(settings, client_id)?)),
+            settings: settings.clone(),
+            client_id: client_id.to_owned(),
+        })
+    }
+
+    /// The current producer, failed or not: for requests that only read (metadata).
+    pub fn current(&self) -> FutureProducer {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The producer to publish with: the current one, or a new one in its place if the
+    /// current one has failed fatally. `Err` if a new one cannot be made yet.
+    pub fn usable(&self) -> Result<FutureProducer, KafkaError> {
+        let current = self.current();
+        if fatal_error(&current).is_none() {
+            return Ok(current);
+        }
+        let mut slot = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        // Another caller may have replaced it meanwhile.
+        if !std::ptr::eq(slot.client(), current.client()) {
+            return Ok(slot.clone());
+        }
+        let fresh = producer(&self.settings, &self.client_id)?;
+        *slot = fresh.clone();
+        metrics::PRODUCERS_REPLACED.increment();
+        tracing::warn!("kafka producer replaced after a fatal error");
+        Ok(fresh)
+    }
+}
+
+/// Why librdkafka (or an injected fault) declares the producer dead, if it does.
+fn fatal_error(producer: &FutureProducer) -> Option<String> {
+    let fatal = producer
+        .client()
+        .fatal_error()
+        .map(|(code, reason)| format!("{code:?}: {reason}"))
+        .or_else(fault::injected_producer_fatal);
+    if let Some(reason) = &fatal {
+        tracing::error!(reason, "kafka producer failed fatally");
+    }
+    fatal
 }
 
 /// A consumer that never stores an offset by itself: the consumer loop stores each record's

@@ -27,6 +27,7 @@ pub mod consumer;
 pub mod db;
 pub mod fault;
 pub mod group_commit;
+pub mod health;
 pub mod http;
 pub mod inbox;
 pub mod kafka;

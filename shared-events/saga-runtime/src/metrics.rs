@@ -53,6 +53,10 @@ pub static EVENTS_RETRIED: Counter = Counter::new(
     "saga_event_retries_total",
     "Handler failures that were retried.",
 );
+pub static PRODUCERS_REPLACED: Counter = Counter::new(
+    "saga_kafka_producers_replaced_total",
+    "Kafka producers replaced after librdkafka declared them fatally failed.",
+);
 pub static PARKED_EVENTS: Counter = Counter::new(
     "saga_parked_events_total",
     "Events parked for an operator after failing permanently.",
@@ -75,13 +79,14 @@ pub static SCRAPE_ERRORS: Counter = Counter::new(
     "Scrapes that left out the database gauges because the query failed.",
 );
 
-pub static ALL: [&Counter; 10] = [
+pub static ALL: [&Counter; 11] = [
     &EVENTS_APPLIED,
     &INBOX_EXPIRED,
     &EVENTS_SKIPPED,
     &CONSUMER_TRANSACTIONS,
     &EVENTS_RETRIED,
     &PARKED_EVENTS,
+    &PRODUCERS_REPLACED,
     &DEAD_LETTERS,
     &OUTBOX_PUBLISHED,
     &REQUESTS_REFUSED,

@@ -6,8 +6,9 @@
 //! transaction rolls back, the rows stay, and the relay retries after a pause: nothing is lost.
 
 use futures::future::join_all;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement, TransactionTrait};
 use shared_events::envelope::headers;
@@ -16,6 +17,8 @@ use uuid::Uuid;
 
 use crate::config::{KafkaSettings, RelaySettings};
 use crate::fault::{self, CrashPoint};
+use crate::health::{BEAT_INTERVAL, Health, Loop};
+use crate::kafka::SharedProducer;
 use crate::metrics;
 use crate::outbox::OutboxSignal;
 
@@ -23,16 +26,19 @@ use crate::outbox::OutboxSignal;
 /// against one database: `SKIP LOCKED` shares the rows out between them.
 pub struct Relay {
     db: DatabaseConnection,
-    producer: FutureProducer,
+    producer: SharedProducer,
     signal: OutboxSignal,
     settings: RelaySettings,
     kafka: KafkaSettings,
+    health: Health,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("outbox query failed: {0}")]
     Db(#[from] DbErr),
+    #[error("no usable kafka producer: {0}")]
+    Producer(KafkaError),
     #[error("event_id={event_id} payload cannot be encoded: {source}")]
     Encode {
         event_id: Uuid,
@@ -103,10 +109,11 @@ const CLAIM: &str = "\
 impl Relay {
     pub fn new(
         db: DatabaseConnection,
-        producer: FutureProducer,
+        producer: SharedProducer,
         signal: OutboxSignal,
         settings: RelaySettings,
         kafka: KafkaSettings,
+        health: Health,
     ) -> Self {
         Self {
             db,
@@ -114,6 +121,7 @@ impl Relay {
             signal,
             settings,
             kafka,
+            health,
         }
     }
 
@@ -128,12 +136,14 @@ impl Relay {
                 // claim has left a wake-up in the signal, so otherwise the relay may wait.
                 Ok(Published {
                     more_waiting: true, ..
-                }) => continue,
+                }) => self.health.working(Loop::Relay),
                 Ok(Published { .. }) => {
-                    tokio::select! {
-                        () = self.signal.notified() => {}
-                        () = tokio::time::sleep(self.settings.poll_interval) => {}
-                        () = shutdown.cancelled() => break,
+                    self.health.working(Loop::Relay);
+                    if !self
+                        .wait(self.settings.poll_interval, true, &shutdown)
+                        .await
+                    {
+                        break;
                     }
                     if !self.settings.linger.is_zero() {
                         tokio::time::sleep(self.settings.linger).await;
@@ -141,9 +151,12 @@ impl Relay {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "outbox batch failed; rows stay and are retried");
-                    tokio::select! {
-                        () = tokio::time::sleep(self.settings.retry_backoff) => {}
-                        () = shutdown.cancelled() => break,
+                    self.health.trouble(Loop::Relay, &error);
+                    if !self
+                        .wait(self.settings.retry_backoff, false, &shutdown)
+                        .await
+                    {
+                        break;
                     }
                 }
             }
@@ -158,11 +171,34 @@ impl Relay {
         }
     }
 
+    /// Waits `at_most`, or (if `wake_on_commit`) until a commit wakes the relay, beating
+    /// meanwhile so that `/health/live` knows the loop runs. False on shutdown.
+    async fn wait(
+        &self,
+        at_most: std::time::Duration,
+        wake_on_commit: bool,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let until = tokio::time::Instant::now() + at_most;
+        let woken = self.signal.notified();
+        tokio::pin!(woken);
+        loop {
+            tokio::select! {
+                () = &mut woken, if wake_on_commit => return true,
+                () = tokio::time::sleep_until(until) => return true,
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(BEAT_INTERVAL) => self.health.beat(Loop::Relay),
+            }
+        }
+    }
+
     /// Publishes one batch: how many rows it published and deleted, and whether more wait.
     /// The rows' deletion commits only if Kafka acknowledged every one of them; otherwise it
     /// rolls back and the whole batch is published again later (consumers' inboxes absorb the
     /// records that had gone out).
     pub async fn publish_batch(&self) -> Result<Published, RelayError> {
+        // A producer that failed fatally would refuse every record: replace it before claiming.
+        let producer = self.producer.usable().map_err(RelayError::Producer)?;
         let txn = self.db.begin().await?;
         let mut rows = OutboxRow::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -202,8 +238,7 @@ impl Relay {
                     .key(&row.message_key)
                     .payload(payload)
                     .headers(record_headers(row));
-                self.producer
-                    .send(record, Timeout::After(self.kafka.message_timeout))
+                producer.send(record, Timeout::After(self.kafka.message_timeout))
             });
         let several = rows.len() > 1;
         let outcomes = join_all(deliveries.map(|delivery| async move {

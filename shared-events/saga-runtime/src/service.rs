@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{CommonSettings, ServiceDefaults};
 use crate::consumer::{Applier, EventConsumer, EventHandler};
 use crate::db::{self, ConnectError};
+use crate::health::Health;
 use crate::http::{self, HealthProbe};
-use crate::kafka;
+use crate::kafka::SharedProducer;
 use crate::outbox::OutboxSignal;
 use crate::parking::Parking;
 use crate::relay::Relay;
@@ -50,21 +50,25 @@ pub struct Infrastructure {
     pub db: DatabaseConnection,
     /// The outbox relay's own connection (`db::connect_relay`).
     pub relay_db: DatabaseConnection,
-    pub producer: FutureProducer,
+    /// The relay's and the dead letters' producer, replaced if it fails fatally.
+    pub producer: SharedProducer,
     pub outbox_signal: OutboxSignal,
+    /// What the consumer and the relay report for `/health/live` and `/health/ready`.
+    pub health: Health,
 }
 
 impl Infrastructure {
     pub async fn connect(settings: CommonSettings) -> Result<Self, StartupError> {
         let db = db::connect(&settings.database).await?;
         let relay_db = db::connect_relay(&settings.database).await?;
-        let producer = kafka::producer(&settings.kafka, settings.service_name)?;
+        let producer = SharedProducer::new(&settings.kafka, settings.service_name)?;
         Ok(Self {
             settings,
             db,
             relay_db,
             producer,
             outbox_signal: OutboxSignal::default(),
+            health: Health::default(),
         })
     }
 
@@ -98,6 +102,7 @@ impl Infrastructure {
             self.outbox_signal.clone(),
             self.settings.relay.clone(),
             self.settings.kafka.clone(),
+            self.health.clone(),
         )
     }
 
@@ -133,12 +138,15 @@ impl Infrastructure {
             topics,
             applier.clone(),
             self.producer.clone(),
+            self.health.clone(),
         )?;
         let router = routes
             .merge(http::health_router(HealthProbe {
                 db: self.db.clone(),
                 producer: self.producer.clone(),
                 metadata_timeout: self.settings.kafka.metadata_timeout,
+                health: self.health.clone(),
+                stale_after: self.settings.http.health_stale_after,
             }))
             .merge(http::sagas_router(applier))
             .merge(http::metrics_router(

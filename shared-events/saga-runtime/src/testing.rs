@@ -125,7 +125,7 @@ pub fn kafka_settings(topic_prefix: &str, group_id: &str) -> KafkaSettings {
     }
 }
 
-/// Creates `prefix + name` for each logical topic, with 6 partitions like the real ones.
+/// Creates `prefix + name` for each logical topic, with as many partitions as the real ones.
 pub async fn create_topics(prefix: &str, topics: &[&str]) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
@@ -134,7 +134,13 @@ pub async fn create_topics(prefix: &str, topics: &[&str]) -> Result<(), String> 
     let names: Vec<String> = topics.iter().map(|t| format!("{prefix}{t}")).collect();
     let new_topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, 6, TopicReplication::Fixed(1)))
+        .map(|n| {
+            NewTopic::new(
+                n,
+                shared_events::topics::PARTITIONS,
+                TopicReplication::Fixed(1),
+            )
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin

@@ -6,12 +6,15 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message};
 use saga_runtime::config::{KafkaSettings, RelaySettings};
+use saga_runtime::health::{Health, Loop};
+use saga_runtime::kafka::SharedProducer;
 use saga_runtime::outbox::{self, OutboxSignal};
 use saga_runtime::relay::Relay;
-use saga_runtime::{kafka, testing};
+use saga_runtime::testing;
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use sea_orm_migration::SchemaManager;
 use shared_events::{Envelope, InventoryReserved, SagaEvent, topics};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -67,14 +70,7 @@ async fn the_relay_publishes_each_sagas_events_in_order_and_deletes_them() -> Te
         }
     }
 
-    let producer = kafka::producer(&kafka_settings, "relay-test")?;
-    let relay = Relay::new(
-        db.clone(),
-        producer,
-        OutboxSignal::default(),
-        settings(100),
-        kafka_settings.clone(),
-    );
+    let relay = relay(&db, &kafka_settings, Health::default())?;
     // A batch takes only the oldest waiting event of each saga: three per batch, four batches.
     // Each but the last held events back, and says so, so the relay comes back at once.
     let mut batches = Vec::new();
@@ -126,13 +122,7 @@ async fn a_row_claimed_elsewhere_holds_back_its_sagas_later_rows() -> TestResult
     for saga in [held, held, other] {
         outbox::enqueue(&db, &event(saga)).await?;
     }
-    let relay = Relay::new(
-        db.clone(),
-        kafka::producer(&kafka_settings, "relay-test")?,
-        OutboxSignal::default(),
-        settings(100),
-        kafka_settings,
-    );
+    let relay = relay(&db, &kafka_settings, Health::default())?;
 
     // Another relay's claim, as a lock on the saga's first row.
     let elsewhere = db.begin().await?;
@@ -161,14 +151,8 @@ async fn rows_stay_in_the_outbox_while_kafka_is_unreachable() -> TestResult {
     outbox::enqueue(&db, &event(Uuid::now_v7())).await?;
     outbox::enqueue(&db, &event(Uuid::now_v7())).await?;
 
-    let producer = kafka::producer(&unreachable, "relay-test")?;
-    let relay = Relay::new(
-        db.clone(),
-        producer,
-        OutboxSignal::default(),
-        settings(100),
-        unreachable,
-    );
+    let health = Health::default();
+    let relay = relay(&db, &unreachable, health.clone())?;
     assert!(
         relay.publish_batch().await.is_err(),
         "an unacknowledged batch is an error"
@@ -178,7 +162,73 @@ async fn rows_stay_in_the_outbox_while_kafka_is_unreachable() -> TestResult {
         2,
         "nothing was deleted"
     );
+
+    // Running, the relay keeps beating (it is alive) and reports why it cannot publish, which
+    // makes the service not ready.
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(relay.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = health.report(Duration::from_secs(5));
+    let relay_part = report
+        .iter()
+        .find(|part| part.name == "relay")
+        .ok_or("no relay in the report")?;
+    assert!(relay_part.alive, "{relay_part:?}");
+    assert!(
+        relay_part
+            .trouble
+            .as_deref()
+            .is_some_and(|why| why.contains("not acknowledged")),
+        "{relay_part:?}"
+    );
+    stop.cancel();
+    running.await?;
+    assert_eq!(outbox::backlog_and_age(&db).await?.0, 2);
     Ok(())
+}
+
+#[tokio::test]
+async fn a_running_relay_is_alive_and_untroubled_once_it_publishes() -> TestResult {
+    let db = outbox_database().await?;
+    let (_, kafka_settings) = fresh_topic().await?;
+    outbox::enqueue(&db, &event(Uuid::now_v7())).await?;
+    let health = Health::default();
+    health.trouble(Loop::Relay, "an earlier failure");
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(relay(&db, &kafka_settings, health.clone())?.run(stop.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while outbox::backlog_and_age(&db).await?.0 > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = health.report(Duration::from_secs(5));
+    let relay_part = report
+        .iter()
+        .find(|part| part.name == "relay")
+        .ok_or("no relay in the report")?;
+    assert!(
+        relay_part.alive && relay_part.trouble.is_none(),
+        "{relay_part:?}"
+    );
+    stop.cancel();
+    running.await?;
+    Ok(())
+}
+
+/// A relay on `db` that publishes with a producer of its own to `kafka_settings`' broker.
+fn relay(
+    db: &DatabaseConnection,
+    kafka_settings: &KafkaSettings,
+    health: Health,
+) -> Result<Relay, Box<dyn std::error::Error>> {
+    Ok(Relay::new(
+        db.clone(),
+        SharedProducer::new(kafka_settings, "relay-test")?,
+        OutboxSignal::default(),
+        settings(100),
+        kafka_settings.clone(),
+        health,
+    ))
 }
 
 /// The relay's own connection commits its deletions without waiting for the WAL flush; the

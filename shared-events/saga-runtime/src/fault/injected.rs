@@ -8,6 +8,7 @@
 //! | `FAULT_DB_FAILURES` | make the first N consumed events' transactions fail in PostgreSQL |
 //! | `FAULT_DB_FAILURE` | how they fail: `serialization` (default), `deadlock` or `timeout` |
 //! | `FAULT_FAIL_EVENT_TYPE` | make every event of this type fail with a non-transient database error |
+//! | `FAULT_PRODUCER_FATAL` | report the Kafka producer as fatally failed this many times, as librdkafka would |
 //!
 //! A crash is `std::process::abort()`: no destructor runs, nothing is flushed, exactly as if
 //! the process had been killed at that line.
@@ -63,6 +64,7 @@ struct Faults {
     db_failures_left: AtomicU64,
     db_failure: Option<DbFailure>,
     fail_event_type: Option<String>,
+    producer_fatal_left: AtomicU64,
 }
 
 static FAULTS: OnceLock<Faults> = OnceLock::new();
@@ -78,10 +80,12 @@ pub fn init_from_env() -> Result<(), ConfigError> {
         db_failures_left: AtomicU64::new(var("FAULT_DB_FAILURES", 0u64)?),
         db_failure: Some(db_failure),
         fail_event_type: optional::<String>("FAULT_FAIL_EVENT_TYPE")?,
+        producer_fatal_left: AtomicU64::new(var("FAULT_PRODUCER_FATAL", 0u64)?),
     };
     if faults.crash_at.is_some()
         || faults.fail_event_type.is_some()
         || faults.db_failures_left.load(Ordering::Relaxed) > 0
+        || faults.producer_fatal_left.load(Ordering::Relaxed) > 0
     {
         tracing::warn!(?faults, "fault injection is enabled");
     }
@@ -151,4 +155,15 @@ pub async fn inject_db_failure<C: ConnectionTrait>(db: &C, event_type: &str) -> 
     };
     db.execute_unprepared(sql).await?;
     Ok(())
+}
+
+/// A fatal error for the producer while injected ones last: the producer is then treated as
+/// librdkafka's fatally failed clients are.
+pub fn injected_producer_fatal() -> Option<String> {
+    let faults = FAULTS.get()?;
+    faults
+        .producer_fatal_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .ok()
+        .map(|_| "injected fatal producer error".to_owned())
 }

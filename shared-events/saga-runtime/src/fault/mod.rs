@@ -10,7 +10,7 @@
 mod injected;
 
 #[cfg(feature = "fault-injection")]
-pub use injected::{crash_point, init_from_env, inject_db_failure};
+pub use injected::{crash_point, init_from_env, inject_db_failure, injected_producer_fatal};
 
 /// A dangerous point in the outbox/inbox protocol, where a crash must lose nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,4 +44,11 @@ pub async fn inject_db_failure<C: sea_orm::ConnectionTrait>(
     _event_type: &str,
 ) -> Result<(), sea_orm::DbErr> {
     Ok(())
+}
+
+/// Without the feature: the producer is only as failed as librdkafka says.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn injected_producer_fatal() -> Option<String> {
+    None
 }
