@@ -1,7 +1,7 @@
 //! What is on Kafka: every record of this run's saga topics read back as it arrives, a raw
 //! producer for replays and poison records, and a one-off reader for other topics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,19 @@ impl Record {
             payload,
             headers,
         }
+    }
+}
+
+/// The event types that can cause an event of type `event_type` in a saga; none for the
+/// saga's first event.
+pub fn causes(event_type: &str) -> &'static [&'static str] {
+    match event_type {
+        "PaymentSucceeded" | "PaymentFailed" | "OrderCancelled" => &["OrderCreated"],
+        "InventoryReserved" | "InventoryReservationFailed" => &["PaymentSucceeded"],
+        "OrderConfirmed" => &["InventoryReserved"],
+        "PaymentRefunded" => &["InventoryReservationFailed", "OrderCancelled"],
+        "OrderFailed" => &["PaymentFailed", "PaymentRefunded"],
+        _ => &[],
     }
 }
 
@@ -123,7 +136,7 @@ impl EventLog {
             .create()?;
         let mut ends = Vec::new();
         for topic in &self.topics {
-            for partition in 0..6 {
+            for partition in 0..topics::PARTITIONS {
                 let (_, high) =
                     watermarks.fetch_watermarks(topic, partition, Duration::from_secs(5))?;
                 ends.push(((topic.clone(), partition), high));
@@ -168,6 +181,56 @@ impl EventLog {
             .collect();
         events.sort_by_key(|e| (e.time, e.id));
         events
+    }
+
+    /// How the saga's events break causal order, if they do. Each event must come after one
+    /// of its possible causes (by event time), and each topic must carry the saga's events in
+    /// the order their producer wrote them (arrival order never goes back in time). A record
+    /// repeating an event already read (a replay) is left out of the second check, and the
+    /// events in `forged` (which a scenario published itself, out of order on purpose) out of
+    /// both.
+    pub fn causal_order_violations(&self, saga_id: Uuid, forged: &HashSet<Uuid>) -> Vec<String> {
+        let mut violations = Vec::new();
+        let mut events = self.events(saga_id);
+        events.retain(|event| !forged.contains(&event.id));
+        for event in &events {
+            let causes = causes(event.event_type());
+            if causes.is_empty() {
+                continue;
+            }
+            let caused = events.iter().any(|earlier| {
+                causes.contains(&earlier.event_type()) && earlier.time <= event.time
+            });
+            if !caused {
+                violations.push(format!(
+                    "saga {saga_id}: {} at {} has none of {causes:?} before it",
+                    event.event_type(),
+                    event.time
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut latest: HashMap<String, Envelope> = HashMap::new();
+        for record in self.records(&saga_id.to_string()) {
+            let Some(event) = record.envelope else {
+                continue;
+            };
+            if !seen.insert(event.id) {
+                continue;
+            }
+            if let Some(before) = latest.get(&record.topic)
+                && before.time > event.time
+            {
+                violations.push(format!(
+                    "saga {saga_id}: {} arrived on {} after the later {}",
+                    event.event_type(),
+                    record.topic,
+                    before.event_type()
+                ));
+            }
+            latest.insert(record.topic, event);
+        }
+        violations
     }
 
     pub fn event_types(&self, saga_id: Uuid) -> Vec<&'static str> {

@@ -1,17 +1,18 @@
 //! The ledger of a scenario: what it created, with the starting values, and the invariants
 //! every scenario ends with (every saga finishes, money and stock are conserved, one terminal
-//! event per saga, every outbox drains), plus the summary table.
+//! event per saga, each saga's events in causal order, every outbox drains), plus the summary
+//! table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::TestResult;
 use crate::api::{Api, PlacedOrder};
 use crate::events::EventLog;
 use crate::stack::{ServiceName, Stack};
+use crate::{Rng, TestResult};
 
 /// An order the ledger follows until it settles.
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct Ledger {
     refused: usize,
     /// Refusals the scenario expected (and checked) itself: refusing is what it tests.
     excused: usize,
+    /// Events the scenario published itself, out of causal order on purpose.
+    forged: HashSet<Uuid>,
 }
 
 /// One scenario's outcome for the summary table.
@@ -93,6 +96,11 @@ impl Ledger {
     }
 
     /// Records that `count` refusals were expected: the scenario tests refusing.
+    /// Leaves an event the scenario forged out of the causal-order check.
+    pub fn forged(&mut self, event_id: Uuid) {
+        self.forged.insert(event_id);
+    }
+
     pub fn excuse_refusals(&mut self, count: usize) {
         self.excused += count;
     }
@@ -102,6 +110,7 @@ impl Ledger {
         self.orders.extend(other.orders);
         self.refused += other.refused;
         self.excused += other.excused;
+        self.forged.extend(other.forged);
     }
 
     /// Waits until every order is terminal, every outbox is empty and every consumer group
@@ -214,6 +223,10 @@ impl Ledger {
             }
         }
 
+        for order in &self.orders {
+            violations.extend(log.causal_order_violations(order.placed.saga_id, &self.forged));
+        }
+
         let mut counts: HashMap<String, usize> = HashMap::new();
         for status in statuses.values() {
             *counts.entry(status.clone()).or_default() += 1;
@@ -239,6 +252,48 @@ impl Ledger {
             )
             .into())
         }
+    }
+}
+
+/// Customers and products for a mixed load: most orders succeed, some are declined (a poor
+/// customer), some run out of stock (a scarce product).
+pub struct Catalog {
+    pub customers: Vec<Uuid>,
+    pub products: Vec<Uuid>,
+}
+
+impl Catalog {
+    /// Creates the customers and products through the API, in `ledger`.
+    pub async fn seed(api: &Api, ledger: &mut Ledger) -> TestResult<Catalog> {
+        let mut customers = Vec::new();
+        for balance in [1_000_000, 1_000_000, 1_000_000, 1_500] {
+            customers.push(ledger.customer(api, balance).await?);
+        }
+        let mut products = Vec::new();
+        for (price, stock) in [(250, 1_000), (400, 1_000), (1_000, 3)] {
+            products.push(ledger.product(api, price, stock).await?);
+        }
+        Ok(Catalog {
+            customers,
+            products,
+        })
+    }
+
+    /// `n` orders over the catalog, the same for the same seed.
+    pub fn orders(&self, n: usize, seed: u64) -> Vec<(Uuid, Vec<(Uuid, u32)>)> {
+        let mut rng = Rng::new(seed);
+        (0..n)
+            .map(|_| {
+                let customer = self.customers[rng.below(self.customers.len() as u64) as usize];
+                let first = rng.below(self.products.len() as u64) as usize;
+                let mut items = vec![(self.products[first], 1 + rng.below(3) as u32)];
+                if rng.below(3) == 0 {
+                    let second = (first + 1) % self.products.len();
+                    items.push((self.products[second], 1 + rng.below(2) as u32));
+                }
+                (customer, items)
+            })
+            .collect()
     }
 }
 

@@ -9,6 +9,8 @@
 //! - [`ledger`]: what a scenario created, and the invariants it must end with ([`Ledger`]).
 //! - [`runner`]: runs a suite's scenarios under libtest-mimic, so `--list`, name filters
 //!   and nextest work, against one stack started on first use.
+//! - [`fault_world`]: the failure suites' world ([`FaultWorld`]), with one or more instances of
+//!   each service.
 
 pub type TestError = Box<dyn std::error::Error + Send + Sync>;
 pub type TestResult<T = ()> = Result<T, TestError>;
@@ -37,15 +39,17 @@ macro_rules! ensure_eq {
 // After the macros: `macro_rules!` is in scope only below its definition.
 pub mod api;
 pub mod events;
+pub mod fault_world;
 pub mod ledger;
 pub mod runner;
 pub mod stack;
 
 pub use api::{Api, PlacedOrder};
 pub use events::{EventLog, RawProducer, Record, read_topic};
-pub use ledger::{Ledger, Table, TrackedOrder, Verdict, print_table};
+pub use fault_world::FaultWorld;
+pub use ledger::{Catalog, Ledger, Table, TrackedOrder, Verdict, print_table};
 pub use runner::{Scenario, World, scenario};
-pub use stack::{ServiceName, Stack};
+pub use stack::{Instance, ServiceName, Stack};
 
 /// A small deterministic generator, so a randomised run can be replayed from its seed.
 #[derive(Debug, Clone)]

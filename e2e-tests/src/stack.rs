@@ -60,8 +60,39 @@ impl ServiceName {
     }
 }
 
+/// One instance of a service: instance 1 is the service itself when it runs alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instance {
+    pub service: ServiceName,
+    /// Counts from 1.
+    pub index: u16,
+}
+
+impl From<ServiceName> for Instance {
+    fn from(service: ServiceName) -> Self {
+        service.instance(1)
+    }
+}
+
+impl ServiceName {
+    /// Instance `index` (from 1) of this service.
+    pub fn instance(self, index: u16) -> Instance {
+        Instance {
+            service: self,
+            index,
+        }
+    }
+}
+
+impl std::fmt::Display for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.service.binary(), self.index)
+    }
+}
+
 struct RunningService {
     name: ServiceName,
+    index: u16,
     port: u16,
     database_url: String,
     /// `None` while the harness has it stopped.
@@ -71,7 +102,10 @@ struct RunningService {
 /// The three services, running on this run's databases and topics.
 pub struct Stack {
     pub prefix: String,
+    /// Every instance of every service, instance 1 of each first.
     services: Vec<RunningService>,
+    /// How many instances of each service run.
+    pub instances: u16,
     pub log_dir: PathBuf,
     /// Environment every start of a service gets, e.g. a short saga deadline.
     base_env: Vec<(ServiceName, String, String)>,
@@ -85,6 +119,15 @@ impl Stack {
 
     /// Like [`Stack::start`], with extra environment for some services on every start.
     pub async fn start_with(base_env: Vec<(ServiceName, &str, &str)>) -> TestResult<Stack> {
+        Self::start_scaled(base_env, 1).await
+    }
+
+    /// Like [`Stack::start_with`], with `instances` instances of each service on one database
+    /// per service, as `deploy/stack scale` runs them.
+    pub async fn start_scaled(
+        base_env: Vec<(ServiceName, &str, &str)>,
+        instances: u16,
+    ) -> TestResult<Stack> {
         let run = Uuid::new_v4().simple().to_string();
         let prefix = format!("e2e-{}.", &run[..8]);
         saga_runtime::testing::create_topics(&prefix, &topics::ALL).await?;
@@ -97,37 +140,61 @@ impl Stack {
             .into_iter()
             .map(|(n, k, v)| (n, k.to_owned(), v.to_owned()))
             .collect();
+        let instances = instances.max(1);
         let mut stack = Stack {
             prefix,
             services: Vec::new(),
+            instances,
             log_dir,
             base_env,
         };
+        let mut urls = Vec::new();
         for name in ServiceName::ALL {
             let (role, home) = name.database();
-            let database_url = saga_runtime::testing::fresh_database(role, home, "e2e").await?;
-            let port = free_port()?;
-            let child = Some(stack.spawn(name, port, &database_url, &[])?);
-            stack.services.push(RunningService {
+            urls.push((
                 name,
-                port,
-                database_url,
-                child,
-            });
+                saga_runtime::testing::fresh_database(role, home, "e2e").await?,
+            ));
         }
-        for name in ServiceName::ALL {
-            stack.wait_healthy(name, Duration::from_secs(60)).await?;
+        // All instances start together: the migrations' lock must let every one come up.
+        for index in 1..=instances {
+            for (name, database_url) in &urls {
+                let instance = name.instance(index);
+                let port = free_port()?;
+                let child = Some(stack.spawn(instance, port, database_url, &[])?);
+                stack.services.push(RunningService {
+                    name: *name,
+                    index,
+                    port,
+                    database_url: database_url.clone(),
+                    child,
+                });
+            }
+        }
+        for instance in stack.all_instances() {
+            stack
+                .wait_healthy(instance, Duration::from_secs(60))
+                .await?;
         }
         Ok(stack)
     }
 
+    /// Every instance of every service.
+    pub fn all_instances(&self) -> Vec<Instance> {
+        self.services
+            .iter()
+            .map(|s| s.name.instance(s.index))
+            .collect()
+    }
+
     fn spawn(
         &self,
-        name: ServiceName,
+        instance: Instance,
         port: u16,
         database_url: &str,
         extra_env: &[(&str, &str)],
     ) -> TestResult<Child> {
+        let name = instance.service;
         let bin_dir = std::env::var("SAGA_BIN_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
@@ -140,7 +207,10 @@ impl Stack {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_dir.join(format!("{}.log", name.binary())))?;
+            .open(self.log_dir.join(match instance.index {
+                1 => format!("{}.log", name.binary()),
+                index => format!("{}-{index}.log", name.binary()),
+            }))?;
         let mut command = Command::new(binary);
         for (service, key, value) in &self.base_env {
             if *service == name {
@@ -175,11 +245,13 @@ impl Stack {
         format!("{}{}", self.prefix, name.binary())
     }
 
-    pub fn url(&self, name: ServiceName) -> String {
+    /// The base URL of a service (its instance 1) or of one instance.
+    pub fn url(&self, instance: impl Into<Instance>) -> String {
+        let instance = instance.into();
         let port = self
             .services
             .iter()
-            .find(|s| s.name == name)
+            .find(|s| s.name == instance.service && s.index == instance.index)
             .map_or(0, |s| s.port);
         format!("http://127.0.0.1:{port}")
     }
@@ -195,15 +267,16 @@ impl Stack {
         format!("{}{}", self.prefix, logical)
     }
 
-    fn service_mut(&mut self, name: ServiceName) -> TestResult<&mut RunningService> {
+    fn service_mut(&mut self, instance: impl Into<Instance>) -> TestResult<&mut RunningService> {
+        let instance = instance.into();
         self.services
             .iter_mut()
-            .find(|s| s.name == name)
-            .ok_or_else(|| format!("{} is not part of the stack", name.binary()).into())
+            .find(|s| s.name == instance.service && s.index == instance.index)
+            .ok_or_else(|| format!("{instance} is not part of the stack").into())
     }
 
-    /// SIGKILLs the service and waits for it to be gone.
-    pub async fn kill(&mut self, name: ServiceName) -> TestResult {
+    /// SIGKILLs the service (its instance 1) or one instance and waits for it to be gone.
+    pub async fn kill(&mut self, name: impl Into<Instance>) -> TestResult {
         if let Some(mut child) = self.service_mut(name)?.child.take() {
             let _ = child.kill().await;
         }
@@ -211,7 +284,7 @@ impl Stack {
     }
 
     /// Sends a signal (`STOP`, `CONT`, `TERM`...) to the service.
-    pub async fn signal(&mut self, name: ServiceName, signal: &str) -> TestResult {
+    pub async fn signal(&mut self, name: impl Into<Instance>, signal: &str) -> TestResult {
         let pid = self
             .service_mut(name)?
             .child
@@ -228,7 +301,12 @@ impl Stack {
     }
 
     /// SIGTERMs the service and returns how long it took to exit cleanly.
-    pub async fn terminate(&mut self, name: ServiceName, within: Duration) -> TestResult<Duration> {
+    pub async fn terminate(
+        &mut self,
+        name: impl Into<Instance>,
+        within: Duration,
+    ) -> TestResult<Duration> {
+        let name = name.into();
         let started = Instant::now();
         self.signal(name, "TERM").await?;
         let mut child = self
@@ -241,25 +319,25 @@ impl Stack {
                 let status = status?;
                 ensure!(
                     status.success(),
-                    "{} exited with {status} after SIGTERM",
-                    name.binary()
+                    "{name} exited with {status} after SIGTERM"
                 );
                 Ok(started.elapsed())
             }
             Err(_) => {
                 let _ = child.kill().await;
-                Err(format!(
-                    "{} did not exit within {within:?} of SIGTERM",
-                    name.binary()
-                )
-                .into())
+                Err(format!("{name} did not exit within {within:?} of SIGTERM").into())
             }
         }
     }
 
     /// Starts the service (killing it first if it runs) with `faults` in its environment,
     /// without waiting for it to be healthy.
-    pub async fn launch(&mut self, name: ServiceName, faults: &[(&str, &str)]) -> TestResult {
+    pub async fn launch(
+        &mut self,
+        name: impl Into<Instance>,
+        faults: &[(&str, &str)],
+    ) -> TestResult {
+        let name = name.into();
         self.kill(name).await?;
         let (port, url) = {
             let service = self.service_mut(name)?;
@@ -271,13 +349,22 @@ impl Stack {
     }
 
     /// Restarts the service with `faults` in its environment and waits for `/health`.
-    pub async fn restart(&mut self, name: ServiceName, faults: &[(&str, &str)]) -> TestResult {
+    pub async fn restart(
+        &mut self,
+        name: impl Into<Instance>,
+        faults: &[(&str, &str)],
+    ) -> TestResult {
+        let name = name.into();
         self.launch(name, faults).await?;
         self.wait_healthy(name, Duration::from_secs(60)).await
     }
 
     /// Waits for the service to exit by itself (an injected crash); returns whether it did.
-    pub async fn wait_exit(&mut self, name: ServiceName, within: Duration) -> TestResult<bool> {
+    pub async fn wait_exit(
+        &mut self,
+        name: impl Into<Instance>,
+        within: Duration,
+    ) -> TestResult<bool> {
         let service = self.service_mut(name)?;
         let Some(child) = service.child.as_mut() else {
             return Ok(true);
@@ -309,9 +396,9 @@ impl Stack {
     pub async fn heal(&mut self) -> TestResult {
         self.stack_command(&["start", "postgres"]).await?;
         self.stack_command(&["start", "kafka"]).await?;
-        for name in ServiceName::ALL {
-            let _ = self.signal(name, "CONT").await;
-            self.restart(name, &[]).await?;
+        for instance in self.all_instances() {
+            let _ = self.signal(instance, "CONT").await;
+            self.restart(instance, &[]).await?;
         }
         Ok(())
     }
@@ -319,7 +406,8 @@ impl Stack {
     /// Rows waiting in each service's outbox.
     pub async fn outbox_backlogs(&self) -> TestResult<Vec<(ServiceName, i64)>> {
         let mut backlogs = Vec::new();
-        for service in &self.services {
+        // One database per service, shared by its instances.
+        for service in self.services.iter().filter(|s| s.index == 1) {
             let db = sea_orm::Database::connect(service.database_url.as_str()).await?;
             let (backlog, _) = saga_runtime::outbox::backlog_and_age(&db).await?;
             db.close().await?;
@@ -334,7 +422,8 @@ impl Stack {
         Ok(sea_orm::Database::connect(url).await?)
     }
 
-    pub async fn wait_healthy(&self, name: ServiceName, within: Duration) -> TestResult {
+    pub async fn wait_healthy(&self, name: impl Into<Instance>, within: Duration) -> TestResult {
+        let name = name.into();
         let client = reqwest::Client::new();
         let url = format!("{}/health", self.url(name));
         let deadline = Instant::now() + within;
@@ -346,8 +435,7 @@ impl Stack {
             }
             ensure!(
                 Instant::now() < deadline,
-                "{} not healthy within {within:?}; see {}",
-                name.binary(),
+                "{name} not healthy within {within:?}; see {}",
                 self.log_dir.display()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -399,7 +487,7 @@ impl Stack {
         let mut ends = HashMap::new();
         for logical in name.consumed_topics() {
             let topic = self.topic(logical);
-            for partition in 0..6 {
+            for partition in 0..topics::PARTITIONS {
                 let (_, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
                 if high > 0 {
                     wanted.add_partition(&topic, partition);
@@ -482,7 +570,7 @@ impl Stack {
                 let _ = child.kill().await;
                 return Err(format!(
                     "{} did not stop within 30s of SIGTERM",
-                    service.name.binary()
+                    service.name.instance(service.index)
                 )
                 .into());
             }

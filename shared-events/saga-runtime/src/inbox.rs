@@ -41,15 +41,17 @@ pub async fn record_all<C: ConnectionTrait>(
          SELECT event.id, event.type, NULLIF(event.saga, '00000000-0000-0000-0000-000000000000'::uuid) \
          FROM {EVENTS} \
          ON CONFLICT (event_id) DO NOTHING \
-         RETURNING event_id AS id, false AS blocked"
+         RETURNING event_id AS id, 'first' AS kind"
     );
     let rows = db.query_all_raw(statement(&sql, events)).await?;
     deliveries(events, &rows)
 }
 
 /// [`record_all`], except for the events of sagas that have a parked event: those are not
-/// recorded and come back as [`Delivery::Blocked`]. The parked table is the authority, read in
-/// the transaction that would apply the event, so every instance of the service sees the same.
+/// recorded and come back as [`Delivery::Blocked`], unless the inbox already holds them (a
+/// redelivery of an event applied before its saga was blocked is still a duplicate). The
+/// parked table is the authority, read in the transaction that would apply the event, so
+/// every instance of the service sees the same.
 ///
 /// The check locks the saga's parked rows (`FOR KEY SHARE`) until the transaction ends. A retry
 /// replays a parked event while holding its row `FOR UPDATE`, and deletes it in the same
@@ -64,14 +66,16 @@ pub async fn record_unless_parked<C: ConnectionTrait>(
         "WITH event AS (SELECT * FROM {EVENTS}), \
          parked AS (SELECT saga_id FROM parked_events \
                     WHERE saga_id IN (SELECT saga FROM event) FOR KEY SHARE), \
+         seen AS (SELECT event_id FROM inbox WHERE event_id IN (SELECT id FROM event)), \
          recorded AS ( \
              INSERT INTO inbox (event_id, event_type, saga_id) \
              SELECT id, type, NULLIF(saga, '00000000-0000-0000-0000-000000000000'::uuid) \
              FROM event WHERE saga NOT IN (SELECT saga_id FROM parked) \
              ON CONFLICT (event_id) DO NOTHING \
              RETURNING event_id) \
-         SELECT event_id AS id, false AS blocked FROM recorded \
-         UNION ALL SELECT DISTINCT saga_id, true FROM parked"
+         SELECT event_id AS id, 'first' AS kind FROM recorded \
+         UNION ALL SELECT DISTINCT saga_id, 'blocked' FROM parked \
+         UNION ALL SELECT event_id, 'seen' FROM seen"
     );
     let rows = db.query_all_raw(statement(&sql, events)).await?;
     deliveries(events, &rows)
@@ -94,22 +98,27 @@ fn statement(sql: &str, events: &[&Envelope]) -> Statement {
     )
 }
 
-/// Reads the statement's rows back: recorded event IDs, and blocked saga IDs.
+/// Reads the statement's rows back: recorded event IDs (`first`), blocked saga IDs
+/// (`blocked`) and event IDs the inbox held already (`seen`).
 fn deliveries(events: &[&Envelope], rows: &[QueryResult]) -> Result<Vec<Delivery>, DbErr> {
     let mut first = HashSet::new();
     let mut blocked = HashSet::new();
+    let mut seen = HashSet::new();
     for row in rows {
         let id: Uuid = row.try_get("", "id")?;
-        if row.try_get::<bool>("", "blocked")? {
-            blocked.insert(id);
-        } else {
-            first.insert(id);
-        }
+        let kind: String = row.try_get("", "kind")?;
+        match kind.as_str() {
+            "blocked" => blocked.insert(id),
+            "seen" => seen.insert(id),
+            _ => first.insert(id),
+        };
     }
     Ok(events
         .iter()
         .map(|event| {
-            if event.sagaid.is_some_and(|saga| blocked.contains(&saga)) {
+            if seen.contains(&event.id) {
+                Delivery::Duplicate
+            } else if event.sagaid.is_some_and(|saga| blocked.contains(&saga)) {
                 Delivery::Blocked
             } else if first.remove(&event.id) {
                 Delivery::First

@@ -437,21 +437,41 @@ async fn a_saga_with_a_parked_event_parks_its_later_events_in_the_applying_trans
     let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
     let parking = Parking::new(db.clone());
     let (blocked_saga, other_saga) = (Uuid::now_v7(), Uuid::now_v7());
+    let applied = reserved(blocked_saga);
+    apply_batch(
+        &uow,
+        &CountingHandler::default(),
+        std::slice::from_ref(&applied),
+    )
+    .await;
     let first = reserved(blocked_saga);
     parking.park(&first, &origin(), "refused", 5).await?;
 
     let (later, unrelated) = (reserved(blocked_saga), reserved(other_saga));
     let handler = CountingHandler::default();
-    let batch = apply_batch(&uow, &handler, &[later.clone(), unrelated.clone()]).await;
+    let batch = apply_batch(
+        &uow,
+        &handler,
+        &[applied.clone(), later.clone(), unrelated.clone()],
+    )
+    .await;
 
-    assert_eq!(batch.applied, 2, "{:?}", batch.failure);
-    assert_eq!(batch.deliveries, [Delivery::Blocked, Delivery::First]);
+    assert_eq!(batch.applied, 3, "{:?}", batch.failure);
+    assert_eq!(
+        batch.deliveries,
+        [Delivery::Duplicate, Delivery::Blocked, Delivery::First],
+        "a redelivery of an event applied before the saga was blocked stays a duplicate"
+    );
     let ran = handler.ran.lock().map_err(|_| "poisoned")?.clone();
     assert_eq!(ran, [unrelated.id], "the blocked event's handler never ran");
     assert_eq!(parked(&db).await?, ids(&[&first, &later]), "in saga order");
     assert_eq!(
-        strings(&db, "SELECT event_id::text AS v FROM inbox").await?,
-        ids(&[&unrelated]),
+        strings(
+            &db,
+            "SELECT event_id::text AS v FROM inbox ORDER BY event_id"
+        )
+        .await?,
+        ids(&[&applied, &unrelated]),
         "a parked event is not recorded as applied"
     );
     Ok(())
