@@ -41,6 +41,11 @@ pub struct AdmissionSettings {
     pub max_in_flight: u64,
     /// `ORDERS_RETRY_AFTER_MS`, default 1 s: the `Retry-After` a refused client is given.
     pub retry_after: Duration,
+    /// `ORDERS_IN_FLIGHT_RECOUNT_MS`, default 100 ms: how often the count is taken from the
+    /// database. Between recounts an instance sees only the sagas it placed and those that
+    /// finished on its own partitions; with several instances, the others' finishes show up
+    /// only at the next recount, so a long interval refuses orders it need not.
+    pub recount_interval: Duration,
 }
 
 impl AdmissionSettings {
@@ -48,6 +53,7 @@ impl AdmissionSettings {
         Ok(Self {
             max_in_flight: saga_runtime::config::var("ORDERS_MAX_IN_FLIGHT", 150)?,
             retry_after: millis("ORDERS_RETRY_AFTER_MS", Duration::from_secs(1))?,
+            recount_interval: millis("ORDERS_IN_FLIGHT_RECOUNT_MS", Duration::from_millis(100))?,
         })
     }
 }

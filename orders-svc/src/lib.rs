@@ -54,16 +54,20 @@ pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, Startu
             OrdersEventHandler::new(Arc::clone(&in_flight)),
         )
         .await?;
-    Ok(app.with_background(Box::new(move |stop| {
-        Box::pin(deadline_job(uow, in_flight, deadline, stop))
-    })))
+    let db = uow.db().clone();
+    let recount_interval = admission.recount_interval;
+    Ok(app
+        .with_background(Box::new(move |stop| {
+            Box::pin(deadline_job(uow, deadline, stop))
+        }))
+        .with_background(Box::new(move |stop| {
+            Box::pin(recount_job(db, in_flight, recount_interval, stop))
+        })))
 }
 
-/// Every `scan_interval` until `stop`: cancels expired sagas, and corrects the admission
-/// count from the database.
+/// Every `scan_interval` until `stop`: cancels expired sagas.
 async fn deadline_job(
     uow: UnitOfWork,
-    in_flight: Arc<InFlight>,
     settings: config::DeadlineSettings,
     stop: CancellationToken,
 ) {
@@ -77,12 +81,28 @@ async fn deadline_job(
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "saga deadline scan failed; retrying"),
         }
-        match service::count_in_flight(uow.db()).await {
+        tokio::select! {
+            () = tokio::time::sleep(settings.scan_interval) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Every `interval` until `stop`: takes the admission count from the database, where every
+/// instance's orders are (one count over the index of unfinished orders).
+async fn recount_job(
+    db: sea_orm::DatabaseConnection,
+    in_flight: Arc<InFlight>,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        match service::count_in_flight(&db).await {
             Ok(counted) => in_flight.correct(counted),
             Err(error) => tracing::warn!(%error, "in-flight recount failed; keeping the count"),
         }
         tokio::select! {
-            () = tokio::time::sleep(settings.scan_interval) => {}
+            () = tokio::time::sleep(interval) => {}
             () = stop.cancelled() => return,
         }
     }

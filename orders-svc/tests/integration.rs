@@ -350,6 +350,7 @@ fn admitting(
         admission: AdmissionSettings {
             max_in_flight,
             retry_after,
+            recount_interval: std::time::Duration::from_millis(100),
         },
     });
     (app, in_flight)

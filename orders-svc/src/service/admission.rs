@@ -4,9 +4,10 @@
 //! creates nothing.
 //!
 //! The count lives in memory: an order placed adds one, an order finished here takes one off.
-//! It is not exact (another instance's orders, a transaction that rolls back after the count
-//! moved), so the deadline job recounts the pending orders in the database at every scan and
-//! corrects it. No request counts rows.
+//! It is not exact (another instance's orders, or its finishes on partitions this instance
+//! does not consume, a transaction that rolls back after the count moved), so a job recounts
+//! the pending orders in the database every `ORDERS_IN_FLIGHT_RECOUNT_MS` and corrects it. No
+//! request counts rows. With several instances the bound is the service's, not each one's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
