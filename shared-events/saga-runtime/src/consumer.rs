@@ -23,6 +23,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
@@ -269,11 +270,18 @@ impl<H: EventHandler> EventConsumer<H> {
             );
         }
 
-        // The dispatcher beats while it waits for records and while a lane is full, so
-        // `/health/live` tells a running loop from one that has ended.
+        // The dispatcher never waits for a lane: a record whose lane is full is held back,
+        // and its partition paused, so that the other lanes' partitions keep flowing while one
+        // lane is stuck (e.g. retrying an event against a failing database). It beats while it
+        // waits for records, so `/health/live` tells a running loop from one that has ended.
+        let mut backlog = Backlog::new(lanes);
         let mut beat = tokio::time::interval(BEAT_INTERVAL);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let end = 'dispatch: loop {
+        let end = loop {
+            match backlog.drain(&senders) {
+                Ok(resume) => self.set_paused(&consumer, &resume, false),
+                Err(LaneClosed) => break SessionEnd::Shutdown,
+            }
             let message = tokio::select! {
                 () = shutdown.cancelled() => break SessionEnd::Shutdown,
                 received = consumer.recv() => received,
@@ -281,24 +289,17 @@ impl<H: EventHandler> EventConsumer<H> {
                     self.health.beat(Loop::Consumer);
                     continue;
                 }
+                () = tokio::time::sleep(HELD_RECHECK), if backlog.is_holding() => continue,
             };
             match message {
                 Ok(message) => {
                     let lane = lane_of(message.topic(), message.partition(), lanes);
-                    let owned = message.detach();
-                    // Reserving a place is cancel-safe, sending is not: the record must not
-                    // be dropped on a beat. A closed lane means shutdown has begun; the record
-                    // is redelivered later.
-                    let place = loop {
-                        tokio::select! {
-                            () = shutdown.cancelled() => break 'dispatch SessionEnd::Shutdown,
-                            place = senders[lane].reserve() => break place,
-                            _ = beat.tick() => self.health.beat(Loop::Consumer),
-                        }
-                    };
-                    match place {
-                        Ok(place) => place.send(owned),
-                        Err(_) => break SessionEnd::Shutdown,
+                    match backlog.offer(lane, message.detach(), &senders[lane]) {
+                        Ok(Some(pause)) => self.set_paused(&consumer, &[pause], true),
+                        Ok(None) => {}
+                        // A closed lane means shutdown has begun; the record is redelivered
+                        // later.
+                        Err(LaneClosed) => break SessionEnd::Shutdown,
                     }
                 }
                 Err(error) => {
@@ -325,6 +326,116 @@ enum SessionEnd {
     Fatal(String),
 }
 
+impl<H: EventHandler> EventConsumer<H> {
+    /// Pauses (or resumes) fetching `partitions`. A failure only costs memory (records keep
+    /// arriving and are held) or time (the partition stays paused until the next resume), so
+    /// it is logged, not fatal.
+    fn set_paused(&self, consumer: &SagaConsumer, partitions: &[(String, i32)], pause: bool) {
+        if partitions.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            list.add_partition(topic, *partition);
+        }
+        let done = if pause {
+            consumer.pause(&list)
+        } else {
+            consumer.resume(&list)
+        };
+        match done {
+            Ok(()) => tracing::info!(
+                ?partitions,
+                pause,
+                "lane full: partitions paused or resumed"
+            ),
+            Err(error) => tracing::warn!(%error, ?partitions, pause, "cannot pause or resume"),
+        }
+    }
+}
+
+/// How often the dispatcher tries again to hand held records to their lane.
+const HELD_RECHECK: Duration = Duration::from_millis(10);
+
+/// A lane's queue was closed: its worker has stopped.
+#[derive(Debug, PartialEq, Eq)]
+struct LaneClosed;
+
+/// Records the dispatcher holds back because their lane's queue was full, in arrival order per
+/// lane, and the partitions it paused meanwhile.
+#[derive(Debug)]
+struct Backlog {
+    held: Vec<VecDeque<OwnedMessage>>,
+    paused: Vec<Vec<(String, i32)>>,
+}
+
+impl Backlog {
+    fn new(lanes: usize) -> Self {
+        Self {
+            held: (0..lanes).map(|_| VecDeque::new()).collect(),
+            paused: vec![Vec::new(); lanes],
+        }
+    }
+
+    fn is_holding(&self) -> bool {
+        self.held.iter().any(|held| !held.is_empty())
+    }
+
+    /// Hands `record` to its lane, or holds it behind the lane's earlier held records (so the
+    /// lane's order is kept). Returns the partition to pause, the first time one of its
+    /// records is held.
+    fn offer(
+        &mut self,
+        lane: usize,
+        record: OwnedMessage,
+        sender: &mpsc::Sender<OwnedMessage>,
+    ) -> Result<Option<(String, i32)>, LaneClosed> {
+        if self.held[lane].is_empty() {
+            match sender.try_send(record) {
+                Ok(()) => return Ok(None),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(LaneClosed),
+                Err(mpsc::error::TrySendError::Full(record)) => self.held[lane].push_back(record),
+            }
+        } else {
+            self.held[lane].push_back(record);
+        }
+        let Some(last) = self.held[lane].back() else {
+            return Ok(None);
+        };
+        let partition = (last.topic().to_owned(), last.partition());
+        if self.paused[lane].contains(&partition) {
+            return Ok(None);
+        }
+        self.paused[lane].push(partition.clone());
+        Ok(Some(partition))
+    }
+
+    /// Moves held records into their lanes while there is room. Returns the partitions to
+    /// resume: those of every lane whose held records are all handed over.
+    fn drain(
+        &mut self,
+        senders: &[mpsc::Sender<OwnedMessage>],
+    ) -> Result<Vec<(String, i32)>, LaneClosed> {
+        let mut resume = Vec::new();
+        for (lane, sender) in senders.iter().enumerate() {
+            while let Some(record) = self.held[lane].pop_front() {
+                match sender.try_send(record) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(record)) => {
+                        self.held[lane].push_front(record);
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(LaneClosed),
+                }
+            }
+            if self.held[lane].is_empty() {
+                resume.append(&mut self.paused[lane]);
+            }
+        }
+        Ok(resume)
+    }
+}
+
 fn connect(
     kafka: &KafkaSettings,
     client_id: &str,
@@ -340,7 +451,7 @@ fn connect(
 
 /// The lane that applies every record of `topic`'s `partition`: always the same one, so a
 /// saga's events (one key, one partition) are applied in order. `lanes` must not be 0.
-fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {
+pub fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {
     let mut hasher = DefaultHasher::new();
     (topic, partition).hash(&mut hasher);
     // The remainder is below `lanes`, so it fits in a usize.
@@ -811,6 +922,67 @@ mod tests {
             max_transient_attempts,
             max_record_bytes: 1024,
         }
+    }
+
+    fn record(partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(Vec::new()),
+            None,
+            "orders.events".to_owned(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    fn paused(partition: i32) -> (String, i32) {
+        ("orders.events".to_owned(), partition)
+    }
+
+    #[test]
+    fn a_full_lane_holds_its_records_in_order_pauses_their_partitions_and_the_others_flow() {
+        let (stuck_lane, mut stuck) = mpsc::channel(1);
+        let (free_lane, mut free) = mpsc::channel(8);
+        let senders = [stuck_lane, free_lane];
+        let mut backlog = Backlog::new(2);
+
+        assert_eq!(backlog.offer(0, record(0, 1), &senders[0]), Ok(None));
+        // The lane is full now: its next records are held, each partition paused once.
+        assert_eq!(
+            backlog.offer(0, record(0, 2), &senders[0]),
+            Ok(Some(paused(0)))
+        );
+        assert_eq!(backlog.offer(0, record(0, 3), &senders[0]), Ok(None));
+        assert_eq!(
+            backlog.offer(0, record(2, 1), &senders[0]),
+            Ok(Some(paused(2)))
+        );
+        // Another lane's partition is not held up.
+        assert_eq!(backlog.offer(1, record(1, 1), &senders[1]), Ok(None));
+        assert_eq!(free.try_recv().map(|r| r.offset()), Ok(1));
+        assert!(backlog.is_holding());
+        assert_eq!(backlog.drain(&senders), Ok(Vec::new()), "still full");
+
+        // As the stuck lane takes its records, the held ones follow in arrival order, and
+        // its partitions resume once nothing is held.
+        let mut taken = Vec::new();
+        let mut resumed = Vec::new();
+        while let Ok(record) = stuck.try_recv() {
+            taken.push((record.partition(), record.offset()));
+            resumed.extend(backlog.drain(&senders).unwrap_or_default());
+        }
+        assert_eq!(taken, [(0, 1), (0, 2), (0, 3), (2, 1)]);
+        assert_eq!(resumed, [paused(0), paused(2)]);
+        assert!(!backlog.is_holding());
+    }
+
+    #[test]
+    fn a_closed_lane_is_reported_not_waited_for() {
+        let (lane, closed) = mpsc::channel(1);
+        drop(closed);
+        let mut backlog = Backlog::new(1);
+        assert_eq!(backlog.offer(0, record(0, 1), &lane), Err(LaneClosed));
     }
 
     #[test]
