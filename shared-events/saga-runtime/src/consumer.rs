@@ -274,7 +274,7 @@ impl<H: EventHandler> EventConsumer<H> {
         // and its partition paused, so that the other lanes' partitions keep flowing while one
         // lane is stuck (e.g. retrying an event against a failing database). It beats while it
         // waits for records, so `/health/live` tells a running loop from one that has ended.
-        let mut backlog = Backlog::new(lanes);
+        let mut backlog = Backlog::new(lanes, PAUSE_AFTER_HELD);
         let mut beat = tokio::time::interval(BEAT_INTERVAL);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
@@ -295,8 +295,7 @@ impl<H: EventHandler> EventConsumer<H> {
                 Ok(message) => {
                     let lane = lane_of(message.topic(), message.partition(), lanes);
                     match backlog.offer(lane, message.detach(), &senders[lane]) {
-                        Ok(Some(pause)) => self.set_paused(&consumer, &[pause], true),
-                        Ok(None) => {}
+                        Ok(pause) => self.set_paused(&consumer, &pause, true),
                         // A closed lane means shutdown has begun; the record is redelivered
                         // later.
                         Err(LaneClosed) => break SessionEnd::Shutdown,
@@ -356,24 +355,31 @@ impl<H: EventHandler> EventConsumer<H> {
 
 /// How often the dispatcher tries again to hand held records to their lane.
 const HELD_RECHECK: Duration = Duration::from_millis(10);
+/// How many records a lane may have held back before their partitions are paused. A lane is
+/// full for a moment all the time under load (it takes its queue in batches); pausing then
+/// would only cost a refetch, measured as a stall of up to a second per resumed partition.
+/// Only a lane that stays stuck gets this far.
+const PAUSE_AFTER_HELD: usize = 4 * LANE_QUEUE_CAPACITY;
 
 /// A lane's queue was closed: its worker has stopped.
 #[derive(Debug, PartialEq, Eq)]
 struct LaneClosed;
 
 /// Records the dispatcher holds back because their lane's queue was full, in arrival order per
-/// lane, and the partitions it paused meanwhile.
+/// lane, and the partitions it paused once a lane held more than `pause_after`.
 #[derive(Debug)]
 struct Backlog {
     held: Vec<VecDeque<OwnedMessage>>,
     paused: Vec<Vec<(String, i32)>>,
+    pause_after: usize,
 }
 
 impl Backlog {
-    fn new(lanes: usize) -> Self {
+    fn new(lanes: usize, pause_after: usize) -> Self {
         Self {
             held: (0..lanes).map(|_| VecDeque::new()).collect(),
             paused: vec![Vec::new(); lanes],
+            pause_after,
         }
     }
 
@@ -382,32 +388,35 @@ impl Backlog {
     }
 
     /// Hands `record` to its lane, or holds it behind the lane's earlier held records (so the
-    /// lane's order is kept). Returns the partition to pause, the first time one of its
-    /// records is held.
+    /// lane's order is kept). Returns the partitions to pause: once the lane holds more than
+    /// `pause_after`, those of its held records not paused yet.
     fn offer(
         &mut self,
         lane: usize,
         record: OwnedMessage,
         sender: &mpsc::Sender<OwnedMessage>,
-    ) -> Result<Option<(String, i32)>, LaneClosed> {
+    ) -> Result<Vec<(String, i32)>, LaneClosed> {
         if self.held[lane].is_empty() {
             match sender.try_send(record) {
-                Ok(()) => return Ok(None),
+                Ok(()) => return Ok(Vec::new()),
                 Err(mpsc::error::TrySendError::Closed(_)) => return Err(LaneClosed),
                 Err(mpsc::error::TrySendError::Full(record)) => self.held[lane].push_back(record),
             }
         } else {
             self.held[lane].push_back(record);
         }
-        let Some(last) = self.held[lane].back() else {
-            return Ok(None);
-        };
-        let partition = (last.topic().to_owned(), last.partition());
-        if self.paused[lane].contains(&partition) {
-            return Ok(None);
+        if self.held[lane].len() <= self.pause_after {
+            return Ok(Vec::new());
         }
-        self.paused[lane].push(partition.clone());
-        Ok(Some(partition))
+        let mut pause = Vec::new();
+        for record in &self.held[lane] {
+            let partition = (record.topic().to_owned(), record.partition());
+            if !self.paused[lane].contains(&partition) && !pause.contains(&partition) {
+                pause.push(partition);
+            }
+        }
+        self.paused[lane].extend(pause.iter().cloned());
+        Ok(pause)
     }
 
     /// Moves held records into their lanes while there is room. Returns the partitions to
@@ -945,21 +954,19 @@ mod tests {
         let (stuck_lane, mut stuck) = mpsc::channel(1);
         let (free_lane, mut free) = mpsc::channel(8);
         let senders = [stuck_lane, free_lane];
-        let mut backlog = Backlog::new(2);
+        let mut backlog = Backlog::new(2, 1);
 
-        assert_eq!(backlog.offer(0, record(0, 1), &senders[0]), Ok(None));
-        // The lane is full now: its next records are held, each partition paused once.
-        assert_eq!(
-            backlog.offer(0, record(0, 2), &senders[0]),
-            Ok(Some(paused(0)))
-        );
-        assert_eq!(backlog.offer(0, record(0, 3), &senders[0]), Ok(None));
+        assert_eq!(backlog.offer(0, record(0, 1), &senders[0]), Ok(Vec::new()));
+        // The lane is full now: one record is held without pausing anything...
+        assert_eq!(backlog.offer(0, record(0, 2), &senders[0]), Ok(Vec::new()));
+        // ...and past that, the partitions of its held records are paused, each once.
         assert_eq!(
             backlog.offer(0, record(2, 1), &senders[0]),
-            Ok(Some(paused(2)))
+            Ok(vec![paused(0), paused(2)])
         );
+        assert_eq!(backlog.offer(0, record(0, 3), &senders[0]), Ok(Vec::new()));
         // Another lane's partition is not held up.
-        assert_eq!(backlog.offer(1, record(1, 1), &senders[1]), Ok(None));
+        assert_eq!(backlog.offer(1, record(1, 1), &senders[1]), Ok(Vec::new()));
         assert_eq!(free.try_recv().map(|r| r.offset()), Ok(1));
         assert!(backlog.is_holding());
         assert_eq!(backlog.drain(&senders), Ok(Vec::new()), "still full");
@@ -972,8 +979,21 @@ mod tests {
             taken.push((record.partition(), record.offset()));
             resumed.extend(backlog.drain(&senders).unwrap_or_default());
         }
-        assert_eq!(taken, [(0, 1), (0, 2), (0, 3), (2, 1)]);
+        assert_eq!(taken, [(0, 1), (0, 2), (2, 1), (0, 3)]);
         assert_eq!(resumed, [paused(0), paused(2)]);
+        assert!(!backlog.is_holding());
+    }
+
+    #[test]
+    fn a_lane_full_for_a_moment_pauses_nothing() {
+        let (lane, mut queue) = mpsc::channel(1);
+        let mut backlog = Backlog::new(1, 4);
+        for offset in 0..5 {
+            assert_eq!(backlog.offer(0, record(0, offset), &lane), Ok(Vec::new()));
+        }
+        while queue.try_recv().is_ok() {
+            assert_eq!(backlog.drain(std::slice::from_ref(&lane)), Ok(Vec::new()));
+        }
         assert!(!backlog.is_holding());
     }
 
@@ -981,7 +1001,7 @@ mod tests {
     fn a_closed_lane_is_reported_not_waited_for() {
         let (lane, closed) = mpsc::channel(1);
         drop(closed);
-        let mut backlog = Backlog::new(1);
+        let mut backlog = Backlog::new(1, 1);
         assert_eq!(backlog.offer(0, record(0, 1), &lane), Err(LaneClosed));
     }
 

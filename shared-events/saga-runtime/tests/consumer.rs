@@ -117,7 +117,8 @@ async fn a_stuck_lane_does_not_stop_the_other_lanes_partitions() -> TestResult {
     let running = tokio::spawn(consumer.run(stop.clone()));
 
     // The stuck saga first, then more records behind it on its partition than its lane's
-    // queue holds, then records on the other lane's partition.
+    // queue and the dispatcher's allowance hold (so the partition is paused), then records on
+    // the other lane's partition.
     let send = |partition: i32, event: Envelope| {
         let producer = producer.current();
         let topic = topic.clone();
@@ -138,7 +139,7 @@ async fn a_stuck_lane_does_not_stop_the_other_lanes_partitions() -> TestResult {
         }
     };
     let mut behind = vec![send(stuck_partition, confirmed(handler.stuck_saga)).await?];
-    for _ in 0..150 {
+    for _ in 0..600 {
         behind.push(send(stuck_partition, confirmed(Uuid::now_v7())).await?);
     }
     let mut elsewhere = Vec::new();
