@@ -74,11 +74,27 @@ impl Api {
     }
 
     pub async fn get(&self, url: String) -> TestResult<Value> {
-        let response = self.client.get(&url).send().await?;
-        let status = response.status().as_u16();
-        let text = response.text().await?;
+        let (status, text) = self.get_text(&url).await?;
         ensure!(status == 200, "GET {url} answered {status}: {text}");
         Ok(serde_json::from_str(&text)?)
+    }
+
+    /// `GET url`, whatever the status: the status and the body as text (`/metrics`, health).
+    pub async fn get_text(&self, url: &str) -> TestResult<(u16, String)> {
+        let response = self.client.get(url).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await?))
+    }
+
+    /// The value of a counter on a service's `/metrics`, e.g. `saga_parked_events_total`.
+    pub async fn counter(&self, service_url: &str, name: &str) -> TestResult<u64> {
+        let (_, metrics) = self.get_text(&format!("{service_url}/metrics")).await?;
+        let line = metrics
+            .lines()
+            .find(|line| line.starts_with(&format!("{name}{{")))
+            .ok_or_else(|| format!("no {name} on {service_url}/metrics"))?;
+        let value = line.rsplit(' ').next().unwrap_or_default();
+        Ok(value.parse()?)
     }
 
     /// Creates a product and waits until orders-svc's catalog replica has it.

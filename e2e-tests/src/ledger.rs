@@ -159,6 +159,15 @@ impl Ledger {
         {
             violations.push(error.to_string());
         }
+        // The checks below read the event log: it must have read everything published,
+        // however long its own consumer took to reconnect after an outage.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if let Err(error) = log
+            .wait_caught_up(remaining.max(Duration::from_secs(5)))
+            .await
+        {
+            violations.push(error.to_string());
+        }
         let settle = started.elapsed();
 
         let confirmed: Vec<&TrackedOrder> = self

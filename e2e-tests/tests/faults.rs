@@ -200,15 +200,21 @@ async fn kafka_stopped_during_load_delays_but_loses_nothing(
     // The orders' outbox cannot be published: orders-svc is alive but not ready.
     let orders = world.stack.url(Orders);
     let (live, ready) = (
-        health(world, &format!("{orders}/health/live")).await?,
-        health(world, &format!("{orders}/health/ready")).await?,
+        world.api.get_text(&format!("{orders}/health/live")).await?,
+        world
+            .api
+            .get_text(&format!("{orders}/health/ready"))
+            .await?,
     );
     ensure_eq!(live.0, 200, "alive while Kafka is down: {}", live.1);
     ensure_eq!(ready.0, 503, "not ready while Kafka is down: {}", ready.1);
     world.stack.stack_command(&["start", "kafka"]).await?;
     world.check(name, &ledger).await?;
     // Every saga settled, so the relay has published since: ready again.
-    let ready = health(world, &format!("{orders}/health/ready")).await?;
+    let ready = world
+        .api
+        .get_text(&format!("{orders}/health/ready"))
+        .await?;
     ensure_eq!(
         ready.0,
         200,
@@ -216,12 +222,6 @@ async fn kafka_stopped_during_load_delays_but_loses_nothing(
         ready.1
     );
     Ok(())
-}
-
-/// A health endpoint's status and body.
-async fn health(world: &World, url: &str) -> TestResult<(u16, String)> {
-    let response = world.api.client().get(url).send().await?;
-    Ok((response.status().as_u16(), response.text().await?))
 }
 
 async fn postgres_stopped_under_the_services_delays_but_loses_nothing(
@@ -568,20 +568,14 @@ async fn a_fatally_failed_producer_is_replaced_and_loses_nothing(
             "after a fatal producer error"
         );
     }
-    let metrics = world
+    let replaced = world
         .api
-        .client()
-        .get(format!("{}/metrics", world.stack.url(Payments)))
-        .send()
-        .await?
-        .text()
+        .counter(
+            &world.stack.url(Payments),
+            "saga_kafka_producers_replaced_total",
+        )
         .await?;
-    ensure!(
-        metrics
-            .lines()
-            .any(|line| line == r#"saga_kafka_producers_replaced_total{service="payments-svc"} 1"#),
-        "the producer was not replaced once: {metrics}"
-    );
+    ensure_eq!(replaced, 1, "producers replaced");
     world.check(name, &ledger).await?;
     Ok(())
 }

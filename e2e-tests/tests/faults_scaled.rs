@@ -123,7 +123,12 @@ async fn park_a_refund(
     let mut parker = None;
     for index in 1..=world.stack.instances {
         let instance = Payments.instance(index);
-        if parked_count(world, instance).await? > 0 {
+        if world
+            .api
+            .counter(&world.stack.url(instance), "saga_parked_events_total")
+            .await?
+            > 0
+        {
             parker = Some(instance);
         }
     }
@@ -230,24 +235,6 @@ async fn wait_parked(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// `saga_parked_events_total` of one instance since it started.
-async fn parked_count(world: &World, instance: Instance) -> TestResult<u64> {
-    let metrics = world
-        .api
-        .client()
-        .get(format!("{}/metrics", world.stack.url(instance)))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let line = metrics
-        .lines()
-        .find(|line| line.starts_with("saga_parked_events_total{"))
-        .ok_or("no saga_parked_events_total in /metrics")?;
-    let value = line.rsplit(' ').next().unwrap_or_default();
-    Ok(value.parse()?)
 }
 
 /// `POST /sagas/{saga}/retry` on `instance`; it must leave nothing parked.
