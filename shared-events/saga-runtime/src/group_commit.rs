@@ -8,7 +8,8 @@
 //!
 //! Each result is as if its command had run alone (see [`UnitOfWork::run_all`]). A command
 //! whose caller has gone away (its request was cancelled, e.g. by a timeout) before its batch
-//! starts is not run at all, so an abandoned request creates nothing.
+//! starts, or before it runs again alone after its batch rolled back, is not run at all, so an
+//! abandoned request creates nothing.
 
 use std::sync::Arc;
 
@@ -121,7 +122,12 @@ async fn work<C>(
                 .into_iter()
                 .map(|job| ((job.command, job.span), job.reply))
                 .unzip();
-            let results = uow.run_all(commands).await;
+            // A command that must run again alone runs only if its caller still waits.
+            let results = uow
+                .run_all(commands, |index| {
+                    replies.get(index).is_some_and(|reply| !reply.is_closed())
+                })
+                .await;
             for (reply, result) in replies.into_iter().zip(results) {
                 // A caller that has gone away no longer wants its result.
                 let _ = reply.send(result);

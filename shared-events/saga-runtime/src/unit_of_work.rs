@@ -187,9 +187,11 @@ enum Stopped {
     Whole(HandlerError),
 }
 
-/// How a shared transaction of [`UnitOfWork::run_all`] ended, when it got as far as COMMIT.
+/// How a shared transaction of [`UnitOfWork::run_all`] ended, unless it was rolled back.
 enum Together<T> {
     Committed(Vec<T>),
+    /// No connection to begin with: the database is unavailable.
+    NotBegun(DbErr),
     CommitFailed(DbErr),
 }
 
@@ -200,11 +202,11 @@ struct RolledBack;
 
 /// `DbErr` is not `Clone`; every command of a batch whose commit failed gets an error that
 /// says the same, and classifies the same way (a lost connection stays "unavailable").
-fn clone_commit_error(error: &DbErr) -> DbErr {
+fn clone_db_error(error: &DbErr) -> DbErr {
     match error {
         DbErr::ConnectionAcquire(acquire) => DbErr::ConnectionAcquire(*acquire),
         DbErr::Conn(_) => DbErr::Conn(sea_orm::RuntimeErr::Internal(error.to_string())),
-        other => DbErr::Custom(format!("commit failed: {other}")),
+        other => DbErr::Custom(other.to_string()),
     }
 }
 
@@ -447,32 +449,48 @@ impl UnitOfWork {
     ///   request fails only itself. Commands must therefore be safe to execute again after a
     ///   rollback, which any command is, since its first execution left nothing;
     /// - if the commit itself fails, whether it happened is unknown, so no command is run
-    ///   again: each gets the error, as a client of [`UnitOfWork::run`] would.
+    ///   again: each gets the error, as a client of [`UnitOfWork::run`] would;
+    /// - if the transaction cannot even begin (no connection within the pool's acquire
+    ///   timeout), each command gets that error at once: alone, each would only wait for the
+    ///   same unavailable database again, one after another.
+    ///
+    /// Before a command runs alone, `wanted(its index)` is asked whether its caller still
+    /// waits. One that has gone away (its request timed out, say) is not run: a client that
+    /// was told its request failed must not find it done later. Such a command gets an error
+    /// that nobody reads.
     pub async fn run_all<C: Command + Clone + Sync>(
         &self,
         commands: Vec<(C, Span)>,
+        wanted: impl Fn(usize) -> bool,
     ) -> Vec<Result<C::Output, C::Error>> {
         if commands.len() < 2 {
-            return self.run_each(commands).await;
+            return self.run_each(commands, wanted).await;
         }
         match self.try_run_together(&commands).await {
             Ok(Together::Committed(outputs)) => outputs.into_iter().map(Ok).collect(),
-            Ok(Together::CommitFailed(error)) => commands
+            Ok(Together::NotBegun(error) | Together::CommitFailed(error)) => commands
                 .iter()
-                .map(|_| Err(C::Error::from(clone_commit_error(&error))))
+                .map(|_| Err(C::Error::from(clone_db_error(&error))))
                 .collect(),
-            Err(RolledBack) => self.run_each(commands).await,
+            Err(RolledBack) => self.run_each(commands, wanted).await,
         }
     }
 
-    /// Runs each command in its own transaction, in order.
+    /// Runs each command whose caller is still `wanted` in its own transaction, in order.
     async fn run_each<C: Command>(
         &self,
         commands: Vec<(C, Span)>,
+        wanted: impl Fn(usize) -> bool,
     ) -> Vec<Result<C::Output, C::Error>> {
         let mut results = Vec::with_capacity(commands.len());
-        for (command, span) in commands {
-            results.push(self.run(command).instrument(span).await);
+        for (index, (command, span)) in commands.into_iter().enumerate() {
+            results.push(if wanted(index) {
+                self.run(command).instrument(span).await
+            } else {
+                Err(C::Error::from(DbErr::Custom(
+                    "not run: its caller went away".to_owned(),
+                )))
+            });
         }
         results
     }
@@ -483,7 +501,10 @@ impl UnitOfWork {
         &self,
         commands: &[(C, Span)],
     ) -> Result<Together<C::Output>, RolledBack> {
-        let tx = Tx(self.db.begin().await.map_err(|_| RolledBack)?);
+        let tx = match self.db.begin().await {
+            Ok(tx) => Tx(tx),
+            Err(error) => return Ok(Together::NotBegun(error)),
+        };
         let mut outputs = Vec::with_capacity(commands.len());
         let mut entries = Vec::new();
         for (command, span) in commands {

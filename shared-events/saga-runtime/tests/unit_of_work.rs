@@ -364,7 +364,7 @@ async fn commands_run_together_share_one_commit_and_keep_their_order() -> TestRe
     let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
     let commands = records(&[false, false, false]);
     let ids: Vec<String> = commands.iter().map(|(c, _)| c.id.to_string()).collect();
-    let results = uow.run_all(commands).await;
+    let results = uow.run_all(commands, |_| true).await;
     let outputs: Vec<String> = results
         .into_iter()
         .map(|result| result.map(|id| id.to_string()))
@@ -383,7 +383,7 @@ async fn a_failing_command_fails_alone_and_leaves_nothing() -> TestResult {
     let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
     let commands = records(&[false, true, false]);
     let good = [commands[0].0.id, commands[2].0.id].map(|id| id.to_string());
-    let results = uow.run_all(commands).await;
+    let results = uow.run_all(commands, |_| true).await;
     assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
     assert!(results[1].is_err(), "the failing command fails");
     let kept = strings(&db, "SELECT id::text AS v FROM recorded ORDER BY id").await?;
@@ -393,6 +393,25 @@ async fn a_failing_command_fails_alone_and_leaves_nothing() -> TestResult {
     );
     let published = strings(&db, "SELECT saga_id::text AS v FROM outbox ORDER BY id").await?;
     assert_eq!(published, good);
+    Ok(())
+}
+
+#[tokio::test]
+async fn after_a_rollback_a_command_whose_caller_went_away_is_not_run_again() -> TestResult {
+    let db = recording_database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let commands = records(&[false, true, false]);
+    let first = commands[0].0.id.to_string();
+    // The third command's caller has gone: its request timed out while the batch ran.
+    let results = uow.run_all(commands, |index| index != 2).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(results[1].is_err() && results[2].is_err(), "{results:?}");
+    let kept = strings(&db, "SELECT id::text AS v FROM recorded ORDER BY id").await?;
+    assert_eq!(
+        kept,
+        [first],
+        "only the command whose caller waits ran again"
+    );
     Ok(())
 }
 
