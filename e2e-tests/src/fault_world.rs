@@ -1,6 +1,7 @@
 //! The world of the failure-injection suites: a stack whose services run with a short saga
 //! deadline and short backoffs, the event log, and the table of verdicts. `tests/faults.rs`
-//! runs it with one instance of each service, `tests/faults_scaled.rs` with two.
+//! runs it with one instance of each service, `tests/faults_scaled.rs` with two, and
+//! `tests/faults_pg_per_service.rs` with one on a PostgreSQL server per service.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use crate::api::Api;
 use crate::events::EventLog;
 use crate::ledger::{Ledger, Table, Verdict, print_table};
 use crate::runner;
-use crate::stack::{ServiceName, Stack};
+use crate::stack::{PgLayout, ServiceName, Stack};
 
 use ServiceName::{Inventory, Orders, Payments};
 
@@ -20,15 +21,16 @@ pub const SETTLE: Duration = Duration::from_secs(60);
 /// the invariants cover too.
 pub const DEADLINE_MS: &str = "15000";
 
-/// What every scenario gets, with `INSTANCES` instances of each service.
-pub struct FaultWorld<const INSTANCES: u16> {
+/// What every scenario gets, with `INSTANCES` instances of each service, their databases on
+/// the suite's shared server or, with `PG_PER_SERVICE`, on a server per service.
+pub struct FaultWorld<const INSTANCES: u16, const PG_PER_SERVICE: bool = false> {
     pub stack: Stack,
     pub api: Api,
     pub log: EventLog,
     pub table: Table,
 }
 
-impl<const INSTANCES: u16> FaultWorld<INSTANCES> {
+impl<const INSTANCES: u16, const PG_PER_SERVICE: bool> FaultWorld<INSTANCES, PG_PER_SERVICE> {
     pub fn record(&self, verdict: Verdict) {
         if let Ok(mut rows) = self.table.lock() {
             rows.push(verdict);
@@ -45,9 +47,16 @@ impl<const INSTANCES: u16> FaultWorld<INSTANCES> {
     }
 }
 
-impl<const INSTANCES: u16> runner::World for FaultWorld<INSTANCES> {
+impl<const INSTANCES: u16, const PG_PER_SERVICE: bool> runner::World
+    for FaultWorld<INSTANCES, PG_PER_SERVICE>
+{
     async fn start() -> TestResult<Self> {
-        let stack = Stack::start_scaled(
+        let pg = if PG_PER_SERVICE {
+            PgLayout::per_service()
+        } else {
+            PgLayout::Shared
+        };
+        let stack = Stack::start_on(
             vec![
                 (Orders, "SAGA_DEADLINE_MS", DEADLINE_MS),
                 (Orders, "SAGA_DEADLINE_SCAN_INTERVAL_MS", "500"),
@@ -60,10 +69,11 @@ impl<const INSTANCES: u16> runner::World for FaultWorld<INSTANCES> {
                 (Inventory, "OUTBOX_RETRY_BACKOFF_MS", "200"),
             ],
             INSTANCES,
+            pg,
         )
         .await?;
         println!(
-            "faults: {INSTANCES} instance(s) of each service up (topics {}*, logs {})",
+            "faults: {INSTANCES} instance(s) of each service up on {pg:?} (topics {}*, logs {})",
             stack.prefix,
             stack.log_dir.display()
         );

@@ -49,7 +49,7 @@ pub use events::{EventLog, RawProducer, Record, read_topic};
 pub use fault_world::FaultWorld;
 pub use ledger::{Catalog, Ledger, Table, TrackedOrder, Verdict, print_table};
 pub use runner::{Scenario, World, scenario};
-pub use stack::{Instance, ServiceName, Stack};
+pub use stack::{Instance, PgLayout, ServiceName, Stack};
 
 /// A small deterministic generator, so a randomised run can be replayed from its seed.
 #[derive(Debug, Clone)]

@@ -90,6 +90,65 @@ impl std::fmt::Display for Instance {
     }
 }
 
+/// Where the services' databases live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgLayout {
+    /// One server for all three, the one `deploy/stack test` starts for the whole suite.
+    Shared,
+    /// A server per service, as `STACK_PG_PER_SERVICE=1 deploy/stack` runs them: orders on
+    /// `base_port`, payments on `base_port + 1`, inventory on `base_port + 2`. The stack starts
+    /// them itself, on ports apart from the shared server's, so both layouts run side by side,
+    /// and stops them when it stops.
+    PerService { base_port: u16 },
+}
+
+impl PgLayout {
+    /// The layout of `deploy/stack`'s clusters per service, on the ports that
+    /// `TEST_PG_PER_SERVICE_PORT` starts at (default 5532).
+    pub fn per_service() -> PgLayout {
+        PgLayout::PerService {
+            base_port: std::env::var("TEST_PG_PER_SERVICE_PORT")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(5532),
+        }
+    }
+
+    /// The port of the server that holds `name`'s database.
+    fn port_of(self, name: ServiceName) -> u16 {
+        match self {
+            PgLayout::Shared => saga_runtime::testing::pg_port_of(name.database().1),
+            PgLayout::PerService { base_port } => {
+                base_port
+                    + match name {
+                        ServiceName::Orders => 0,
+                        ServiceName::Payments => 1,
+                        ServiceName::Inventory => 2,
+                    }
+            }
+        }
+    }
+
+    /// What `deploy/stack` needs to act on these servers.
+    fn stack_env(self) -> Vec<(&'static str, String)> {
+        match self {
+            PgLayout::Shared => Vec::new(),
+            PgLayout::PerService { base_port } => vec![
+                ("STACK_PG_PER_SERVICE", "1".to_owned()),
+                ("PG_PORT", base_port.to_string()),
+            ],
+        }
+    }
+
+    /// The `deploy/stack` component of `name`'s database server.
+    pub fn component_of(self, name: ServiceName) -> String {
+        match self {
+            PgLayout::Shared => "postgres".to_owned(),
+            PgLayout::PerService { .. } => format!("postgres/{}", name.database().1),
+        }
+    }
+}
+
 struct RunningService {
     name: ServiceName,
     index: u16,
@@ -109,6 +168,7 @@ pub struct Stack {
     pub log_dir: PathBuf,
     /// Environment every start of a service gets, e.g. a short saga deadline.
     base_env: Vec<(ServiceName, String, String)>,
+    pub pg: PgLayout,
 }
 
 impl Stack {
@@ -127,6 +187,16 @@ impl Stack {
     pub async fn start_scaled(
         base_env: Vec<(ServiceName, &str, &str)>,
         instances: u16,
+    ) -> TestResult<Stack> {
+        Self::start_on(base_env, instances, PgLayout::Shared).await
+    }
+
+    /// Like [`Stack::start_scaled`], with the databases laid out on `pg`'s servers, which it
+    /// starts first when they are its own.
+    pub async fn start_on(
+        base_env: Vec<(ServiceName, &str, &str)>,
+        instances: u16,
+        pg: PgLayout,
     ) -> TestResult<Stack> {
         let run = Uuid::new_v4().simple().to_string();
         let prefix = format!("e2e-{}.", &run[..8]);
@@ -147,13 +217,22 @@ impl Stack {
             instances,
             log_dir,
             base_env,
+            pg,
         };
+        if pg != PgLayout::Shared {
+            stack.stack_command(&["start", "postgres"]).await?;
+        }
         let mut urls = Vec::new();
         for name in ServiceName::ALL {
             let (role, home) = name.database();
+            let port = pg.port_of(name);
+            if pg != PgLayout::Shared {
+                // These servers are this stack's alone: what earlier runs left is garbage.
+                saga_runtime::testing::drop_stale_databases_on(port, role, home, "e2e").await?;
+            }
             urls.push((
                 name,
-                saga_runtime::testing::fresh_database(role, home, "e2e").await?,
+                saga_runtime::testing::fresh_database_on(port, role, home, "e2e").await?,
             ));
         }
         // All instances start together: the migrations' lock must let every one come up.
@@ -378,10 +457,15 @@ impl Stack {
         }
     }
 
-    /// Runs `deploy/stack` with `args`, the project's own tool for PostgreSQL and Kafka.
+    /// Runs `deploy/stack` with `args`, the project's own tool for PostgreSQL and Kafka, in
+    /// this stack's database layout.
     pub async fn stack_command(&self, args: &[&str]) -> TestResult {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/stack");
-        let output = Command::new(script).args(args).output().await?;
+        let output = Command::new(script)
+            .args(args)
+            .envs(self.pg.stack_env())
+            .output()
+            .await?;
         ensure!(
             output.status.success(),
             "deploy/stack {} failed: {}",
@@ -542,8 +626,17 @@ impl Stack {
         }
     }
 
-    /// Stops every service with SIGTERM and waits for each to exit.
+    /// Stops every service with SIGTERM and waits for each to exit, then the database servers
+    /// when they are this stack's own.
     pub async fn stop(mut self) -> TestResult {
+        self.stop_services().await?;
+        if self.pg != PgLayout::Shared {
+            self.stack_command(&["stop", "postgres"]).await?;
+        }
+        Ok(())
+    }
+
+    async fn stop_services(&mut self) -> TestResult {
         for service in &mut self.services {
             if let Some(pid) = service.child.as_ref().and_then(Child::id) {
                 // A paused service would never act on SIGTERM.

@@ -2,8 +2,10 @@
 //! real servers that `deploy/stack test` starts. Nothing here is faked.
 //!
 //! Reads `TEST_PG_HOST`, `TEST_PG_PORT` (default 127.0.0.1:5432) and `TEST_KAFKA_BROKERS`
-//! (default 127.0.0.1:9092). Databases are named `<service db>_it_<random>` or `_e2e_`, and
-//! `deploy/stack test` drops those left by earlier runs.
+//! (default 127.0.0.1:9092). When each service's database has a server of its own
+//! (`STACK_PG_PER_SERVICE=1`), `TEST_PG_PORT_ORDERS`, `_PAYMENTS` and `_INVENTORY` give their
+//! ports. Databases are named `<service db>_it_<random>` or `_e2e_`, and `deploy/stack test`
+//! drops those left by earlier runs.
 
 use std::time::Duration;
 
@@ -19,10 +21,15 @@ pub fn pg_host() -> String {
     std::env::var("TEST_PG_HOST").unwrap_or_else(|_| "127.0.0.1".to_owned())
 }
 
-pub fn pg_port() -> u16 {
-    std::env::var("TEST_PG_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
+fn port_from_env(variable: &str) -> Option<u16> {
+    std::env::var(variable).ok().and_then(|p| p.parse().ok())
+}
+
+/// The port of the server that holds the service database `home` (`orders`, `payments` or
+/// `inventory`).
+pub fn pg_port_of(home: &str) -> u16 {
+    port_from_env(&format!("TEST_PG_PORT_{}", home.to_uppercase()))
+        .or_else(|| port_from_env("TEST_PG_PORT"))
         .unwrap_or(5432)
 }
 
@@ -30,20 +37,27 @@ pub fn kafka_brokers() -> String {
     std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }
 
-/// The URL of database `database` for `role`, whose development password is its own name.
-pub fn database_url(role: &str, database: &str) -> String {
-    format!(
-        "postgres://{role}:{role}@{}:{}/{database}",
-        pg_host(),
-        pg_port()
-    )
+/// The URL of database `database` on the server at `port`, for `role`, whose development
+/// password is its own name.
+pub fn database_url(port: u16, role: &str, database: &str) -> String {
+    format!("postgres://{role}:{role}@{}:{port}/{database}", pg_host())
 }
 
 /// Creates an empty database owned by `role` (e.g. `orders_svc`), named after the role's own
 /// database `home` with `kind` (`it` or `e2e`) and a random suffix, and returns its URL.
 pub async fn fresh_database(role: &str, home: &str, kind: &str) -> Result<String, DbErr> {
+    fresh_database_on(pg_port_of(home), role, home, kind).await
+}
+
+/// Like [`fresh_database`], on the server at `port`.
+pub async fn fresh_database_on(
+    port: u16,
+    role: &str,
+    home: &str,
+    kind: &str,
+) -> Result<String, DbErr> {
     let name = format!("{home}_{kind}_{}", Uuid::new_v4().simple());
-    let admin = Database::connect(database_url(role, home)).await?;
+    let admin = Database::connect(database_url(port, role, home)).await?;
     admin
         .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
         .await?;
@@ -53,7 +67,32 @@ pub async fn fresh_database(role: &str, home: &str, kind: &str) -> Result<String
         ))
         .await?;
     admin.close().await?;
-    Ok(database_url(role, &name))
+    Ok(database_url(port, role, &name))
+}
+
+/// Drops the databases of `kind` that `role` made from `home` on the server at `port`: what
+/// earlier runs left behind, on a server that only one test run uses at a time.
+pub async fn drop_stale_databases_on(
+    port: u16,
+    role: &str,
+    home: &str,
+    kind: &str,
+) -> Result<(), DbErr> {
+    let admin = Database::connect(database_url(port, role, home)).await?;
+    let rows = admin
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
+            [format!("{home}_{kind}_").into()],
+        ))
+        .await?;
+    for row in rows {
+        let name: String = row.try_get("", "datname")?;
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await?;
+    }
+    admin.close().await
 }
 
 /// A pool on a fresh database, with the given migrator already applied.
