@@ -1,6 +1,8 @@
 //! The consumer loop against a real Kafka broker and a real PostgreSQL: a lane that is stuck
-//! does not stop the partitions of the other lanes.
+//! does not stop the partitions of the other lanes, and a consumer started before its broker
+//! is reachable consumes soon after it is.
 
+use std::error::Error;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+type TestResult = Result<(), Box<dyn Error>>;
 
 /// Applies every event at once, except those of one saga, which wait until the gate opens:
 /// the lane that gets that saga is stuck meanwhile.
@@ -64,8 +66,8 @@ fn applied(handler: &GatedHandler, ids: &[Uuid]) -> usize {
         .unwrap_or(0)
 }
 
-#[tokio::test]
-async fn a_stuck_lane_does_not_stop_the_other_lanes_partitions() -> TestResult {
+/// A fresh database with the runtime's tables, and a fresh orders topic behind a prefix.
+async fn database_and_topic() -> Result<(sea_orm::DatabaseConnection, String), Box<dyn Error>> {
     let url = testing::fresh_database("orders_svc", "orders", "it").await?;
     let db = sea_orm::Database::connect(url).await?;
     let schema = SchemaManager::new(&db);
@@ -74,6 +76,46 @@ async fn a_stuck_lane_does_not_stop_the_other_lanes_partitions() -> TestResult {
     saga_schema::create_parked_events(&schema).await?;
     let prefix = format!("it-{}.", &Uuid::new_v4().simple().to_string()[..8]);
     testing::create_topics(&prefix, &[topics::ORDERS_EVENTS]).await?;
+    Ok((db, prefix))
+}
+
+fn consumer_settings(lanes: usize) -> ConsumerSettings {
+    ConsumerSettings {
+        lanes,
+        retry_backoff_initial: Duration::from_millis(10),
+        retry_backoff_max: Duration::from_millis(100),
+        max_attempts: 3,
+        max_transient_attempts: 3,
+        max_record_bytes: 64 * 1024,
+    }
+}
+
+/// Sends `event` to `partition` of `topic` and returns its ID.
+async fn send(
+    producer: &SharedProducer,
+    topic: &str,
+    partition: i32,
+    event: Envelope,
+) -> Result<Uuid, Box<dyn Error>> {
+    let payload = event.encode()?;
+    let key = event.sagaid.map(|s| s.to_string()).unwrap_or_default();
+    producer
+        .current()
+        .send(
+            FutureRecord::to(topic)
+                .partition(partition)
+                .key(&key)
+                .payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(error, _)| error)?;
+    Ok(event.id)
+}
+
+#[tokio::test]
+async fn a_stuck_lane_does_not_stop_the_other_lanes_partitions() -> TestResult {
+    let (db, prefix) = database_and_topic().await?;
     let kafka = testing::kafka_settings(&prefix, &format!("{prefix}group"));
     let topic = kafka.topic(topics::ORDERS_EVENTS);
 
@@ -95,18 +137,10 @@ async fn a_stuck_lane_does_not_stop_the_other_lanes_partitions() -> TestResult {
         uow: UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc"),
         parking: Parking::new(db.clone()),
     };
-    let settings = ConsumerSettings {
-        lanes,
-        retry_backoff_initial: Duration::from_millis(10),
-        retry_backoff_max: Duration::from_millis(100),
-        max_attempts: 3,
-        max_transient_attempts: 3,
-        max_record_bytes: 64 * 1024,
-    };
     let producer = SharedProducer::new(&kafka, "consumer-test")?;
     let consumer = EventConsumer::subscribe(
         &kafka,
-        settings,
+        consumer_settings(lanes),
         "consumer-test",
         &[topics::ORDERS_EVENTS],
         applier,
@@ -119,25 +153,7 @@ async fn a_stuck_lane_does_not_stop_the_other_lanes_partitions() -> TestResult {
     // The stuck saga first, then more records behind it on its partition than its lane's
     // queue and the dispatcher's allowance hold (so the partition is paused), then records on
     // the other lane's partition.
-    let send = |partition: i32, event: Envelope| {
-        let producer = producer.current();
-        let topic = topic.clone();
-        async move {
-            let payload = event.encode()?;
-            let key = event.sagaid.map(|s| s.to_string()).unwrap_or_default();
-            producer
-                .send(
-                    FutureRecord::to(&topic)
-                        .partition(partition)
-                        .key(&key)
-                        .payload(&payload),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(error, _)| error)?;
-            Ok::<Uuid, Box<dyn std::error::Error>>(event.id)
-        }
-    };
+    let send = |partition: i32, event: Envelope| send(&producer, &topic, partition, event);
     let mut behind = vec![send(stuck_partition, confirmed(handler.stuck_saga)).await?];
     for _ in 0..600 {
         behind.push(send(stuck_partition, confirmed(Uuid::now_v7())).await?);
@@ -189,5 +205,86 @@ async fn a_stuck_lane_does_not_stop_the_other_lanes_partitions() -> TestResult {
     );
     stop.cancel();
     running.await?;
+    Ok(())
+}
+
+/// Relays TCP connections from `listener` to `target`, as if a broker had come up there.
+async fn relay_to(listener: tokio::net::TcpListener, target: String) {
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        let target = target.clone();
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_started_before_its_broker_consumes_soon_after_the_broker_comes_up() -> TestResult
+{
+    // While the broker is unreachable, librdkafka queues an error event for every failed
+    // connection attempt (about 20 a second here), in front of the rebalance that follows
+    // the broker's return. The dispatcher once paused 100 ms per error: after an outage of
+    // OUTAGE it got its partitions about OUTAGE later, and this test failed.
+    const OUTAGE: Duration = Duration::from_secs(15);
+    const WITHIN: Duration = Duration::from_secs(15);
+    let (db, prefix) = database_and_topic().await?;
+    // The consumer's only bootstrap address is a port where nothing listens yet. Once the
+    // relay there answers, the broker's metadata sends the client to the broker itself.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut kafka = testing::kafka_settings(&prefix, &format!("{prefix}group"));
+    kafka.brokers = format!("127.0.0.1:{port}");
+    let topic = kafka.topic(topics::ORDERS_EVENTS);
+    let handler = Arc::new(GatedHandler {
+        stuck_saga: Uuid::now_v7(),
+        gate: watch::channel(true).1,
+        applied: Mutex::new(Vec::new()),
+    });
+    let applier = Applier {
+        handler: Arc::clone(&handler),
+        uow: UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc"),
+        parking: Parking::new(db.clone()),
+    };
+    let consumer = EventConsumer::subscribe(
+        &kafka,
+        consumer_settings(1),
+        "consumer-test",
+        &[topics::ORDERS_EVENTS],
+        applier,
+        SharedProducer::new(&kafka, "consumer-test")?,
+        Health::default(),
+    )?;
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(stop.clone()));
+    tokio::time::sleep(OUTAGE).await;
+
+    let reachable = testing::kafka_settings(&prefix, &format!("{prefix}group"));
+    let sent = send(
+        &SharedProducer::new(&reachable, "consumer-test-producer")?,
+        &topic,
+        0,
+        confirmed(Uuid::now_v7()),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let relay = tokio::spawn(relay_to(listener, testing::kafka_brokers()));
+    let came_up = tokio::time::Instant::now();
+    while applied(&handler, &[sent]) == 0 {
+        assert!(
+            came_up.elapsed() < WITHIN,
+            "nothing consumed within {WITHIN:?} of the broker becoming reachable, after {OUTAGE:?} without it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "consumed {:.1} s after the broker became reachable",
+        came_up.elapsed().as_secs_f64()
+    );
+    stop.cancel();
+    running.await?;
+    relay.abort();
     Ok(())
 }
