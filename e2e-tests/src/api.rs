@@ -54,6 +54,14 @@ impl Api {
         }
     }
 
+    /// The same client, placing orders through another orders-svc instance at `orders`.
+    pub fn with_orders(&self, orders: &str) -> Self {
+        Self {
+            orders: orders.to_owned(),
+            ..self.clone()
+        }
+    }
+
     pub fn orders_url(&self) -> &str {
         &self.orders
     }

@@ -66,8 +66,10 @@ struct Args {
     /// How long to wait after the last send for the sagas still running to finish.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     drain: Duration,
-    #[arg(long, default_value = "http://127.0.0.1:8081")]
-    orders: String,
+    /// orders-svc's base URL, or a comma-separated list of its instances' URLs: the orders are
+    /// sent to them in turn.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8081")]
+    orders: Vec<String>,
     #[arg(long, default_value = "http://127.0.0.1:8082")]
     payments: String,
     #[arg(long, default_value = "http://127.0.0.1:8083")]
@@ -117,12 +119,17 @@ struct Args {
         default_value = "orders,payments,inventory"
     )]
     databases: Vec<String>,
+    /// The port of each of `--databases`, in order, when each has a PostgreSQL server of its
+    /// own (`STACK_PG_PER_SERVICE=1`); by default all are on `--database-url`'s.
+    #[arg(long, value_delimiter = ',')]
+    database_ports: Vec<u16>,
     /// pgbench to run (default: the newest under /usr/lib/postgresql, else PATH's).
     #[arg(long)]
     pgbench: Option<PathBuf>,
     /// Before the run, add this many expired rows (nine days old) to each service's inbox, so
     /// that the retention job has work to do while the sagas run. Each database is reached as
-    /// its own role (`<db>_svc`, password the same) on `--database-url`'s host and port.
+    /// its own role (`<db>_svc`, password the same) on `--database-url`'s host, and its port
+    /// or the one `--database-ports` gives it.
     #[arg(long, default_value_t = 0)]
     expired_inbox_rows: u64,
     /// The folder holding Kafka's `kafka-run-class` wrapper.
@@ -167,12 +174,15 @@ fn main() -> ExitCode {
 }
 
 async fn bench(args: Args) -> TestResult {
+    let first_orders = args.orders.first().ok_or("--orders needs a URL")?;
     let api = Api::at(
-        &args.orders,
+        first_orders,
         &args.payments,
         &args.inventory,
         args.connections,
     );
+    // One client per orders-svc instance, all on the same connection pool.
+    let apis: Vec<Api> = args.orders.iter().map(|url| api.with_orders(url)).collect();
     eprintln!(
         "seeding {} customers and {} products …",
         args.customers, args.products
@@ -189,10 +199,11 @@ async fn bench(args: Args) -> TestResult {
     } else {
         None
     };
-    let stats = sea_orm::Database::connect(&args.database_url).await?;
+    let databases =
+        probes::ServiceDatabases::new(&args.database_url, &args.databases, &args.database_ports)?;
+    let stats = databases.connect().await?;
     if args.expired_inbox_rows > 0 {
-        probes::seed_expired_inbox(&args.database_url, &args.databases, args.expired_inbox_rows)
-            .await?;
+        probes::seed_expired_inbox(&databases, args.expired_inbox_rows).await?;
     }
     let world = Seeded::create(&api, &args).await?;
     let events = EventWatch::start(&args.bootstrap, &args.topic_prefix).await?;
@@ -205,12 +216,12 @@ async fn bench(args: Args) -> TestResult {
         && !args.warmup.is_zero()
     {
         eprintln!("warming up, not measured:");
-        run_rate(&api, &world, &events, &stats, &args, first, args.warmup).await?;
+        run_rate(&apis, &world, &events, &stats, &args, first, args.warmup).await?;
     }
     let mut reports = Vec::new();
     for rate in rates {
         let mut report =
-            run_rate(&api, &world, &events, &stats, &args, rate, args.duration).await?;
+            run_rate(&apis, &world, &events, &stats, &args, rate, args.duration).await?;
         if let Some(ceilings) = &ceilings {
             report.pgbench_ratio = Some(
                 report.completed_per_second * ceilings::BUSINESS_TRANSACTIONS_PER_SAGA
@@ -422,10 +433,10 @@ struct Sent {
 }
 
 async fn run_rate(
-    api: &Api,
+    apis: &[Api],
     world: &Seeded,
     events: &EventWatch,
-    stats: &sea_orm::DatabaseConnection,
+    stats: &[sea_orm::DatabaseConnection],
     args: &Args,
     rate: f64,
     duration: Duration,
@@ -441,7 +452,7 @@ async fn run_rate(
     let start = tokio::time::Instant::now() + lead;
     let wall_start = Utc::now() + chrono::Duration::from_std(lead)?;
     let cpu_before = CpuSample::take()?;
-    let commits_before = probes::database_commits(stats, &args.databases).await?;
+    let commits_before = probes::database_commits(stats).await?;
     let memory = MemoryWatch::start();
     let mut rng = Rng::new(rate.to_bits());
     let mut in_flight = JoinSet::new();
@@ -450,7 +461,7 @@ async fn run_rate(
         tokio::time::sleep_until(start + offset).await;
         let intended = wall_start + chrono::Duration::from_std(offset)?;
         let (customer, product) = world.order(&mut rng, args);
-        let api = api.clone();
+        let api = apis[i as usize % apis.len()].clone();
         in_flight.spawn(async move {
             let placed = api.place_order(customer, &[(product, 1)]).await;
             Sent {
@@ -478,7 +489,7 @@ async fn run_rate(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let cpu = CpuSample::take()?.since(&cpu_before);
-    let commits = probes::database_commits(stats, &args.databases).await? - commits_before;
+    let commits = probes::database_commits(stats).await? - commits_before;
     let mut report = summarise(
         events,
         &sent,

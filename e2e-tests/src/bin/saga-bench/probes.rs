@@ -124,33 +124,76 @@ pub fn service_rss_mib() -> HashMap<String, f64> {
     rss
 }
 
-/// Commits so far in `databases` (the services'), as `pg_stat_database` counts them (read
-/// transactions included, as PostgreSQL counts every transaction that ends in a commit).
-pub async fn database_commits(db: &DatabaseConnection, databases: &[String]) -> TestResult<i64> {
-    // Outside a transaction, each query reads the statistics afresh.
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT COALESCE(sum(xact_commit), 0)::bigint AS n FROM pg_stat_database \
-             WHERE datname = ANY($1)",
-            [databases.to_vec().into()],
-        ))
-        .await?;
-    Ok(row.map_or(Ok(0), |row| row.try_get("", "n"))?)
+/// Where the services' databases are: each reached as its owner role `<db>_svc` (password
+/// the same) on the host of a base URL, on the base URL's port or a port of its own (one
+/// PostgreSQL server per service).
+pub struct ServiceDatabases {
+    /// Each database with its URL.
+    pub urls: Vec<(String, String)>,
+}
+
+impl ServiceDatabases {
+    /// `ports` is empty (every database on `base`'s port) or gives one port per database.
+    pub fn new(base: &str, databases: &[String], ports: &[u16]) -> TestResult<Self> {
+        if !ports.is_empty() && ports.len() != databases.len() {
+            return Err(format!(
+                "--database-ports gives {} ports for {} databases",
+                ports.len(),
+                databases.len()
+            )
+            .into());
+        }
+        let base_url = reqwest::Url::parse(base)?;
+        let mut urls = Vec::with_capacity(databases.len());
+        for (index, database) in databases.iter().enumerate() {
+            let mut own = base_url.clone();
+            let role = format!("{database}_svc");
+            own.set_username(&role)
+                .and_then(|()| own.set_password(Some(&role)))
+                .and_then(|()| match ports.get(index) {
+                    Some(port) => own.set_port(Some(*port)),
+                    None => Ok(()),
+                })
+                .map_err(|()| format!("cannot make {database}'s URL from {base}"))?;
+            own.set_path(database);
+            urls.push((database.clone(), own.to_string()));
+        }
+        Ok(Self { urls })
+    }
+
+    /// One connection to each database, for [`database_commits`].
+    pub async fn connect(&self) -> TestResult<Vec<DatabaseConnection>> {
+        let mut connections = Vec::with_capacity(self.urls.len());
+        for (_, url) in &self.urls {
+            connections.push(sea_orm::Database::connect(url.as_str()).await?);
+        }
+        Ok(connections)
+    }
+}
+
+/// Commits so far in the services' databases, one connection to each, as `pg_stat_database`
+/// counts them (read transactions included, as PostgreSQL counts every transaction that ends
+/// in a commit).
+pub async fn database_commits(connections: &[DatabaseConnection]) -> TestResult<i64> {
+    let mut commits = 0;
+    for db in connections {
+        // Outside a transaction, each query reads the statistics afresh.
+        let row = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT xact_commit AS n FROM pg_stat_database WHERE datname = current_database()",
+            ))
+            .await?;
+        commits += row.map_or(Ok(0), |row| row.try_get::<i64>("", "n"))?;
+    }
+    Ok(commits)
 }
 
 /// Adds `rows` inbox rows nine days old (past the default retention of eight) to each of
-/// `databases`, reached as its owner role `<db>_svc` on the host and port of `url`.
-pub async fn seed_expired_inbox(url: &str, databases: &[String], rows: u64) -> TestResult {
-    let base = reqwest::Url::parse(url)?;
-    for database in databases {
-        let mut own = base.clone();
-        let role = format!("{database}_svc");
-        own.set_username(&role)
-            .and_then(|()| own.set_password(Some(&role)))
-            .map_err(|()| format!("cannot put role {role} into {url}"))?;
-        own.set_path(database);
-        let db = sea_orm::Database::connect(own.as_str()).await?;
+/// the services' databases.
+pub async fn seed_expired_inbox(databases: &ServiceDatabases, rows: u64) -> TestResult {
+    for (database, url) in &databases.urls {
+        let db = sea_orm::Database::connect(url.as_str()).await?;
         eprintln!("seeding {rows} expired inbox rows in {database} …");
         db.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
