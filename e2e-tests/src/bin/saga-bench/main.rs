@@ -282,7 +282,10 @@ impl Seeded {
 }
 
 /// One event of a saga: when it happened and its type.
-type Step = (DateTime<Utc>, &'static str);
+/// One event of a saga: its time (set when it was written to the outbox, inside the
+/// transaction), its type, and when the relay handed it to the producer (the record's
+/// CreateTime, in milliseconds).
+type Step = (DateTime<Utc>, &'static str, Option<DateTime<Utc>>);
 
 /// Every saga event on the three saga topics from the bench's start, by saga.
 #[derive(Clone)]
@@ -345,7 +348,14 @@ impl EventWatch {
                     .unwrap_or_else(PoisonError::into_inner)
                     .entry(saga_id)
                     .or_default()
-                    .push((envelope.time, envelope.event_type()));
+                    .push((
+                        envelope.time,
+                        envelope.event_type(),
+                        message
+                            .timestamp()
+                            .to_millis()
+                            .and_then(DateTime::from_timestamp_millis),
+                    ));
             }
         });
         Ok(watch)
@@ -355,7 +365,7 @@ impl EventWatch {
     fn finished(&self, saga_id: Uuid) -> Option<Vec<Step>> {
         let sagas = self.sagas.lock().unwrap_or_else(PoisonError::into_inner);
         let events = sagas.get(&saga_id)?;
-        if !events.iter().any(|(_, t)| TERMINAL.contains(t)) {
+        if !events.iter().any(|(_, t, _)| TERMINAL.contains(t)) {
             return None;
         }
         let mut events = events.clone();
@@ -382,6 +392,12 @@ struct Report {
     terminal_ms: Percentiles,
     /// Time between consecutive events of a saga, by pair of event types, in milliseconds.
     hops_ms: Vec<(String, Percentiles)>,
+    /// Every hop split in two at the moment the relay handed its first event to the producer
+    /// (the record's CreateTime, whole milliseconds): from the event's write to then (the
+    /// commit, the relay's wake-up and claim), and from then to the next event's write
+    /// (Kafka, the consumer, the lane's queue, the handler).
+    hop_written_to_produced_ms: Percentiles,
+    hop_produced_to_next_written_ms: Percentiles,
     /// CPU time each part of the stack spent per completed saga, in milliseconds, from /proc.
     cpu_ms_per_saga: Vec<(String, f64)>,
     /// Commits in the services' databases per completed saga (`pg_stat_database`).
@@ -554,6 +570,7 @@ fn summarise(
     let histogram = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3);
     let (mut confirmed, mut terminal) = (histogram()?, histogram()?);
     let mut hops: HashMap<String, Histogram<u64>> = HashMap::new();
+    let (mut written_to_produced, mut produced_to_next) = (histogram()?, histogram()?);
     let mut outcomes: HashMap<String, u64> = HashMap::new();
     let (mut completed, mut completed_in_window) = (0u64, 0u64);
     // Per minute of a long run: sagas ended in it, and latencies of sagas sent in it.
@@ -576,7 +593,7 @@ fn summarise(
             continue;
         };
         completed += 1;
-        let Some(&(ended, last)) = saga.iter().find(|(_, t)| TERMINAL.contains(t)) else {
+        let Some(&(ended, last, _)) = saga.iter().find(|(_, t, _)| TERMINAL.contains(t)) else {
             continue;
         };
         *outcomes.entry(last.to_owned()).or_default() += 1;
@@ -603,6 +620,11 @@ fn summarise(
             if let Some(h) = hops.get_mut(&hop) {
                 h.saturating_record(micros(to.0 - from.0));
             }
+            // Where a hop's time goes: before the record reached the producer, and after.
+            if let Some(produced) = from.2 {
+                written_to_produced.saturating_record(micros(produced - from.0));
+                produced_to_next.saturating_record(micros(to.0 - produced));
+            }
         }
     }
     let mut hops_ms: Vec<(String, Percentiles)> = hops
@@ -625,6 +647,8 @@ fn summarise(
         confirmed_ms: Percentiles::of(&confirmed),
         terminal_ms: Percentiles::of(&terminal),
         hops_ms,
+        hop_written_to_produced_ms: Percentiles::of(&written_to_produced),
+        hop_produced_to_next_written_ms: Percentiles::of(&produced_to_next),
         cpu_ms_per_saga: Vec::new(),
         pg_commits_per_saga: 0.0,
         max_rss_mib: Vec::new(),
@@ -676,6 +700,14 @@ fn print_report(report: &Report) {
     for (hop, p) in &report.hops_ms {
         row(hop, p);
     }
+    row(
+        "any hop, event written → handed to the producer",
+        &report.hop_written_to_produced_ms,
+    );
+    row(
+        "any hop, handed to the producer → next event written",
+        &report.hop_produced_to_next_written_ms,
+    );
     let cpu: Vec<String> = report
         .cpu_ms_per_saga
         .iter()
