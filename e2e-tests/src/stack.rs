@@ -97,8 +97,9 @@ pub enum PgLayout {
     Shared,
     /// A server per service, as `STACK_PG_PER_SERVICE=1 deploy/stack` runs them: orders on
     /// `base_port`, payments on `base_port + 1`, inventory on `base_port + 2`. The stack starts
-    /// them itself, on ports apart from the shared server's, so both layouts run side by side,
-    /// and stops them when it stops.
+    /// them itself, on ports and in a state folder of their own (`e2e-pg-per-service` in
+    /// `deploy/stack`'s), so they run beside whatever clusters `deploy/stack` runs for the
+    /// rest of the suite, in either layout, and stops them when it stops.
     PerService { base_port: u16 },
 }
 
@@ -133,10 +134,20 @@ impl PgLayout {
     fn stack_env(self) -> Vec<(&'static str, String)> {
         match self {
             PgLayout::Shared => Vec::new(),
-            PgLayout::PerService { base_port } => vec![
-                ("STACK_PG_PER_SERVICE", "1".to_owned()),
-                ("PG_PORT", base_port.to_string()),
-            ],
+            PgLayout::PerService { base_port } => {
+                let state = std::env::var("STACK_STATE_DIR").map_or_else(
+                    |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/.state"),
+                    PathBuf::from,
+                );
+                vec![
+                    ("STACK_PG_PER_SERVICE", "1".to_owned()),
+                    ("PG_PORT", base_port.to_string()),
+                    (
+                        "STACK_STATE_DIR",
+                        state.join("e2e-pg-per-service").display().to_string(),
+                    ),
+                ]
+            }
         }
     }
 
@@ -457,13 +468,18 @@ impl Stack {
         }
     }
 
-    /// Runs `deploy/stack` with `args`, the project's own tool for PostgreSQL and Kafka, in
-    /// this stack's database layout.
+    /// Runs `deploy/stack` with `args`, the project's own tool for PostgreSQL and Kafka. A
+    /// command on `postgres` acts on this stack's database servers.
     pub async fn stack_command(&self, args: &[&str]) -> TestResult {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/stack");
+        let on_postgres = args.iter().any(|arg| arg.starts_with("postgres"));
         let output = Command::new(script)
             .args(args)
-            .envs(self.pg.stack_env())
+            .envs(if on_postgres {
+                self.pg.stack_env()
+            } else {
+                Vec::new()
+            })
             .output()
             .await?;
         ensure!(

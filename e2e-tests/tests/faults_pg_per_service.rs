@@ -9,9 +9,9 @@
 //!   service's step, which holds them;
 //! - once its database is back, the stopped service catches up.
 //!
-//! The suite starts its own three servers with `deploy/stack` (ports from
-//! `TEST_PG_PER_SERVICE_PORT`, default 5532), beside the shared server the other suites use,
-//! and stops them at the end.
+//! The suite starts three servers of its own with `deploy/stack` (ports from
+//! `TEST_PG_PER_SERVICE_PORT`, default 5532; files in `deploy/.state/e2e-pg-per-service`),
+//! beside whatever servers the other suites use, and stops them at the end.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
