@@ -96,6 +96,26 @@ impl Ledger {
     }
 
     /// Records that `count` refusals were expected: the scenario tests refusing.
+    /// Places the orders like [`Ledger::place_all`], then waits until each one accepted ends
+    /// in `status`; `why` names the circumstances in the failure message.
+    pub async fn place_and_expect(
+        &mut self,
+        api: &Api,
+        orders: Vec<(Uuid, Vec<(Uuid, u32)>)>,
+        status: &str,
+        why: &str,
+    ) -> TestResult {
+        let before = self.orders.len();
+        self.place_all(api, orders).await;
+        for order in &self.orders[before..] {
+            let body = api
+                .wait_terminal(order.placed.id, Duration::from_secs(20))
+                .await?;
+            ensure_eq!(body["status"], serde_json::json!(status), "{why}");
+        }
+        Ok(())
+    }
+
     /// Leaves an event the scenario forged out of the causal-order check.
     pub fn forged(&mut self, event_id: Uuid) {
         self.forged.insert(event_id);

@@ -516,21 +516,14 @@ async fn transient_database_errors_are_retried_not_dead_lettered(
                 &[("FAULT_DB_FAILURES", "3"), ("FAULT_DB_FAILURE", kind)],
             )
             .await?;
-        let before = ledger.orders.len();
         ledger
-            .place_all(&world.api, vec![(customer, vec![(product, 1)]); 3])
-            .await;
-        for order in &ledger.orders[before..] {
-            let body = world
-                .api
-                .wait_terminal(order.placed.id, Duration::from_secs(20))
-                .await?;
-            ensure_eq!(
-                body["status"],
-                json!("CONFIRMED"),
-                "after 3 injected {kind} failures"
-            );
-        }
+            .place_and_expect(
+                &world.api,
+                vec![(customer, vec![(product, 1)]); 3],
+                "CONFIRMED",
+                &format!("after 3 injected {kind} failures"),
+            )
+            .await?;
     }
     world.stack.restart(Payments, &[]).await?;
     let stuck = world
@@ -555,19 +548,13 @@ async fn a_fatally_failed_producer_is_replaced_and_loses_nothing(
         .restart(Payments, &[("FAULT_PRODUCER_FATAL", "1")])
         .await?;
     ledger
-        .place_all(&world.api, vec![(customer, vec![(product, 1)]); 3])
-        .await;
-    for order in &ledger.orders {
-        let body = world
-            .api
-            .wait_terminal(order.placed.id, Duration::from_secs(20))
-            .await?;
-        ensure_eq!(
-            body["status"],
-            json!("CONFIRMED"),
-            "after a fatal producer error"
-        );
-    }
+        .place_and_expect(
+            &world.api,
+            vec![(customer, vec![(product, 1)]); 3],
+            "CONFIRMED",
+            "after a fatal producer error",
+        )
+        .await?;
     let replaced = world
         .api
         .counter(
