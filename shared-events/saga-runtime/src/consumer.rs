@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
@@ -41,7 +41,7 @@ use crate::config::{ConsumerSettings, KafkaSettings};
 use crate::fault::{self, CrashPoint};
 use crate::health::{BEAT_INTERVAL, Health, Loop};
 use crate::inbox::Delivery;
-use crate::kafka::{self, CommitOnRevoke, SharedProducer};
+use crate::kafka::{self, CommitOnRevoke, ErrorLog, SharedProducer};
 use crate::metrics;
 use crate::parking::{Origin, Parking};
 use crate::telemetry;
@@ -49,9 +49,6 @@ use crate::unit_of_work::{Batch, Consumed, MAX_BATCH_EVENTS, Reaction, Tx, UnitO
 
 /// Records queued per lane. Short on purpose: the broker, not memory, holds the backlog.
 const LANE_QUEUE_CAPACITY: usize = 64;
-/// How often consumer errors that are not fatal are logged: while the broker is down,
-/// librdkafka queues one for every failed connection attempt.
-const CONSUMER_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A service's reaction to consumed events. The runtime has already opened the transaction
 /// and recorded the event in the inbox; the handler changes the service's data on `tx` and
@@ -276,7 +273,7 @@ impl<H: EventHandler> EventConsumer<H> {
         // lane is stuck (e.g. retrying an event against a failing database). It beats while it
         // waits for records, so `/health/live` tells a running loop from one that has ended.
         let mut backlog = Backlog::new(lanes, PAUSE_AFTER_HELD);
-        let mut errors = ErrorLog::new(CONSUMER_ERROR_LOG_INTERVAL);
+        let errors = ErrorLog::default();
         let mut beat = tokio::time::interval(BEAT_INTERVAL);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
@@ -311,7 +308,7 @@ impl<H: EventHandler> EventConsumer<H> {
                     // rebalance that follows a broker's return. Read at a pause of 100 ms each,
                     // the errors of a 70 s outage kept a service from its partitions for 67 s
                     // after the broker was back.
-                    errors.note(&error);
+                    errors.note(&error, "kafka consumer errors");
                 }
             }
         };
@@ -328,36 +325,6 @@ impl<H: EventHandler> EventConsumer<H> {
 enum SessionEnd {
     Shutdown,
     Fatal(String),
-}
-
-/// Logs a stream of errors at most once per interval, with how many there were since.
-struct ErrorLog {
-    interval: Duration,
-    last_logged: Option<Instant>,
-    unlogged: u64,
-}
-
-impl ErrorLog {
-    fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            last_logged: None,
-            unlogged: 0,
-        }
-    }
-
-    fn note(&mut self, error: &KafkaError) {
-        self.unlogged += 1;
-        if self
-            .last_logged
-            .is_some_and(|at| at.elapsed() < self.interval)
-        {
-            return;
-        }
-        tracing::warn!(%error, errors = self.unlogged, "kafka consumer errors; continuing");
-        self.last_logged = Some(Instant::now());
-        self.unlogged = 0;
-    }
 }
 
 impl<H: EventHandler> EventConsumer<H> {
@@ -486,7 +453,7 @@ fn connect(
     topics: &[String],
 ) -> Result<SagaConsumer, KafkaError> {
     let consumer: SagaConsumer =
-        kafka::consumer_config(kafka, client_id).create_with_context(CommitOnRevoke)?;
+        kafka::consumer_config(kafka, client_id).create_with_context(CommitOnRevoke::default())?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
     tracing::info!(topics = ?names, group = %kafka.group_id, "consumer subscribed");

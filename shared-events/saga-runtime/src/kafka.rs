@@ -1,8 +1,8 @@
 //! librdkafka client configuration. Producer and consumer share the broker list, the client ID
 //! and the timeouts; librdkafka's own logs reach `tracing` through rdkafka's `tracing` feature.
 
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
@@ -38,14 +38,65 @@ fn millis(duration: Duration) -> String {
 /// and decompressed by the broker (to validate it) and by each consumer. The difference from
 /// `lz4` was within the benchmark's noise at 500 sagas/s (broker CPU 0.73 against 0.74 ms per
 /// saga); this setting is the one with less work in it.
-pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProducer, KafkaError> {
+pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<SagaProducer, KafkaError> {
     base_config(settings, client_id)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", millis(settings.message_timeout))
         .set("linger.ms", millis(settings.producer_linger))
         .set("compression.type", "none")
-        .create()
+        .create_with_context(QuietErrors::default())
+}
+
+/// The services' producer.
+pub type SagaProducer = FutureProducer<QuietErrors>;
+
+/// How often a client logs librdkafka's errors that are not fatal.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Logs a stream of errors at most once per interval, with how many there were since. While
+/// the broker is down, librdkafka reports an error for every failed connection attempt, about
+/// 20 a second per client; logged one by one they bury everything else.
+#[derive(Debug)]
+pub(crate) struct ErrorLog {
+    interval: Duration,
+    /// When an error was last logged, and how many came since.
+    since: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Default for ErrorLog {
+    fn default() -> Self {
+        Self {
+            interval: ERROR_LOG_INTERVAL,
+            since: Mutex::new((None, 0)),
+        }
+    }
+}
+
+impl ErrorLog {
+    pub(crate) fn note(&self, error: &dyn std::fmt::Display, what: &str) {
+        let mut since = self.since.lock().unwrap_or_else(PoisonError::into_inner);
+        since.1 += 1;
+        if since.0.is_some_and(|at| at.elapsed() < self.interval) {
+            return;
+        }
+        tracing::warn!(%error, errors = since.1, "{what}; continuing");
+        *since = (Some(Instant::now()), 0);
+    }
+}
+
+/// A client context whose librdkafka errors are logged through an [`ErrorLog`] instead of one
+/// line each (rdkafka's default).
+#[derive(Debug, Default)]
+pub struct QuietErrors {
+    errors: ErrorLog,
+}
+
+impl ClientContext for QuietErrors {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors
+            .note(&format_args!("{error}: {reason}"), "kafka producer errors");
+    }
 }
 
 /// The process's producer, shared by the relay, the dead letters and `/health`. A producer
@@ -54,7 +105,7 @@ pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProdu
 /// replaces a dead consumer, so the outbox does not grow for ever behind it.
 #[derive(Clone)]
 pub struct SharedProducer {
-    current: Arc<RwLock<FutureProducer>>,
+    current: Arc<RwLock<SagaProducer>>,
     settings: KafkaSettings,
     client_id: String,
 }
@@ -77,7 +128,7 @@ impl SharedProducer {
     }
 
     /// The current producer, failed or not: for requests that only read (metadata).
-    pub fn current(&self) -> FutureProducer {
+    pub fn current(&self) -> SagaProducer {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -86,7 +137,7 @@ impl SharedProducer {
 
     /// The producer to publish with: the current one, or a new one in its place if the
     /// current one has failed fatally. `Err` if a new one cannot be made yet.
-    pub fn usable(&self) -> Result<FutureProducer, KafkaError> {
+    pub fn usable(&self) -> Result<SagaProducer, KafkaError> {
         let current = self.current();
         if fatal_error(&current).is_none() {
             return Ok(current);
@@ -105,7 +156,7 @@ impl SharedProducer {
 }
 
 /// Why librdkafka (or an injected fault) declares the producer dead, if it does.
-fn fatal_error(producer: &FutureProducer) -> Option<String> {
+fn fatal_error(producer: &SagaProducer) -> Option<String> {
     let fatal = producer
         .client()
         .fatal_error()
@@ -141,11 +192,21 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfi
 }
 
 /// Commits stored offsets synchronously when partitions are taken away, so the next owner
-/// starts after the last committed record instead of redoing up to a second of work.
+/// starts after the last committed record instead of redoing up to a second of work. Its
+/// librdkafka errors are logged through an [`ErrorLog`].
 #[derive(Debug, Default)]
-pub struct CommitOnRevoke;
+pub struct CommitOnRevoke {
+    errors: ErrorLog,
+}
 
-impl ClientContext for CommitOnRevoke {}
+impl ClientContext for CommitOnRevoke {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.note(
+            &format_args!("{error}: {reason}"),
+            "kafka consumer client errors",
+        );
+    }
+}
 
 impl ConsumerContext for CommitOnRevoke {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
