@@ -11,7 +11,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use shared_events::topics;
 use tokio::process::{Child, Command};
-use uuid::Uuid;
 
 use crate::TestResult;
 
@@ -209,13 +208,10 @@ impl Stack {
         instances: u16,
         pg: PgLayout,
     ) -> TestResult<Stack> {
-        let run = Uuid::new_v4().simple().to_string();
-        let prefix = format!("e2e-{}.", &run[..8]);
-        saga_runtime::testing::create_topics(&prefix, &topics::ALL).await?;
-        saga_runtime::testing::create_topics(&prefix, &topics::DEAD_LETTER).await?;
+        let prefix = every_topic_behind_a_fresh_prefix().await?;
         let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../target/e2e-logs")
-            .join(&run[..8]);
+            .join(run_of(&prefix));
         std::fs::create_dir_all(&log_dir)?;
         let base_env = base_env
             .into_iter()
@@ -686,6 +682,23 @@ impl Stack {
         }
         Ok(())
     }
+}
+
+/// Every saga topic and dead-letter topic behind a prefix of their own, `e2e-<run>.`: what a
+/// stack of the services needs. Returns the prefix.
+pub async fn every_topic_behind_a_fresh_prefix() -> TestResult<String> {
+    let all: Vec<&str> = topics::ALL
+        .iter()
+        .chain(&topics::DEAD_LETTER)
+        .copied()
+        .collect();
+    Ok(saga_runtime::testing::fresh_topics("e2e", &all).await?)
+}
+
+/// The run ID in a prefix of [`every_topic_behind_a_fresh_prefix`], which names the run's
+/// log folder.
+pub fn run_of(prefix: &str) -> &str {
+    prefix.trim_start_matches("e2e-").trim_end_matches('.')
 }
 
 fn free_port() -> std::io::Result<u16> {

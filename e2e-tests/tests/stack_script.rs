@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use shared_events::topics;
-use uuid::Uuid;
+use e2e_tests::stack::{every_topic_behind_a_fresh_prefix, run_of};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -89,13 +88,12 @@ async fn ready(port: u16) -> bool {
 
 #[tokio::test]
 async fn scale_status_kill_start_and_stop_act_on_each_instance() -> TestResult {
-    let run = Uuid::new_v4().simple().to_string();
-    let prefix = format!("e2e-{}.", &run[..8]);
-    saga_runtime::testing::create_topics(&prefix, &topics::ALL).await?;
-    saga_runtime::testing::create_topics(&prefix, &topics::DEAD_LETTER).await?;
+    let prefix = every_topic_behind_a_fresh_prefix()
+        .await
+        .map_err(|e| e.to_string())?;
     let state = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/e2e-stack-script")
-        .join(&run[..8]);
+        .join(run_of(&prefix));
     std::fs::create_dir_all(&state)?;
     let script = Script {
         state,

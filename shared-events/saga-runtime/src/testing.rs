@@ -164,6 +164,14 @@ pub fn kafka_settings(topic_prefix: &str, group_id: &str) -> KafkaSettings {
     }
 }
 
+/// Creates `topics` behind a prefix of their own, `<kind>-<8 random hex digits>.`, and returns
+/// the prefix: one test's topics, apart from every other test's.
+pub async fn fresh_topics(kind: &str, topics: &[&str]) -> Result<String, String> {
+    let prefix = format!("{kind}-{}.", &Uuid::new_v4().simple().to_string()[..8]);
+    create_topics(&prefix, topics).await?;
+    Ok(prefix)
+}
+
 /// Creates `prefix + name` for each logical topic, with as many partitions as the real ones.
 pub async fn create_topics(prefix: &str, topics: &[&str]) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()

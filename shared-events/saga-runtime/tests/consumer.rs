@@ -74,8 +74,7 @@ async fn database_and_topic() -> Result<(sea_orm::DatabaseConnection, String), B
     saga_schema::create_outbox(&schema).await?;
     saga_schema::create_inbox(&schema).await?;
     saga_schema::create_parked_events(&schema).await?;
-    let prefix = format!("it-{}.", &Uuid::new_v4().simple().to_string()[..8]);
-    testing::create_topics(&prefix, &[topics::ORDERS_EVENTS]).await?;
+    let prefix = testing::fresh_topics("it", &[topics::ORDERS_EVENTS]).await?;
     Ok((db, prefix))
 }
 

@@ -29,8 +29,7 @@ async fn outbox_database() -> Result<DatabaseConnection, Box<dyn std::error::Err
 /// A topic of its own for one test, behind a fresh prefix: the prefix, and Kafka settings that
 /// use it.
 async fn fresh_topic() -> Result<(String, KafkaSettings), Box<dyn std::error::Error>> {
-    let prefix = format!("it-{}.", &Uuid::new_v4().simple().to_string()[..8]);
-    testing::create_topics(&prefix, &[topics::INVENTORY_EVENTS]).await?;
+    let prefix = testing::fresh_topics("it", &[topics::INVENTORY_EVENTS]).await?;
     let kafka_settings = testing::kafka_settings(&prefix, "unused");
     Ok((prefix, kafka_settings))
 }
