@@ -482,6 +482,17 @@ async fn record_headers(api: &Api, log: &EventLog) -> TestResult {
             "traceparent on {}",
             envelope.event_type()
         );
+        // As Kafka carries it: the context attributes first, so a console consumer shows the
+        // type before the payload (the outbox keeps the text as written, not as jsonb).
+        let opening = format!(
+            r#"{{"specversion":"1.0","type":"{}","source":""#,
+            envelope.event_type()
+        );
+        ensure!(
+            record.payload.starts_with(opening.as_bytes()),
+            "the record opens with {opening}: {}",
+            String::from_utf8_lossy(&record.payload)
+        );
         let value: serde_json::Value = serde_json::from_slice(&record.payload)?;
         ensure_eq!(value["specversion"], json!("1.0"), "specversion");
         ensure_eq!(value["sagaid"], json!(order.saga_id.to_string()), "sagaid");

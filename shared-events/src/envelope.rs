@@ -2,7 +2,8 @@
 //! Kafka headers that repeat its routing attributes so tools can filter without parsing JSON.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::events::SagaEvent;
@@ -28,7 +29,8 @@ pub mod headers {
 }
 
 /// A CloudEvent in structured mode. `type` and `data` come from the flattened [`SagaEvent`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// It serializes its context attributes first and `data` last (see the `Serialize` impl).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Envelope {
     pub specversion: String,
     /// A UUID v7, so event IDs sort by creation time.
@@ -38,12 +40,55 @@ pub struct Envelope {
     pub time: DateTime<Utc>,
     pub datacontenttype: String,
     /// Extension attribute: the saga this event belongs to. Catalog events have none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub sagaid: Option<Uuid>,
     /// Extension attribute: the payload's schema major version, [`DATA_VERSION`].
     pub dataversion: u32,
     #[serde(flatten)]
     pub event: SagaEvent,
+}
+
+/// Written by hand for the order of the keys: the context attributes first, in the order of
+/// the CloudEvents spec's own examples, and `data` last. Someone watching a topic with
+/// `kafka-console-consumer` or `kcat` then sees each record's type, saga and time at the start
+/// of its line instead of after the whole payload. The outbox stores this text as it is (a
+/// `json` column, not `jsonb`, which would reorder the keys), so it is also what Kafka carries.
+impl Serialize for Envelope {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("specversion", &self.specversion)?;
+        map.serialize_entry("type", self.event_type())?;
+        map.serialize_entry("source", &self.source)?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("time", &self.time)?;
+        if let Some(saga_id) = &self.sagaid {
+            map.serialize_entry("sagaid", saga_id)?;
+        }
+        map.serialize_entry("dataversion", &self.dataversion)?;
+        map.serialize_entry("datacontenttype", &self.datacontenttype)?;
+        map.serialize_entry("data", &EventData(&self.event))?;
+        map.end()
+    }
+}
+
+/// The payload of a [`SagaEvent`] without its tag: the envelope's `data`.
+struct EventData<'a>(&'a SagaEvent);
+
+impl Serialize for EventData<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            SagaEvent::OrderCreated(data) => data.serialize(serializer),
+            SagaEvent::PaymentSucceeded(data) => data.serialize(serializer),
+            SagaEvent::PaymentFailed(data) => data.serialize(serializer),
+            SagaEvent::PaymentRefunded(data) => data.serialize(serializer),
+            SagaEvent::InventoryReserved(data) => data.serialize(serializer),
+            SagaEvent::InventoryReservationFailed(data) => data.serialize(serializer),
+            SagaEvent::OrderConfirmed(data) => data.serialize(serializer),
+            SagaEvent::OrderFailed(data) => data.serialize(serializer),
+            SagaEvent::OrderCancelled(data) => data.serialize(serializer),
+            SagaEvent::ProductUpserted(data) => data.serialize(serializer),
+        }
+    }
 }
 
 /// Why a record's value is not an event this contract understands.
@@ -146,6 +191,92 @@ mod tests {
         );
         assert!(json["data"]["order_id"].is_string());
         assert_eq!(Envelope::decode(&envelope.encode()?)?, envelope);
+        Ok(())
+    }
+
+    /// The keys of the encoded record, in the order they are written.
+    fn keys_in_order(bytes: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+        // A map that keeps insertion order would need serde_json's `preserve_order` feature
+        // in every crate of the workspace; reading the keys as a stream of entries does not.
+        struct Keys(Vec<String>);
+        impl<'de> Deserialize<'de> for Keys {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visit;
+                impl<'de> serde::de::Visitor<'de> for Visit {
+                    type Value = Keys;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<Keys, A::Error> {
+                        let mut keys = Vec::new();
+                        while let Some((key, _)) =
+                            map.next_entry::<String, serde::de::IgnoredAny>()?
+                        {
+                            keys.push(key);
+                        }
+                        Ok(Keys(keys))
+                    }
+                }
+                d.deserialize_map(Visit)
+            }
+        }
+        Ok(serde_json::from_slice::<Keys>(bytes)?.0)
+    }
+
+    #[test]
+    fn context_attributes_come_before_data() -> Result<(), Box<dyn std::error::Error>> {
+        assert_eq!(
+            keys_in_order(&reserved().encode()?)?,
+            [
+                "specversion",
+                "type",
+                "source",
+                "id",
+                "time",
+                "sagaid",
+                "dataversion",
+                "datacontenttype",
+                "data"
+            ]
+        );
+        let encoded = String::from_utf8(reserved().encode()?)?;
+        assert!(
+            encoded.starts_with(
+                r#"{"specversion":"1.0","type":"InventoryReserved","source":"inventory-svc","#
+            ),
+            "{encoded}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn events_round_trip_with_their_data() -> Result<(), Box<dyn std::error::Error>> {
+        let order_id = Uuid::now_v7();
+        let events = [
+            SagaEvent::OrderCreated(crate::events::OrderCreated {
+                order_id,
+                customer_id: Uuid::now_v7(),
+                total_cents: 1200,
+                items: vec![crate::events::OrderLine {
+                    product_id: Uuid::now_v7(),
+                    quantity: 2,
+                    unit_price_cents: 600,
+                }],
+            }),
+            SagaEvent::InventoryReserved(InventoryReserved { order_id }),
+            SagaEvent::OrderFailed(crate::events::OrderFailed {
+                order_id,
+                status: crate::events::FailedStatus::FailedInventory,
+                reason: "short".into(),
+            }),
+        ];
+        for event in events {
+            let envelope = Envelope::new("orders-svc", Some(Uuid::now_v7()), event);
+            assert_eq!(Envelope::decode(&envelope.encode()?)?, envelope);
+        }
         Ok(())
     }
 

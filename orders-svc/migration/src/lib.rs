@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000003_create_parked_events::Migration),
             Box::new(m20261128_000004_index_pending_orders::Migration),
             Box::new(saga_schema::IndexInboxByAge),
+            Box::new(saga_schema::StoreOutboxPayloadAsWritten),
         ]
     }
 }

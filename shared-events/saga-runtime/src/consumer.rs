@@ -23,6 +23,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry_semantic_conventions::attribute as semconv;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -660,16 +661,28 @@ impl<H: EventHandler> Lane<H> {
         if !self.applier.handler.accepts(&envelope) {
             return Prepared::Skip;
         }
+        // The process span of the OpenTelemetry messaging conventions. It is a root here and
+        // takes the sender's span as its parent from the record's `traceparent`: nested in
+        // the lane's long-lived span, every saga would be one trace.
+        let topic = record.topic();
         let span = tracing::info_span!(
-            "consume",
+            parent: None,
+            "process",
+            otel.name = format!("process {topic}"),
+            otel.kind = "consumer",
+            { semconv::MESSAGING_SYSTEM } = "kafka",
+            { semconv::MESSAGING_OPERATION_NAME } = "process",
+            { semconv::MESSAGING_OPERATION_TYPE } = "process",
+            { semconv::MESSAGING_DESTINATION_NAME } = topic,
+            { semconv::MESSAGING_DESTINATION_PARTITION_ID } = record.partition(),
+            { semconv::MESSAGING_KAFKA_OFFSET } = record.offset(),
+            { semconv::MESSAGING_MESSAGE_ID } = %envelope.id,
+            { semconv::MESSAGING_CONSUMER_GROUP_NAME } = %self.kafka.group_id,
             event_type = envelope.event_type(),
             event_id = %envelope.id,
             saga_id = ?envelope.sagaid,
-            topic = record.topic(),
-            partition = record.partition(),
-            offset = record.offset(),
         );
-        telemetry::continue_trace(&span, header(record, headers::TRACEPARENT));
+        telemetry::continue_trace_from_message(&span, header(record, headers::TRACEPARENT));
         Prepared::Apply(envelope, span)
     }
 

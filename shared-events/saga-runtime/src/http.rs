@@ -26,7 +26,8 @@ use crate::consumer::{Applier, EventHandler};
 use crate::health::Health;
 use crate::kafka::SharedProducer;
 use crate::outbox;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, TraceLayer};
+use crate::telemetry;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 /// An error response: `{"error": {"code": "...", "message": "..."}}` with `status`.
 #[derive(Debug)]
@@ -361,12 +362,48 @@ pub async fn serve(
         // write thousands of error lines a second.
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+                .make_span_with(request_span)
+                .on_response(
+                    |response: &Response, latency: Duration, span: &tracing::Span| {
+                        span.record("http.response.status_code", response.status().as_u16());
+                        tracing::debug!(status = response.status().as_u16(), ?latency, "responded");
+                    },
+                )
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+/// A request's server span, named and described as the OpenTelemetry HTTP conventions do. A
+/// caller's `traceparent` header makes it a child of the caller's trace, so an order placed
+/// from a traced client continues that client's trace through the whole saga.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let name = match &route {
+        Some(route) => format!("{} {route}", request.method()),
+        None => request.method().to_string(),
+    };
+    let span = tracing::info_span!(
+        parent: None,
+        "request",
+        otel.name = name,
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = route,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let traceparent = request
+        .headers()
+        .get(shared_events::envelope::headers::TRACEPARENT)
+        .and_then(|value| value.to_str().ok());
+    telemetry::continue_trace(&span, traceparent);
+    span
 }
 
 async fn not_found() -> ApiError {

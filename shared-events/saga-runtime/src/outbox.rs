@@ -45,7 +45,8 @@ pub struct OutboxEntry {
     topic: &'static str,
     message_key: String,
     event_type: &'static str,
-    payload: serde_json::Value,
+    /// The encoded envelope, stored and published exactly as written.
+    payload: String,
     traceparent: Option<String>,
 }
 
@@ -57,13 +58,15 @@ impl OutboxEntry {
             topic: event.topic(),
             message_key: event.key(),
             event_type: event.event_type(),
-            payload: serde_json::to_value(event).map_err(|e| OutboxError::Encode(event.id, e))?,
+            payload: serde_json::to_string(event).map_err(|e| OutboxError::Encode(event.id, e))?,
             traceparent: telemetry::current_traceparent(),
         })
     }
 }
 
 const OUTBOX_COLUMNS: usize = 7;
+/// The payload's position among the columns below, counting from 0.
+const PAYLOAD_COLUMN: usize = 5;
 
 /// Adds `event` to the outbox through `db`, which should be the transaction that makes the
 /// change the event announces. The current trace context is stored with it.
@@ -84,8 +87,15 @@ pub async fn enqueue_all<C: ConnectionTrait>(
     let rows = (0..entries.len())
         .map(|row| {
             let first = row * OUTBOX_COLUMNS + 1;
+            // The payload is bound as text and cast, so that the `json` column keeps it as written.
             let placeholders = (first..first + OUTBOX_COLUMNS)
-                .map(|n| format!("${n}"))
+                .map(|n| {
+                    if n == first + PAYLOAD_COLUMN {
+                        format!("${n}::json")
+                    } else {
+                        format!("${n}")
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             format!("({placeholders})")

@@ -6,6 +6,7 @@
 //! transaction rolls back, the rows stay, and the relay retries after a pause: nothing is lost.
 
 use futures::future::join_all;
+use opentelemetry_semantic_conventions::attribute as semconv;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -13,6 +14,7 @@ use rdkafka::util::Timeout;
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement, TransactionTrait};
 use shared_events::envelope::headers;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 use crate::config::{KafkaSettings, RelaySettings};
@@ -21,6 +23,7 @@ use crate::health::{BEAT_INTERVAL, Health, Loop};
 use crate::kafka::SharedProducer;
 use crate::metrics;
 use crate::outbox::OutboxSignal;
+use crate::telemetry;
 
 /// Publishes one service's outbox. Several relays (several instances of a service) may run
 /// against one database: `SKIP LOCKED` shares the rows out between them.
@@ -39,11 +42,6 @@ pub enum RelayError {
     Db(#[from] DbErr),
     #[error("no usable kafka producer: {0}")]
     Producer(KafkaError),
-    #[error("event_id={event_id} payload cannot be encoded: {source}")]
-    Encode {
-        event_id: Uuid,
-        source: serde_json::Error,
-    },
     #[error("{failed} of {claimed} events were not acknowledged by Kafka: {first_error}")]
     Publish {
         claimed: usize,
@@ -69,7 +67,8 @@ struct OutboxRow {
     topic: String,
     message_key: String,
     event_type: String,
-    payload: serde_json::Value,
+    /// The envelope as the transaction wrote it; published unchanged.
+    payload: String,
     traceparent: Option<String>,
     /// A later row of the same key waits behind this one; the claim held it back.
     has_successor: bool,
@@ -99,7 +98,7 @@ const CLAIM: &str = "\
         LIMIT $1 \
         FOR UPDATE SKIP LOCKED) \
     DELETE FROM outbox o WHERE o.id = ANY (ARRAY (SELECT id FROM claimed)) \
-    RETURNING o.id, o.event_id, o.saga_id, o.topic, o.message_key, o.event_type, o.payload, \
+    RETURNING o.id, o.event_id, o.saga_id, o.topic, o.message_key, o.event_type, o.payload::text AS payload, \
               o.traceparent, \
               EXISTS (SELECT 1 FROM outbox later \
                       WHERE later.message_key = o.message_key \
@@ -215,34 +214,28 @@ impl Relay {
         let more_waiting = rows.len() as u64 >= self.settings.batch_size
             || rows.iter().any(|row| row.has_successor);
 
-        let payloads = rows
-            .iter()
-            .map(|row| {
-                serde_json::to_vec(&row.payload).map_err(|source| RelayError::Encode {
-                    event_id: row.event_id,
-                    source,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let topics: Vec<String> = rows
             .iter()
             .map(|row| self.kafka.topic(&row.topic))
             .collect();
         // All sends are queued before any is awaited, so one batch costs one round trip.
-        let deliveries = rows
-            .iter()
-            .zip(&payloads)
-            .zip(&topics)
-            .map(|((row, payload), topic)| {
-                let record = FutureRecord::to(topic)
-                    .key(&row.message_key)
-                    .payload(payload)
-                    .headers(record_headers(row));
-                producer.send(record, Timeout::After(self.kafka.message_timeout))
-            });
+        let deliveries = rows.iter().zip(&topics).map(|(row, topic)| {
+            let span = send_span(row, topic);
+            // The consumer's process span becomes a child of this send span.
+            let traceparent = telemetry::traceparent_of(&span);
+            let record = FutureRecord::to(topic)
+                .key(&row.message_key)
+                .payload(row.payload.as_bytes())
+                .headers(record_headers(row, traceparent.as_deref()));
+            let delivery = producer.send(record, Timeout::After(self.kafka.message_timeout));
+            (delivery, span)
+        });
         let several = rows.len() > 1;
-        let outcomes = join_all(deliveries.map(|delivery| async move {
-            let outcome = delivery.await;
+        let outcomes = join_all(deliveries.map(|(delivery, span)| async move {
+            let outcome = delivery.instrument(span.clone()).await;
+            if outcome.is_err() {
+                span.record("otel.status_code", "ERROR");
+            }
             if several {
                 // Everything is queued and part of it acknowledged: the middle of a batch.
                 fault::crash_point(CrashPoint::MidBatch);
@@ -285,7 +278,30 @@ impl Relay {
     }
 }
 
-fn record_headers(row: &OutboxRow) -> OwnedHeaders {
+/// The producer span of one record, as the OpenTelemetry messaging conventions name it, in
+/// the trace of the transaction that wrote the row. It lasts until Kafka acknowledges the
+/// record.
+fn send_span(row: &OutboxRow, topic: &str) -> Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "send",
+        otel.name = format!("send {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        { semconv::MESSAGING_SYSTEM } = "kafka",
+        { semconv::MESSAGING_OPERATION_NAME } = "send",
+        { semconv::MESSAGING_OPERATION_TYPE } = "send",
+        { semconv::MESSAGING_DESTINATION_NAME } = topic,
+        { semconv::MESSAGING_MESSAGE_ID } = %row.event_id,
+        { semconv::MESSAGING_KAFKA_MESSAGE_KEY } = %row.message_key,
+        saga_id = ?row.saga_id,
+        event_type = %row.event_type,
+    );
+    telemetry::continue_trace(&span, row.traceparent.as_deref());
+    span
+}
+
+fn record_headers(row: &OutboxRow, traceparent: Option<&str>) -> OwnedHeaders {
     let saga_id = row.saga_id.map(|id| id.to_string());
     let mut headers = OwnedHeaders::new_with_capacity(4)
         .insert(Header {
@@ -302,10 +318,10 @@ fn record_headers(row: &OutboxRow) -> OwnedHeaders {
             value: Some(saga_id.as_str()),
         });
     }
-    if let Some(traceparent) = &row.traceparent {
+    if let Some(traceparent) = traceparent {
         headers = headers.insert(Header {
             key: headers::TRACEPARENT,
-            value: Some(traceparent.as_str()),
+            value: Some(traceparent),
         });
     }
     headers

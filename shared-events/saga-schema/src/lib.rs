@@ -133,3 +133,43 @@ impl sea_orm_migration::MigrationTrait for IndexInboxByAge {
         execute(manager, "DROP INDEX IF EXISTS inbox_by_age;").await
     }
 }
+
+/// A migration every service runs: the outbox keeps each event's payload as the text that was
+/// written (`json`), not as `jsonb`, which stores objects with their keys reordered (shortest
+/// first). The relay publishes that text unchanged, so a record's keys keep the envelope's
+/// order, context attributes before `data`, and the relay no longer re-encodes every payload.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOutboxPayloadAsWritten;
+
+impl StoreOutboxPayloadAsWritten {
+    /// The change itself, for a database that has `outbox` but no migration history (the
+    /// benchmark's pgbench scratch database).
+    pub async fn apply(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+        execute(
+            manager,
+            "ALTER TABLE outbox ALTER COLUMN payload TYPE json USING payload::json;",
+        )
+        .await
+    }
+}
+
+impl sea_orm_migration::MigrationName for StoreOutboxPayloadAsWritten {
+    fn name(&self) -> &str {
+        "m20261129_000100_store_outbox_payload_as_written"
+    }
+}
+
+#[async_trait::async_trait]
+impl sea_orm_migration::MigrationTrait for StoreOutboxPayloadAsWritten {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        Self::apply(manager).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        execute(
+            manager,
+            "ALTER TABLE outbox ALTER COLUMN payload TYPE jsonb USING payload::jsonb;",
+        )
+        .await
+    }
+}

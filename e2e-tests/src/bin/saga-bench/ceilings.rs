@@ -70,6 +70,7 @@ async fn pgbench(at: &Where<'_>) -> TestResult<f64> {
     scratch_url.set_path(SCRATCH_DATABASE);
     let scratch = Database::connect(scratch_url.as_str()).await?;
     saga_schema::create_outbox(&SchemaManager::new(&scratch)).await?;
+    saga_schema::StoreOutboxPayloadAsWritten::apply(&SchemaManager::new(&scratch)).await?;
     scratch
         .execute_unprepared(
             "CREATE TABLE business (id UUID PRIMARY KEY, customer_id UUID NOT NULL, \
