@@ -71,7 +71,21 @@ impl Api {
     }
 
     async fn post(&self, url: String, body: Value, expected: u16) -> TestResult<Value> {
-        let response = self.client.post(&url).json(&body).send().await?;
+        self.post_with_headers(url, body, &[], expected).await
+    }
+
+    async fn post_with_headers(
+        &self,
+        url: String,
+        body: Value,
+        headers: &[(&str, &str)],
+        expected: u16,
+    ) -> TestResult<Value> {
+        let mut request = self.client.post(&url).json(&body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
         ensure!(
@@ -145,14 +159,25 @@ impl Api {
         customer: Uuid,
         items: &[(Uuid, u32)],
     ) -> TestResult<PlacedOrder> {
+        self.place_order_with_headers(customer, items, &[]).await
+    }
+
+    /// [`Api::place_order`] with extra request headers, e.g. a caller's `traceparent`.
+    pub async fn place_order_with_headers(
+        &self,
+        customer: Uuid,
+        items: &[(Uuid, u32)],
+        headers: &[(&str, &str)],
+    ) -> TestResult<PlacedOrder> {
         let items: Vec<Value> = items
             .iter()
             .map(|(p, q)| json!({"product_id": p, "quantity": q}))
             .collect();
         let body = self
-            .post(
+            .post_with_headers(
                 format!("{}/orders", self.orders),
                 json!({"customer_id": customer, "items": items}),
+                headers,
                 202,
             )
             .await?;

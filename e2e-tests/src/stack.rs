@@ -298,6 +298,12 @@ impl Stack {
                 index => format!("{}-{index}.log", name.binary()),
             }))?;
         let mut command = Command::new(binary);
+        // A default a scenario may override through its environment (the trace suite runs
+        // the services at `warn`).
+        command.env(
+            "RUST_LOG",
+            std::env::var("E2E_SERVICE_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
+        );
         for (service, key, value) in &self.base_env {
             if *service == name {
                 command.env(key, value);
@@ -316,10 +322,6 @@ impl Stack {
             // within 6 s (the broker's minimum). Static membership was tried and rejected: a
             // broker restart fences the static member fatally.
             .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
-            .env(
-                "RUST_LOG",
-                std::env::var("E2E_SERVICE_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
-            )
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -701,7 +703,8 @@ pub fn run_of(prefix: &str) -> &str {
     prefix.trim_start_matches("e2e-").trim_end_matches('.')
 }
 
-fn free_port() -> std::io::Result<u16> {
+/// A TCP port nothing listens on now, for a process the tests start.
+pub fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }

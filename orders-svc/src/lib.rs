@@ -98,7 +98,16 @@ async fn recount_job(
 ) {
     loop {
         match service::count_in_flight(&db).await {
-            Ok(counted) => in_flight.correct(counted),
+            Ok(counted) => {
+                in_flight.correct(counted);
+                // The one status a saga in flight has; finished sagas are counted by outcome
+                // in `saga_duration_seconds_count`.
+                #[allow(clippy::cast_precision_loss)]
+                saga_runtime::metrics::SAGAS.set_with(
+                    counted as f64,
+                    &[("status", domain::OrderStatus::OPEN.to_string())],
+                );
+            }
             Err(error) => tracing::warn!(%error, "in-flight recount failed; keeping the count"),
         }
         tokio::select! {

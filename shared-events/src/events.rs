@@ -113,6 +113,10 @@ pub struct ProductUpserted {
     pub price_cents: i64,
 }
 
+/// The `type`s of the events that undo an earlier step of their saga, for code that sees the
+/// type only as text (the relay, the saga views).
+pub const COMPENSATING_EVENT_TYPES: &[&str] = &["PaymentRefunded"];
+
 /// Every event of the system. Serialized adjacently tagged, which is exactly the `type` and
 /// `data` attributes of the CloudEvents envelope; the variant's name is the `type`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantNames)]
@@ -134,6 +138,12 @@ impl SagaEvent {
     /// The CloudEvents `type`, which is also the `event_type` header.
     pub fn event_type(&self) -> &'static str {
         self.into()
+    }
+
+    /// Whether the event undoes an earlier step of its saga (a refund): the compensations
+    /// that `saga_compensations_total` counts and the saga views colour apart.
+    pub fn is_compensation(&self) -> bool {
+        COMPENSATING_EVENT_TYPES.contains(&self.event_type())
     }
 
     /// Whether the event is a step of a saga, and so must carry the saga's ID. Catalog events

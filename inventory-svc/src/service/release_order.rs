@@ -25,6 +25,10 @@ pub async fn release_order(
             if !give_back.is_empty() {
                 reservation.reason = Some(format!("released: {}", cancelled.reason));
                 reservations::update_status(tx, &reservation).await?;
+                // Counted before the commit: a rolled-back release that is applied again
+                // counts twice, which a rate of compensations can bear.
+                saga_runtime::metrics::COMPENSATIONS
+                    .add_with(1, &[("type", "ReservationReleased".to_owned())]);
                 tracing::info!(order_id = %cancelled.order_id, "reservation released for a cancelled order");
             }
         }

@@ -4,6 +4,8 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
     QueryOrder, Statement,
 };
+use std::time::Duration;
+
 use uuid::Uuid;
 
 use super::entity::{order, order_item};
@@ -70,14 +72,15 @@ pub async fn finish<C: ConnectionTrait>(
     id: Uuid,
     to: OrderStatus,
     reason: Option<&str>,
-) -> Result<Option<i64>, DbErr> {
+) -> Result<Option<Finished>, DbErr> {
     let to: &'static str = to.into();
     let open: &'static str = OrderStatus::OPEN.into();
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "UPDATE orders SET status = $2, failure_reason = $3, updated_at = now() \
-             WHERE id = $1 AND status = $4 RETURNING total_cents",
+             WHERE id = $1 AND status = $4 \
+             RETURNING total_cents, EXTRACT(EPOCH FROM now() - created_at)::float8 AS age_seconds",
             [
                 id.into(),
                 to.into(),
@@ -86,7 +89,21 @@ pub async fn finish<C: ConnectionTrait>(
             ],
         ))
         .await?;
-    row.map(|row| row.try_get("", "total_cents")).transpose()
+    row.map(|row| {
+        Ok(Finished {
+            total_cents: row.try_get("", "total_cents")?,
+            age: Duration::try_from_secs_f64(row.try_get("", "age_seconds")?).unwrap_or_default(),
+        })
+    })
+    .transpose()
+}
+
+/// What [`finish`] reports of the order it finished.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Finished {
+    pub total_cents: i64,
+    /// How long the saga took, by the database's clock: from the order's placement to now.
+    pub age: Duration,
 }
 
 /// The order's status, if it exists.
@@ -101,19 +118,27 @@ pub async fn status<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<Order
 /// `deadline` ago by the database's clock, skipping rows another transaction holds.
 pub async fn lock_expired<C: ConnectionTrait>(
     db: &C,
-    deadline: std::time::Duration,
+    deadline: Duration,
     limit: u64,
-) -> Result<Vec<Uuid>, DbErr> {
+) -> Result<Vec<(Uuid, Duration)>, DbErr> {
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT id FROM orders \
+            "SELECT id, EXTRACT(EPOCH FROM now() - created_at)::float8 AS age_seconds FROM orders \
              WHERE status = 'PENDING_PAYMENT' AND created_at < now() - make_interval(secs => $1) \
              ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
             [deadline.as_secs_f64().into(), limit.into()],
         ))
         .await?;
-    rows.iter().map(|row| row.try_get("", "id")).collect()
+    rows.iter()
+        .map(|row| {
+            let age: f64 = row.try_get("", "age_seconds")?;
+            Ok((
+                row.try_get("", "id")?,
+                Duration::try_from_secs_f64(age).unwrap_or_default(),
+            ))
+        })
+        .collect()
 }
 
 /// How many orders are still `PENDING_PAYMENT`, i.e. have a saga in flight. An index-only

@@ -25,7 +25,7 @@ impl Command for CancelExpiredOrders {
         let expired = orders::lock_expired(tx, self.deadline, CANCEL_BATCH).await?;
         let reason = format!("the saga did not finish within {:?}", self.deadline);
         let mut cancellations = Announcements::none();
-        for order_id in expired {
+        for (order_id, age) in expired {
             let Some(mut order) = orders::find(tx, order_id).await? else {
                 continue;
             };
@@ -33,6 +33,7 @@ impl Command for CancelExpiredOrders {
                 continue;
             }
             orders::update_status(tx, &order).await?;
+            super::observe_saga_duration(order.status, age);
             let event = SagaEvent::OrderCancelled(OrderCancelled {
                 order_id,
                 reason: reason.clone(),

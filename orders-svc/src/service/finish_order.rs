@@ -65,9 +65,10 @@ async fn finish_order(
     reason: Option<&str>,
     announce: impl FnOnce(i64) -> SagaEvent,
 ) -> Result<Reaction, ServiceError> {
-    if let Some(total_cents) = orders::finish(tx, order_id, to, reason).await? {
+    if let Some(finished) = orders::finish(tx, order_id, to, reason).await? {
         tracing::debug!(%order_id, status = %to, "order finished");
-        return Ok(Reaction::publish(announce(total_cents)));
+        super::observe_saga_duration(to, finished.age);
+        return Ok(Reaction::publish(announce(finished.total_cents)));
     }
     match orders::status(tx, order_id).await? {
         None => tracing::error!(%order_id, "event for an unknown order ignored"),

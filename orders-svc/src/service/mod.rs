@@ -40,3 +40,15 @@ pub enum ServiceError {
     #[error("order_id={0} changed status while the saga's outcome was applied")]
     Raced(uuid::Uuid),
 }
+
+/// Records how long a saga took, by its outcome, in `saga_duration_seconds`. Called inside
+/// the transaction that finishes the order: if that transaction rolls back and the event is
+/// applied again, the saga is counted twice, which a latency histogram can bear.
+fn observe_saga_duration(outcome: crate::domain::OrderStatus, took: std::time::Duration) {
+    let outcome: &'static str = outcome.into();
+    saga_runtime::metrics::observe(
+        &saga_runtime::metrics::SAGA_DURATION,
+        took,
+        &[("outcome", outcome.to_owned())],
+    );
+}

@@ -301,9 +301,10 @@ fn db_error(error: sea_orm::DbErr) -> ApiError {
     }
 }
 
-/// `GET /metrics`: the process counters plus the outbox backlog and the age of its oldest row.
-/// When the database does not answer, those two gauges are left out (never a made-up value)
-/// and `saga_metrics_scrape_errors_total` counts the miss.
+/// `GET /metrics`: the recorder's series plus gauges read now: the outbox backlog and the
+/// age of its oldest row, the parked events and the pool. When the database does not answer,
+/// the database's gauges are left out (never a made-up value) and
+/// `saga_metrics_scrape_errors_total` counts the miss.
 pub fn metrics_router(service: &'static str, db: DatabaseConnection) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -311,31 +312,45 @@ pub fn metrics_router(service: &'static str, db: DatabaseConnection) -> Router {
 }
 
 async fn metrics(State((service, db)): State<(&'static str, DatabaseConnection)>) -> Response {
-    let gauges = match outbox::backlog_and_age(&db).await {
-        #[allow(clippy::cast_precision_loss)]
-        Ok((backlog, age)) => vec![
-            (
-                "saga_outbox_backlog",
-                "Outbox rows waiting to be published.",
-                backlog as f64,
-            ),
-            (
-                "saga_outbox_oldest_age_seconds",
-                "Age of the oldest waiting outbox row.",
-                age,
-            ),
-        ],
+    let mut gauges = crate::metrics::pool_gauges(db.get_postgres_connection_pool());
+    match scraped_from_database(&db).await {
+        Ok(read) => gauges.extend(read),
         Err(error) => {
-            tracing::warn!(%error, "metrics scrape: outbox gauges unavailable");
+            tracing::warn!(%error, "metrics scrape: database gauges unavailable");
             crate::metrics::SCRAPE_ERRORS.increment();
-            Vec::new()
         }
-    };
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         crate::metrics::render(service, &gauges),
     )
         .into_response()
+}
+
+#[allow(clippy::cast_precision_loss)]
+async fn scraped_from_database(
+    db: &DatabaseConnection,
+) -> Result<Vec<crate::metrics::ScrapedGauge>, sea_orm::DbErr> {
+    use crate::metrics::ScrapedGauge;
+    let (backlog, age) = outbox::backlog_and_age(db).await?;
+    let parked = crate::parking::count(db).await?;
+    Ok(vec![
+        ScrapedGauge::new(
+            "saga_outbox_backlog",
+            "Outbox rows waiting to be published.",
+            backlog as f64,
+        ),
+        ScrapedGauge::new(
+            "saga_outbox_oldest_age_seconds",
+            "Age of the oldest waiting outbox row.",
+            age,
+        ),
+        ScrapedGauge::new(
+            "saga_parked_events",
+            "Events parked now, waiting for an operator's retry (GET /sagas/stuck).",
+            parked as f64,
+        ),
+    ])
 }
 
 /// Serves `router` until `shutdown`, then lets in-flight requests finish. Every request is
@@ -365,15 +380,45 @@ pub async fn serve(
                 .make_span_with(request_span)
                 .on_response(
                     |response: &Response, latency: Duration, span: &tracing::Span| {
-                        span.record("http.response.status_code", response.status().as_u16());
+                        span.record(
+                            "http.response.status_code",
+                            i64::from(response.status().as_u16()),
+                        );
                         tracing::debug!(status = response.status().as_u16(), ?latency, "responded");
                     },
                 )
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
-        );
+        )
+        .layer(axum::middleware::from_fn(count_request));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+/// Counts and times every request by method, route pattern and status. The pattern
+/// (`/orders/{id}`), never the raw path, keeps the series few; a request no route matched is
+/// `unmatched`.
+async fn count_request(request: Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    crate::metrics::HTTP_REQUESTS.add_with(1, &labels);
+    crate::metrics::observe(
+        &crate::metrics::HTTP_REQUEST_DURATION,
+        started.elapsed(),
+        &labels,
+    );
+    response
 }
 
 /// A request's server span, named and described as the OpenTelemetry HTTP conventions do. A

@@ -182,7 +182,9 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfi
         .set("session.timeout.ms", millis(settings.session_timeout))
         .set("fetch.min.bytes", settings.fetch_min_bytes.to_string())
         .set("fetch.wait.max.ms", millis(settings.fetch_wait_max))
-        .set("partition.assignment.strategy", "cooperative-sticky");
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        // The consumer lag gauge comes from librdkafka's statistics (`CommitOnRevoke::stats`).
+        .set("statistics.interval.ms", millis(STATISTICS_INTERVAL));
     // Static membership: a restarted instance with the same ID takes its partitions back at
     // once instead of after `session.timeout.ms`.
     if let Some(instance) = &settings.group_instance_id {
@@ -190,6 +192,9 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfi
     }
     config
 }
+
+/// How often librdkafka reports its statistics, from which the consumer lag gauge is set.
+const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Commits stored offsets synchronously when partitions are taken away, so the next owner
 /// starts after the last committed record instead of redoing up to a second of work. Its
@@ -200,6 +205,29 @@ pub struct CommitOnRevoke {
 }
 
 impl ClientContext for CommitOnRevoke {
+    /// Sets `saga_consumer_lag` for each partition librdkafka reports. A partition this
+    /// instance does not consume (any more) reports no lag (-1) and is set to 0, so that a
+    /// sum over the instances counts each partition's lag once.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, state) in &statistics.topics {
+            for (partition, partition_state) in &state.partitions {
+                // -1 is librdkafka's "unassigned" pseudo-partition.
+                if *partition < 0 {
+                    continue;
+                }
+                #[allow(clippy::cast_precision_loss)]
+                let lag = partition_state.consumer_lag.max(0) as f64;
+                metrics::CONSUMER_LAG.set_with(
+                    lag,
+                    &[
+                        ("topic", topic.clone()),
+                        ("partition", partition.to_string()),
+                    ],
+                );
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         self.errors.note(
             &format_args!("{error}: {reason}"),

@@ -230,3 +230,17 @@ pub(crate) async fn remove<C: ConnectionTrait>(db: &C, id: i64) -> Result<(), Db
     .await?;
     Ok(())
 }
+
+/// How many events are parked now, in every saga.
+pub async fn count<C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM parked_events",
+        ))
+        .await?;
+    match row {
+        Some(row) => row.try_get("", "n"),
+        None => Ok(0),
+    }
+}

@@ -231,6 +231,7 @@ impl Relay {
             (delivery, span)
         });
         let several = rows.len() > 1;
+        let handed_over = std::time::Instant::now();
         let outcomes = join_all(deliveries.map(|(delivery, span)| async move {
             let outcome = delivery.instrument(span.clone()).await;
             if outcome.is_err() {
@@ -268,8 +269,14 @@ impl Relay {
                 first_error,
             });
         }
+        metrics::observe(&metrics::RELAY_PUBLISH_DURATION, handed_over.elapsed(), &[]);
         txn.commit().await?;
         metrics::OUTBOX_PUBLISHED.add(rows.len() as u64);
+        for row in rows.iter().filter(|row| {
+            shared_events::COMPENSATING_EVENT_TYPES.contains(&row.event_type.as_str())
+        }) {
+            metrics::COMPENSATIONS.add_with(1, &[("type", row.event_type.clone())]);
+        }
         tracing::debug!(published = rows.len(), "outbox batch published");
         Ok(Published {
             rows: rows.len(),

@@ -228,6 +228,7 @@ where
             return ExitCode::FAILURE;
         }
     };
+    crate::metrics::install(name);
     if let Err(error) = crate::fault::init_from_env() {
         tracing::error!(%error, "{name}: invalid fault injection settings");
         return ExitCode::FAILURE;
@@ -272,10 +273,11 @@ pub async fn run<H: EventHandler>(
         background,
     } = app;
     let settings = &settings;
-    let jobs: Vec<_> = background
+    let mut jobs: Vec<_> = background
         .into_iter()
         .map(|task| tokio::spawn(task(shutdown.clone())))
         .collect();
+    jobs.push(tokio::spawn(crate::metrics::upkeep(shutdown.clone())));
     let relay_stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));

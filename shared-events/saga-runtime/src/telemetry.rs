@@ -144,6 +144,11 @@ fn traced(metadata: &Metadata<'_>) -> bool {
     let ours = TRACED_TARGETS
         .iter()
         .any(|target| metadata.target().starts_with(target));
+    // A consumer lane's span lasts as long as the process: it names the lane in log lines,
+    // and in a trace viewer it would only be a process-long bar of its own.
+    if metadata.name() == "consumer_lane" {
+        return false;
+    }
     let most_verbose = if metadata.is_span() {
         Level::INFO
     } else {

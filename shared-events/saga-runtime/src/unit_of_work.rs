@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::consumer::{EventHandler, HandlerError};
 use crate::fault::{self, CrashPoint};
 use crate::inbox::{self, Delivery};
+use crate::metrics;
 use crate::outbox::{self, OutboxEntry, OutboxError, OutboxSignal};
 use crate::parking::{self, BEHIND_PARKED, Origin};
 
@@ -221,6 +222,13 @@ pub struct UnitOfWork {
 }
 
 impl UnitOfWork {
+    /// Begins a transaction on the pool, counted in `saga_db_pool_waiters` while it waits for
+    /// a connection (and its `BEGIN`), so a pool too small for the load shows on `/metrics`.
+    async fn begin(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        let _waiting = metrics::PoolWaiter::enter();
+        self.db.begin().await
+    }
+
     pub fn new(db: DatabaseConnection, signal: OutboxSignal, source: &'static str) -> Self {
         Self { db, signal, source }
     }
@@ -252,7 +260,7 @@ impl UnitOfWork {
         handler: &H,
         event: &Envelope,
     ) -> Result<Delivery, HandlerError> {
-        let tx = Tx(self.db.begin().await.map_err(HandlerError::new)?);
+        let tx = Tx(self.begin().await.map_err(HandlerError::new)?);
         let (delivery, answers) = self.record_and_handle(&tx, handler, event).await?;
         self.commit_answers(tx, answers).await?;
         Ok(delivery)
@@ -285,7 +293,7 @@ impl UnitOfWork {
         handler: &H,
         saga_id: Uuid,
     ) -> Result<Replayed, DbErr> {
-        let tx = Tx(self.db.begin().await?);
+        let tx = Tx(self.begin().await?);
         let Some(taken) = parking::take_oldest(&tx, saga_id).await? else {
             return Ok(Replayed::NoneLeft);
         };
@@ -363,7 +371,7 @@ impl UnitOfWork {
         events: &[Consumed<'_>],
     ) -> Result<Vec<Delivery>, Stopped> {
         let whole = |error| Stopped::Whole(HandlerError::new(error));
-        let tx = Tx(self.db.begin().await.map_err(whole)?);
+        let tx = Tx(self.begin().await.map_err(whole)?);
         let envelopes: Vec<&Envelope> = events.iter().map(|consumed| consumed.event).collect();
         let deliveries = inbox::record_unless_parked(&tx, &envelopes)
             .await
@@ -416,7 +424,14 @@ impl UnitOfWork {
             tracing::debug!(event_id = %event.id, ?delivery, "event not handled");
             return Ok(());
         }
-        let reaction = handler.handle(tx, event).await?;
+        let started = std::time::Instant::now();
+        let reaction = handler.handle(tx, event).await;
+        metrics::observe(
+            &metrics::HANDLER_DURATION,
+            started.elapsed(),
+            &[("event_type", event.event_type().to_owned())],
+        );
+        let reaction = reaction?;
         let entries = reaction
             .0
             .into_iter()
@@ -429,7 +444,7 @@ impl UnitOfWork {
 
     /// Runs `command` in one transaction, writes its announcements to the outbox and commits.
     pub async fn run<C: Command>(&self, command: C) -> Result<C::Output, C::Error> {
-        let tx = Tx(self.db.begin().await?);
+        let tx = Tx(self.begin().await?);
         let (output, announcements) = command.execute(&tx).await?;
         let entries = self.outbox_entries(announcements)?;
         let published = !entries.is_empty();
@@ -501,7 +516,7 @@ impl UnitOfWork {
         &self,
         commands: &[(C, Span)],
     ) -> Result<Together<C::Output>, RolledBack> {
-        let tx = match self.db.begin().await {
+        let tx = match self.begin().await {
             Ok(tx) => Tx(tx),
             Err(error) => return Ok(Together::NotBegun(error)),
         };

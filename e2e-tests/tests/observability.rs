@@ -1,0 +1,540 @@
+//! Traces and metrics, end to end, through the real tools an operator uses.
+//!
+//! Traces: the three services export their spans over OTLP to a real Jaeger (`deploy/stack
+//! start jaeger`, which `deploy/stack test` runs), with their logs at `RUST_LOG=warn`, and
+//! the saga's trace is read back through Jaeger's HTTP API. One trace covers the whole saga,
+//! from the caller's own `traceparent` to the last event, with spans from every service; and
+//! every hop is a send span (producer) in one service with a process span (consumer) in the
+//! next as its child and linked to it, named and tagged by the OpenTelemetry messaging
+//! conventions.
+//!
+//! Metrics: a real Prometheus (Debian's) scrapes every service, and a saga-duration quantile
+//! is read back through its query API; the alert rules pass `promtool check rules`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e_tests::runner::{self, World, scenario};
+use e2e_tests::stack::{ServiceName, free_port};
+use e2e_tests::{Api, Stack, TestResult, ensure, ensure_eq};
+use serde_json::{Value, json};
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    runner::run(vec![
+        scenario(
+            "one_trace_covers_a_saga_from_the_callers_traceparent_with_logs_at_warn",
+            |w: &mut TraceWorld| Box::pin(one_trace_covers_the_saga(w)),
+        ),
+        scenario(
+            "a_failed_saga_is_one_trace_with_its_compensation",
+            |w: &mut TraceWorld| Box::pin(compensation_is_traced(w)),
+        ),
+        scenario(
+            "prometheus_scrapes_every_service_and_answers_a_saga_duration_quantile",
+            |w: &mut TraceWorld| Box::pin(prometheus_reads_saga_durations(w)),
+        ),
+        scenario("the_alert_rules_pass_promtool", |_: &mut TraceWorld| {
+            Box::pin(alert_rules_pass_promtool())
+        }),
+    ])
+}
+
+struct TraceWorld {
+    stack: Stack,
+    api: Api,
+    jaeger: String,
+}
+
+impl World for TraceWorld {
+    async fn start() -> TestResult<Self> {
+        let endpoint = std::env::var("TEST_OTLP_ENDPOINT").map_err(
+            |_| "TEST_OTLP_ENDPOINT is unset: run `deploy/stack test`, which starts Jaeger",
+        )?;
+        let jaeger = std::env::var("TEST_JAEGER_URL")
+            .map_err(|_| "TEST_JAEGER_URL is unset: run `deploy/stack test`")?;
+        let mut env = Vec::new();
+        for name in ServiceName::ALL {
+            env.push((name, "OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()));
+            // The log filter must not decide what is traced.
+            env.push((name, "RUST_LOG", "warn"));
+            // Export every 100 ms instead of every 5 s, so the test does not wait.
+            env.push((name, "OTEL_BSP_SCHEDULE_DELAY", "100"));
+        }
+        let stack = Stack::start_with(env).await?;
+        println!(
+            "e2e: services up (topics {}*, logs {}), exporting to {endpoint}",
+            stack.prefix,
+            stack.log_dir.display()
+        );
+        let api = Api::new(&stack);
+        Ok(TraceWorld { stack, api, jaeger })
+    }
+
+    async fn finish(self) -> TestResult {
+        self.stack.stop().await
+    }
+}
+
+/// A span as Jaeger's HTTP API returns it, with what the checks need.
+#[derive(Debug, Clone)]
+struct SpanView {
+    span_id: String,
+    operation: String,
+    service: String,
+    tags: HashMap<String, Value>,
+    /// (refType, spanID) of each reference: `CHILD_OF` for a parent, `FOLLOWS_FROM` for a link.
+    references: Vec<(String, String)>,
+}
+
+impl SpanView {
+    fn tag(&self, key: &str) -> Option<&Value> {
+        self.tags.get(key)
+    }
+
+    fn kind(&self) -> &str {
+        self.tag("span.kind").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// The span this one continues. A process span has the send span as its parent and as a
+    /// link; Jaeger folds the two into one `FOLLOWS_FROM` reference, so either kind counts.
+    fn parent(&self) -> Option<&str> {
+        self.references
+            .iter()
+            .find(|(kind, _)| kind == "CHILD_OF")
+            .or_else(|| self.references.first())
+            .map(|(_, id)| id.as_str())
+    }
+
+    fn links_to(&self, span_id: &str) -> bool {
+        self.references.iter().any(|(_, id)| id == span_id)
+    }
+}
+
+/// The spans of trace `trace_id` in Jaeger, or none while it has not got them yet.
+async fn trace(api: &Api, jaeger: &str, trace_id: &str) -> TestResult<Vec<SpanView>> {
+    let (status, body) = api
+        .get_text(&format!("{jaeger}/api/traces/{trace_id}"))
+        .await?;
+    if status == 404 {
+        return Ok(Vec::new());
+    }
+    ensure!(status == 200, "Jaeger answered {status}: {body}");
+    let body: Value = serde_json::from_str(&body)?;
+    let Some(trace) = body["data"].as_array().and_then(|traces| traces.first()) else {
+        return Ok(Vec::new());
+    };
+    let processes = &trace["processes"];
+    let mut spans = Vec::new();
+    for span in trace["spans"].as_array().into_iter().flatten() {
+        ensure_eq!(
+            span["traceID"].as_str(),
+            Some(trace_id),
+            "every span's trace ID"
+        );
+        let process = span["processID"].as_str().unwrap_or_default();
+        let tags = span["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|tag| Some((tag["key"].as_str()?.to_owned(), tag["value"].clone())))
+            .collect();
+        let references = span["references"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                Some((
+                    r["refType"].as_str()?.to_owned(),
+                    r["spanID"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        spans.push(SpanView {
+            span_id: span["spanID"].as_str().unwrap_or_default().to_owned(),
+            operation: span["operationName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            service: processes[process]["serviceName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            tags,
+            references,
+        });
+    }
+    Ok(spans)
+}
+
+/// Waits until Jaeger holds `hops` process spans of the trace (the batch exporters send what
+/// is finished every 100 ms, each service on its own), then returns the trace.
+async fn wait_for_trace(w: &TraceWorld, trace_id: &str, hops: usize) -> TestResult<Vec<SpanView>> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let spans = trace(&w.api, &w.jaeger, trace_id).await?;
+        let processed = spans.iter().filter(|s| s.kind() == "consumer").count();
+        if processed >= hops {
+            // The last send spans close when Kafka acknowledges; give the exporters a beat.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return trace(&w.api, &w.jaeger, trace_id).await;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "Jaeger has {processed} of {hops} process spans of trace {trace_id} after {SETTLE:?}: {:?}",
+            spans
+                .iter()
+                .map(|s| format!("{}:{}", s.service, s.operation))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Checks every hop of the trace: each process span is the child of a send span of another
+/// service, on the same topic, and links to it; and returns the hops as (sender, receiver).
+fn hops_of(spans: &[SpanView]) -> TestResult<Vec<(String, String)>> {
+    let by_id: HashMap<&str, &SpanView> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let mut hops = Vec::new();
+    for process in spans.iter().filter(|s| s.kind() == "consumer") {
+        let topic = process
+            .tag("messaging.destination.name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("process span without a destination: {process:?}"))?;
+        ensure_eq!(
+            process.operation,
+            format!("process {topic}"),
+            "a process span's name"
+        );
+        ensure_eq!(
+            process.tag("messaging.system"),
+            Some(&json!("kafka")),
+            "messaging.system of {}",
+            process.operation
+        );
+        ensure_eq!(
+            process.tag("messaging.operation.type"),
+            Some(&json!("process")),
+            "messaging.operation.type of {}",
+            process.operation
+        );
+        let parent = process
+            .parent()
+            .and_then(|id| by_id.get(id))
+            .ok_or_else(|| format!("the parent of {process:?} is not in the trace"))?;
+        ensure_eq!(
+            parent.kind(),
+            "producer",
+            "the kind of {}'s parent",
+            process.operation
+        );
+        ensure_eq!(
+            parent.operation,
+            format!("send {topic}"),
+            "the parent of {} in {}",
+            process.operation,
+            process.service
+        );
+        ensure_eq!(
+            parent.tag("messaging.operation.type"),
+            Some(&json!("send")),
+            "messaging.operation.type of {}",
+            parent.operation
+        );
+        ensure!(
+            parent.service != process.service,
+            "{} sent to itself on {topic}",
+            parent.service
+        );
+        ensure!(
+            process.links_to(&parent.span_id),
+            "{} in {} does not link to its send span",
+            process.operation,
+            process.service
+        );
+        hops.push((parent.service.clone(), process.service.clone()));
+    }
+    hops.sort();
+    Ok(hops)
+}
+
+async fn one_trace_covers_the_saga(w: &mut TraceWorld) -> TestResult {
+    let product = w.api.product(500, 5).await?;
+    let customer = w.api.customer(10_000).await?;
+    // The caller's own trace: the saga must continue it.
+    let trace_id = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
+    let caller_span = format!("{:016x}", uuid::Uuid::new_v4().as_u128() as u64);
+    let traceparent = format!("00-{trace_id}-{caller_span}-01");
+    let order = w
+        .api
+        .place_order_with_headers(customer, &[(product, 1)], &[("traceparent", &traceparent)])
+        .await?;
+    let done = w.api.wait_terminal(order.id, SETTLE).await?;
+    ensure_eq!(done["status"], json!("CONFIRMED"), "the order's status");
+
+    let spans = wait_for_trace(w, &trace_id, 3).await?;
+    let services: BTreeSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
+    ensure_eq!(
+        services,
+        BTreeSet::from(["inventory-svc", "orders-svc", "payments-svc"]),
+        "the services in the trace"
+    );
+    let request = spans
+        .iter()
+        .find(|s| s.kind() == "server" && s.operation == "POST /orders")
+        .ok_or("no POST /orders server span in the trace")?;
+    ensure_eq!(
+        request.parent(),
+        Some(caller_span.as_str()),
+        "the request span's parent (the caller's traceparent)"
+    );
+    ensure_eq!(
+        request.tag("http.response.status_code"),
+        Some(&json!(202)),
+        "the request span's status code"
+    );
+    ensure_eq!(
+        hops_of(&spans)?,
+        vec![
+            ("inventory-svc".to_owned(), "orders-svc".to_owned()),
+            ("orders-svc".to_owned(), "payments-svc".to_owned()),
+            ("payments-svc".to_owned(), "inventory-svc".to_owned()),
+        ],
+        "the hops (sender, receiver) of a confirmed saga"
+    );
+    // RUST_LOG=warn held: the services wrote no INFO line while tracing all of this.
+    for name in ServiceName::ALL {
+        let log = std::fs::read_to_string(w.stack.log_dir.join(format!("{}.log", name.binary())))
+            .unwrap_or_default();
+        ensure!(
+            !log.contains("INFO"),
+            "{} logged at INFO with RUST_LOG=warn: {}",
+            name.binary(),
+            log.lines()
+                .find(|line| line.contains("INFO"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn compensation_is_traced(w: &mut TraceWorld) -> TestResult {
+    // Stock is short: payments charges, inventory fails, payments refunds, orders fails.
+    let product = w.api.product(500, 0).await?;
+    let customer = w.api.customer(10_000).await?;
+    let trace_id = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
+    let traceparent = format!("00-{trace_id}-{:016x}-01", 0x5eed_u64);
+    let order = w
+        .api
+        .place_order_with_headers(customer, &[(product, 1)], &[("traceparent", &traceparent)])
+        .await?;
+    let done = w.api.wait_terminal(order.id, SETTLE).await?;
+    ensure_eq!(
+        done["status"],
+        json!("FAILED_INVENTORY"),
+        "the order's status"
+    );
+    // Four hops: OrderCreated to payments, PaymentSucceeded to inventory,
+    // InventoryReservationFailed back to payments (the compensation), PaymentRefunded to
+    // orders. A service that passes over an event it does not react to makes no span.
+    let spans = wait_for_trace(w, &trace_id, 4).await?;
+    let hops = hops_of(&spans)?;
+    for hop in [
+        ("orders-svc", "payments-svc"),
+        ("payments-svc", "inventory-svc"),
+        ("inventory-svc", "payments-svc"),
+        ("payments-svc", "orders-svc"),
+    ] {
+        ensure!(
+            hops.contains(&(hop.0.to_owned(), hop.1.to_owned())),
+            "no hop {} → {} in {hops:?}",
+            hop.0,
+            hop.1
+        );
+    }
+    Ok(())
+}
+
+/// The repository's `deploy/` folder.
+fn deploy_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+async fn alert_rules_pass_promtool() -> TestResult {
+    let rules = deploy_dir().join("prometheus/alerts.yml");
+    let output = tokio::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run promtool (deploy/stack test installs it): {e}"))?;
+    let report = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "promtool check rules failed: {report}"
+    );
+    ensure!(
+        report.contains("SUCCESS: 5 rules found"),
+        "promtool did not find the five rules: {report}"
+    );
+    Ok(())
+}
+
+/// A Prometheus of the test's own, on a free port, scraping every service of the stack each
+/// second with the repository's alert rules loaded. Killed when dropped.
+struct Prometheus {
+    url: String,
+    _process: tokio::process::Child,
+    _data: TempDir,
+}
+
+/// A folder removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Prometheus {
+    async fn start(stack: &Stack) -> TestResult<Prometheus> {
+        let dir = TempDir(std::env::temp_dir().join(format!("e2e-prometheus-{}", stack.prefix)));
+        std::fs::create_dir_all(dir.0.join("data"))?;
+        let targets: Vec<String> = stack
+            .all_instances()
+            .into_iter()
+            .map(|instance| {
+                format!(
+                    "\"{}\"",
+                    stack.url(instance).trim_start_matches("http://").to_owned()
+                )
+            })
+            .collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files: [\"{rules}\"]\n\
+             scrape_configs:\n  - job_name: saga\n    static_configs:\n      - targets: [{targets}]\n",
+            rules = deploy_dir().join("prometheus/alerts.yml").display(),
+            targets = targets.join(", "),
+        );
+        std::fs::write(dir.0.join("prometheus.yml"), config)?;
+        let port = free_port()?;
+        let log = std::fs::File::create(stack.log_dir.join("prometheus.log"))?;
+        let process = tokio::process::Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.0.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start prometheus (deploy/stack test installs it): {e}"))?;
+        Ok(Prometheus {
+            url: format!("http://127.0.0.1:{port}"),
+            _process: process,
+            _data: dir,
+        })
+    }
+
+    /// The value of an instant query whose result is one sample, once it has one.
+    async fn query_one(&self, api: &Api, query: &str, within: Duration) -> TestResult<f64> {
+        let deadline = Instant::now() + within;
+        let url = format!(
+            "{}/api/v1/query?query={}",
+            self.url,
+            utf8_percent_encode(query)
+        );
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok((200, body)) = api.get_text(&url).await {
+                let body: Value = serde_json::from_str(&body)?;
+                let value = body["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok());
+                if let Some(value) = value.filter(|v| v.is_finite()) {
+                    return Ok(value);
+                }
+                last = body.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(format!("Prometheus had no finite answer to {query} within {within:?}: {last}").into())
+    }
+}
+
+/// Percent-encodes a query string value (PromQL has braces, quotes and spaces).
+fn utf8_percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn prometheus_reads_saga_durations(w: &mut TraceWorld) -> TestResult {
+    let prometheus = Prometheus::start(&w.stack).await?;
+    // Every service instance is a healthy target. A comparison without `bool` filters, so the
+    // query has an answer only once it holds.
+    let instances = w.stack.all_instances().len();
+    prometheus
+        .query_one(&w.api, &format!("count(up == 1) == {instances}"), SETTLE)
+        .await
+        .map_err(|e| format!("not every service is up in Prometheus: {e}"))?;
+    let product = w.api.product(100, 50).await?;
+    let customer = w.api.customer(100_000).await?;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let placed = Instant::now();
+        let order = w.api.place_order(customer, &[(product, 1)]).await?;
+        let done = w.api.wait_terminal(order.id, SETTLE).await?;
+        ensure_eq!(done["status"], json!("CONFIRMED"), "the order's status");
+        slowest = slowest.max(placed.elapsed());
+    }
+    // The histogram's buckets since the services started, as orders-svc exports them.
+    // Once a scrape has seen all five.
+    prometheus
+        .query_one(
+            &w.api,
+            "sum(saga_duration_seconds_count{outcome=\"CONFIRMED\"}) >= 5",
+            SETTLE,
+        )
+        .await?;
+    let p99 = prometheus
+        .query_one(
+            &w.api,
+            "histogram_quantile(0.99, sum by (le) (saga_duration_seconds_bucket{outcome=\"CONFIRMED\"}))",
+            SETTLE,
+        )
+        .await?;
+    // A quantile from buckets is an interpolation inside the bucket the saga fell in, so it
+    // is bounded by that bucket's upper edge, never far above the slowest saga seen.
+    ensure!(
+        p99 > 0.0 && p99 <= bucket_above(slowest),
+        "saga p99 from Prometheus is {p99} s; the slowest saga took {slowest:?} as the client saw it"
+    );
+    Ok(())
+}
+
+/// The upper edge of the histogram bucket that holds `took`.
+fn bucket_above(took: Duration) -> f64 {
+    let seconds = took.as_secs_f64();
+    saga_runtime::metrics::BUCKETS
+        .into_iter()
+        .find(|edge| *edge >= seconds)
+        .unwrap_or(f64::INFINITY)
+}
