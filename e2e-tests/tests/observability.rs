@@ -10,6 +10,9 @@
 //!
 //! Metrics: a real Prometheus (Debian's) scrapes every service, and a saga-duration quantile
 //! is read back through its query API; the alert rules pass `promtool check rules`.
+//!
+//! The `saga` CLI, run as an operator runs it against the same stack: a saga's timeline, a bad
+//! ID and an unreachable broker, parked events, and a dead letter listed and redriven.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -40,6 +43,18 @@ fn main() -> ExitCode {
         scenario("the_alert_rules_pass_promtool", |_: &mut TraceWorld| {
             Box::pin(alert_rules_pass_promtool())
         }),
+        scenario(
+            "saga_show_prints_a_compensated_sagas_timeline_from_kafka",
+            |w: &mut TraceWorld| Box::pin(cli_shows_a_timeline(w)),
+        ),
+        scenario(
+            "saga_cli_answers_a_bad_id_or_an_unreachable_broker_with_exit_code_2",
+            |w: &mut TraceWorld| Box::pin(cli_refuses_clearly(w)),
+        ),
+        scenario(
+            "saga_dlq_lists_a_dead_letter_and_redrives_it_to_its_topic",
+            |w: &mut TraceWorld| Box::pin(cli_dead_letters(w)),
+        ),
     ])
 }
 
@@ -537,4 +552,240 @@ fn bucket_above(took: Duration) -> f64 {
         .into_iter()
         .find(|edge| *edge >= seconds)
         .unwrap_or(f64::INFINITY)
+}
+
+/// Runs the `saga` binary (built beside the services) against the test stack.
+async fn saga_cli(w: &TraceWorld, args: &[&str]) -> TestResult<(i32, String, String)> {
+    let bin_dir = std::env::var("SAGA_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+    let output = tokio::process::Command::new(bin_dir.join("saga"))
+        .args(["--bootstrap", &saga_runtime::testing::kafka_brokers()])
+        .args(["--topic-prefix", &w.stack.prefix])
+        .args(["--orders", &w.stack.url(ServiceName::Orders)])
+        .args(["--payments", &w.stack.url(ServiceName::Payments)])
+        .args(["--inventory", &w.stack.url(ServiceName::Inventory)])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot run saga from {} (cargo build --workspace --bins): {e}",
+                bin_dir.display()
+            )
+        })?;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+async fn cli_shows_a_timeline(w: &mut TraceWorld) -> TestResult {
+    let product = w.api.product(700, 0).await?;
+    let customer = w.api.customer(5_000).await?;
+    let order = w.api.place_order(customer, &[(product, 1)]).await?;
+    let done = w.api.wait_terminal(order.id, SETTLE).await?;
+    ensure_eq!(
+        done["status"],
+        json!("FAILED_INVENTORY"),
+        "the order's status"
+    );
+    let saga = order.saga_id.to_string();
+    // The last event may still be on its way to Kafka when the order reads terminal.
+    let deadline = Instant::now() + SETTLE;
+    let timeline: Value = loop {
+        let (code, stdout, stderr) = saga_cli(w, &["show", &saga, "--json"]).await?;
+        if code == 0 {
+            let timeline: Value = serde_json::from_str(&stdout)?;
+            if timeline["terminal"].is_string() {
+                break timeline;
+            }
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "saga show {saga}: exit {code}: {stderr}{stdout}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let steps: Vec<(String, String, String)> = timeline["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|step| {
+            (
+                step["step"].as_str().unwrap_or_default().to_owned(),
+                step["service"].as_str().unwrap_or_default().to_owned(),
+                step["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("OrderCreated", "orders-svc", "success"),
+        ("PaymentSucceeded", "payments-svc", "success"),
+        ("InventoryReservationFailed", "inventory-svc", "failure"),
+        ("PaymentRefunded", "payments-svc", "compensation"),
+        ("OrderFailed", "orders-svc", "failure"),
+    ]
+    .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+    ensure_eq!(steps, expected.to_vec(), "the timeline's steps");
+    ensure_eq!(
+        timeline["terminal"],
+        json!("FAILED_INVENTORY"),
+        "the saga's end"
+    );
+    ensure!(
+        timeline["steps"][0]["hop_ms"].is_null()
+            && timeline["steps"][1]["hop_ms"]
+                .as_f64()
+                .is_some_and(|ms| ms >= 0.0),
+        "hops: none before the first event, one after: {timeline}"
+    );
+    let total = timeline["duration_ms"].as_f64().unwrap_or(-1.0);
+    let hops: f64 = timeline["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|step| step["hop_ms"].as_f64())
+        .sum();
+    ensure!(
+        (total - hops).abs() < 0.01,
+        "the duration ({total} ms) is the sum of the hops ({hops} ms)"
+    );
+    // The table a person reads.
+    let (code, table, _) = saga_cli(w, &["show", &saga]).await?;
+    ensure_eq!(code, 0, "saga show's exit code");
+    ensure!(
+        table.contains("PaymentRefunded")
+            && table.contains("compensation")
+            && table.contains("ended FAILED_INVENTORY after"),
+        "the table: {table}"
+    );
+    // Nothing is parked in this stack.
+    let (code, stuck, stderr) = saga_cli(w, &["stuck", "--json"]).await?;
+    ensure_eq!(code, 0, "saga stuck's exit code ({stderr})");
+    let stuck: Value = serde_json::from_str(&stuck)?;
+    ensure_eq!(stuck["count"], json!(0), "parked events");
+    Ok(())
+}
+
+async fn cli_refuses_clearly(w: &mut TraceWorld) -> TestResult {
+    let (code, _, stderr) = saga_cli(w, &["show", "not-a-saga"]).await?;
+    ensure_eq!(code, 2, "exit code for a malformed ID");
+    ensure!(
+        stderr.lines().count() == 1 && stderr.contains("not a saga ID"),
+        "stderr: {stderr}"
+    );
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let (code, _, stderr) = saga_cli(w, &["show", &unknown]).await?;
+    ensure_eq!(code, 2, "exit code for an ID without events");
+    ensure!(stderr.contains("no events of saga"), "stderr: {stderr}");
+    // The last --bootstrap wins: a port nothing listens on.
+    let dead = format!("127.0.0.1:{}", free_port()?);
+    let (code, _, stderr) = saga_cli(w, &["--bootstrap", &dead, "stats"]).await?;
+    ensure_eq!(code, 2, "exit code for an unreachable broker");
+    ensure!(
+        stderr.lines().count() == 1 && stderr.contains("unreachable"),
+        "stderr: {stderr}"
+    );
+    Ok(())
+}
+
+/// `saga dlq list TOPIC --json`.
+async fn dlq_listing(w: &TraceWorld, dlq: &str) -> TestResult<Value> {
+    let (code, stdout, stderr) = saga_cli(w, &["dlq", "list", dlq, "--json"]).await?;
+    ensure_eq!(code, 0, "saga dlq list's exit code ({stderr})");
+    Ok(serde_json::from_str(&stdout)?)
+}
+
+async fn cli_dead_letters(w: &mut TraceWorld) -> TestResult {
+    let dlq = format!("{}.dlq", shared_events::topics::PAYMENTS_EVENTS);
+    let count = |listing: &Value| listing["count"].as_u64().unwrap_or_default();
+    let before = count(&dlq_listing(w, &dlq).await?);
+    // A record no consumer can read: orders-svc and inventory-svc dead-letter it.
+    let poison = format!("{{\"not\": \"an event {}\"}}", uuid::Uuid::now_v7());
+    e2e_tests::RawProducer::new()?
+        .send(
+            &w.stack.topic(shared_events::topics::PAYMENTS_EVENTS),
+            Some(0),
+            "poison",
+            poison.as_bytes(),
+        )
+        .await?;
+    let deadline = Instant::now() + SETTLE;
+    let listing = loop {
+        let listing = dlq_listing(w, &dlq).await?;
+        if count(&listing) > before {
+            break listing;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no dead letter appeared: {listing}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let record = listing["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["value"] == json!(poison))
+        .ok_or_else(|| format!("the poison is not listed: {listing}"))?
+        .clone();
+    ensure_eq!(
+        record["original_topic"],
+        json!(w.stack.topic(shared_events::topics::PAYMENTS_EVENTS)),
+        "the dead letter's original topic"
+    );
+    ensure!(
+        record["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "a reason: {record}"
+    );
+    // Redriven, it is published back to payments.events, where the consumers meet it again
+    // and (still unreadable) dead-letter it once more: one more copy of it in the DLQ.
+    let copies = |listing: &Value| {
+        listing["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["value"] == json!(poison))
+            .count()
+    };
+    let copies_before = copies(&dlq_listing(w, &dlq).await?);
+    let partition = record["partition"].as_i64().unwrap_or_default().to_string();
+    let offset = record["offset"].as_i64().unwrap_or_default().to_string();
+    let (code, out, stderr) = saga_cli(
+        w,
+        &[
+            "dlq",
+            "redrive",
+            &dlq,
+            "--partition",
+            &partition,
+            "--offset",
+            &offset,
+            "--json",
+        ],
+    )
+    .await?;
+    ensure_eq!(code, 0, "saga dlq redrive's exit code ({stderr})");
+    let redriven: Value = serde_json::from_str(&out)?;
+    ensure_eq!(
+        redriven["redriven"].as_array().map(Vec::len),
+        Some(1),
+        "records redriven"
+    );
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let now = copies(&dlq_listing(w, &dlq).await?);
+        if now > copies_before {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the redriven record never came back to the DLQ ({now} copies)"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
 }

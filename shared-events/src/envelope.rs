@@ -26,6 +26,13 @@ pub mod headers {
     pub const SAGA_ID: &str = "saga_id";
     /// W3C trace context of the transaction that wrote the event, when a trace was active.
     pub const TRACEPARENT: &str = "traceparent";
+
+    /// On a dead-lettered record: why the consumer could not read it.
+    pub const DLQ_REASON: &str = "dlq_reason";
+    /// On a dead-lettered record: where it was consumed from, so it can be redriven there.
+    pub const DLQ_ORIGINAL_TOPIC: &str = "dlq_original_topic";
+    pub const DLQ_ORIGINAL_PARTITION: &str = "dlq_original_partition";
+    pub const DLQ_ORIGINAL_OFFSET: &str = "dlq_original_offset";
 }
 
 /// A CloudEvent in structured mode. `type` and `data` come from the flattened [`SagaEvent`].

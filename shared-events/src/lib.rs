@@ -5,6 +5,8 @@
 //!   the closed set of them.
 //! - [`envelope`]: the CloudEvents 1.0 structured-mode envelope every record's value carries,
 //!   and the Kafka header names that travel beside it.
+//! - [`timeline`]: one saga's events in order with their hops and outcomes, as the `saga`
+//!   CLI and orders-svc's saga view show it.
 //!
 //! Versioning rule: payload structs accept unknown fields and every field added after version 1
 //! is `Option` or `#[serde(default)]`, so an older consumer keeps reading a newer producer's
@@ -12,7 +14,9 @@
 
 pub mod envelope;
 pub mod events;
+pub mod timeline;
 pub mod topics;
 
 pub use envelope::{DecodeError, Envelope};
 pub use events::*;
+pub use timeline::{Outcome, Step, Timeline};

@@ -680,7 +680,9 @@ impl<H: EventHandler> Lane<H> {
             { semconv::MESSAGING_CONSUMER_GROUP_NAME } = %self.kafka.group_id,
             event_type = envelope.event_type(),
             event_id = %envelope.id,
-            saga_id = ?envelope.sagaid,
+            saga_id = envelope.sagaid.map(tracing::field::display),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         );
         telemetry::continue_trace_from_message(&span, header(record, headers::TRACEPARENT));
         Prepared::Apply(envelope, span)
@@ -843,19 +845,19 @@ fn dead_letter_headers(record: &OwnedMessage, reason: &str) -> OwnedHeaders {
     let (partition, offset) = (record.partition().to_string(), record.offset().to_string());
     let mut headers = OwnedHeaders::new()
         .insert(Header {
-            key: "dlq_reason",
+            key: headers::DLQ_REASON,
             value: Some(reason),
         })
         .insert(Header {
-            key: "dlq_original_topic",
+            key: headers::DLQ_ORIGINAL_TOPIC,
             value: Some(record.topic()),
         })
         .insert(Header {
-            key: "dlq_original_partition",
+            key: headers::DLQ_ORIGINAL_PARTITION,
             value: Some(partition.as_str()),
         })
         .insert(Header {
-            key: "dlq_original_offset",
+            key: headers::DLQ_ORIGINAL_OFFSET,
             value: Some(offset.as_str()),
         });
     if let Some(original) = record.headers() {

@@ -442,6 +442,8 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
         http.route = route,
         url.path = request.uri().path(),
         http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
     let traceparent = request
         .headers()

@@ -301,8 +301,10 @@ fn send_span(row: &OutboxRow, topic: &str) -> Span {
         { semconv::MESSAGING_DESTINATION_NAME } = topic,
         { semconv::MESSAGING_MESSAGE_ID } = %row.event_id,
         { semconv::MESSAGING_KAFKA_MESSAGE_KEY } = %row.message_key,
-        saga_id = ?row.saga_id,
+        saga_id = row.saga_id.map(tracing::field::display),
         event_type = %row.event_type,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
     telemetry::continue_trace(&span, row.traceparent.as_deref());
     span

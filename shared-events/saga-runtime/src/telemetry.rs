@@ -170,15 +170,28 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
     carrier.remove("traceparent")
 }
 
-/// Makes `span` a child of the trace named by `traceparent`, when there is one.
+/// Makes `span` a child of the trace named by `traceparent`, when there is one, and records
+/// its trace and span IDs (see [`record_ids`]).
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
-    let Some(traceparent) = traceparent else {
-        return;
-    };
-    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    let parent = TraceContextPropagator::new().extract(&carrier);
-    // An invalid header leaves the span as the root of a new trace, which is the best we can do.
-    let _ = span.set_parent(parent);
+    if let Some(traceparent) = traceparent {
+        let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+        let parent = TraceContextPropagator::new().extract(&carrier);
+        // An invalid header leaves the span as the root of a new trace, the best we can do.
+        let _ = span.set_parent(parent);
+    }
+    record_ids(span);
+}
+
+/// Writes the span's OpenTelemetry IDs into its `trace_id` and `span_id` fields (declared
+/// `Empty` by the span), so that every log line inside it names the trace, in text and in
+/// JSON (`LOG_FORMAT=json`), and a log search leads to the trace in Jaeger.
+pub fn record_ids(span: &tracing::Span) {
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    if ids.is_valid() {
+        span.record("trace_id", ids.trace_id().to_string());
+        span.record("span_id", ids.span_id().to_string());
+    }
 }
 
 /// Makes `span`, which processes a message, a child of the span that sent it and links it to
@@ -186,6 +199,7 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
 /// in one trace, and the link names the producer explicitly for tools that follow links.
 pub fn continue_trace_from_message(span: &tracing::Span, traceparent: Option<&str>) {
     let Some(traceparent) = traceparent else {
+        record_ids(span);
         return;
     };
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
@@ -195,4 +209,5 @@ pub fn continue_trace_from_message(span: &tracing::Span, traceparent: Option<&st
         span.add_link(sender);
     }
     let _ = span.set_parent(parent);
+    record_ids(span);
 }
