@@ -11,6 +11,10 @@
 //! Metrics: a real Prometheus (Debian's) scrapes every service, and a saga-duration quantile
 //! is read back through its query API; the alert rules pass `promtool check rules`.
 //!
+//! The saga view and the explorer page: `GET /sagas/{saga_id}` has every step of a saga, and
+//! the page of a finished saga, loaded in a real headless browser (Debian's Chromium), shows
+//! its swim lanes; a screenshot is kept beside the logs.
+//!
 //! The `saga` CLI, run as an operator runs it against the same stack: a saga's timeline, a bad
 //! ID and an unreachable broker, parked events, and a dead letter listed and redriven.
 
@@ -43,6 +47,10 @@ fn main() -> ExitCode {
         scenario("the_alert_rules_pass_promtool", |_: &mut TraceWorld| {
             Box::pin(alert_rules_pass_promtool())
         }),
+        scenario(
+            "the_saga_view_and_the_explorer_page_show_every_step_of_a_compensated_saga",
+            |w: &mut TraceWorld| Box::pin(explorer_shows_a_saga(w)),
+        ),
         scenario(
             "saga_show_prints_a_compensated_sagas_timeline_from_kafka",
             |w: &mut TraceWorld| Box::pin(cli_shows_a_timeline(w)),
@@ -290,7 +298,9 @@ async fn one_trace_covers_the_saga(w: &mut TraceWorld) -> TestResult {
     let done = w.api.wait_terminal(order.id, SETTLE).await?;
     ensure_eq!(done["status"], json!("CONFIRMED"), "the order's status");
 
-    let spans = wait_for_trace(w, &trace_id, 3).await?;
+    // Four process spans: payments, inventory, and orders twice (PaymentSucceeded, which it
+    // only records in its saga view, and InventoryReserved).
+    let spans = wait_for_trace(w, &trace_id, 4).await?;
     let services: BTreeSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
     ensure_eq!(
         services,
@@ -317,6 +327,7 @@ async fn one_trace_covers_the_saga(w: &mut TraceWorld) -> TestResult {
             ("inventory-svc".to_owned(), "orders-svc".to_owned()),
             ("orders-svc".to_owned(), "payments-svc".to_owned()),
             ("payments-svc".to_owned(), "inventory-svc".to_owned()),
+            ("payments-svc".to_owned(), "orders-svc".to_owned()),
         ],
         "the hops (sender, receiver) of a confirmed saga"
     );
@@ -338,24 +349,14 @@ async fn one_trace_covers_the_saga(w: &mut TraceWorld) -> TestResult {
 
 async fn compensation_is_traced(w: &mut TraceWorld) -> TestResult {
     // Stock is short: payments charges, inventory fails, payments refunds, orders fails.
-    let product = w.api.product(500, 0).await?;
-    let customer = w.api.customer(10_000).await?;
     let trace_id = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
     let traceparent = format!("00-{trace_id}-{:016x}-01", 0x5eed_u64);
-    let order = w
-        .api
-        .place_order_with_headers(customer, &[(product, 1)], &[("traceparent", &traceparent)])
-        .await?;
-    let done = w.api.wait_terminal(order.id, SETTLE).await?;
-    ensure_eq!(
-        done["status"],
-        json!("FAILED_INVENTORY"),
-        "the order's status"
-    );
-    // Four hops: OrderCreated to payments, PaymentSucceeded to inventory,
-    // InventoryReservationFailed back to payments (the compensation), PaymentRefunded to
-    // orders. A service that passes over an event it does not react to makes no span.
-    let spans = wait_for_trace(w, &trace_id, 4).await?;
+    compensated_saga(w, &[("traceparent", &traceparent)]).await?;
+    // Six process spans: OrderCreated in payments, PaymentSucceeded in inventory and in
+    // orders (its saga view), InventoryReservationFailed in payments (the compensation) and in
+    // orders, PaymentRefunded in orders. A service that passes over an event it does not
+    // react to makes no span.
+    let spans = wait_for_trace(w, &trace_id, 6).await?;
     let hops = hops_of(&spans)?;
     for hop in [
         ("orders-svc", "payments-svc"),
@@ -583,15 +584,7 @@ async fn saga_cli(w: &TraceWorld, args: &[&str]) -> TestResult<(i32, String, Str
 }
 
 async fn cli_shows_a_timeline(w: &mut TraceWorld) -> TestResult {
-    let product = w.api.product(700, 0).await?;
-    let customer = w.api.customer(5_000).await?;
-    let order = w.api.place_order(customer, &[(product, 1)]).await?;
-    let done = w.api.wait_terminal(order.id, SETTLE).await?;
-    ensure_eq!(
-        done["status"],
-        json!("FAILED_INVENTORY"),
-        "the order's status"
-    );
+    let (order, _) = compensated_saga(w, &[]).await?;
     let saga = order.saga_id.to_string();
     // The last event may still be on its way to Kafka when the order reads terminal.
     let deadline = Instant::now() + SETTLE;
@@ -788,4 +781,177 @@ async fn cli_dead_letters(w: &mut TraceWorld) -> TestResult {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     Ok(())
+}
+
+/// Chromium, headless, as the machine's probe runs it: without the background networking that
+/// this closed network refuses, and with a profile of its own.
+async fn chromium(args: &[&str], profile: &std::path::Path) -> TestResult<Vec<u8>> {
+    let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
+    let output = tokio::process::Command::new(&binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {binary} (deploy/stack test installs chromium): {e}"))?;
+    ensure!(
+        output.status.success(),
+        "{binary} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(output.stdout)
+}
+
+async fn explorer_shows_a_saga(w: &mut TraceWorld) -> TestResult {
+    let (order, done) = compensated_saga(w, &[]).await?;
+    ensure_eq!(
+        done["links"]["saga"],
+        json!(format!("/sagas/{}", order.saga_id)),
+        "the order's link to its saga"
+    );
+    let orders = w.stack.url(ServiceName::Orders);
+    // orders-svc consumes the inventory and payments topics apart, so the view may get its
+    // last step a moment after the order is terminal.
+    let deadline = Instant::now() + SETTLE;
+    let saga = loop {
+        let saga = w
+            .api
+            .get(format!("{orders}/sagas/{}", order.saga_id))
+            .await?;
+        if saga["steps"].as_array().map(Vec::len) == Some(5) {
+            break saga;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the saga view never had 5 steps: {saga}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let steps: Vec<&str> = saga["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["step"].as_str())
+        .collect();
+    ensure_eq!(
+        steps,
+        vec![
+            "OrderCreated",
+            "PaymentSucceeded",
+            "InventoryReservationFailed",
+            "PaymentRefunded",
+            "OrderFailed"
+        ],
+        "the saga view's steps"
+    );
+    ensure_eq!(
+        saga["terminal"],
+        json!("FAILED_INVENTORY"),
+        "the saga's end"
+    );
+    ensure_eq!(
+        saga["steps"][3]["outcome"],
+        json!("compensation"),
+        "the refund's outcome"
+    );
+    let listed = w
+        .api
+        .get(format!(
+            "{orders}/sagas?status=FAILED_INVENTORY&since=10m&limit=500"
+        ))
+        .await?;
+    ensure!(
+        listed["sagas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["saga_id"] == json!(order.saga_id) && s["duration_ms"].as_f64().is_some()),
+        "GET /sagas lists the saga with its duration: {listed}"
+    );
+
+    let profile = TempDir(std::env::temp_dir().join(format!("e2e-chromium-{}", w.stack.prefix)));
+    let page = format!("{orders}/ui/sagas/{}", order.saga_id);
+    let dom = String::from_utf8(chromium(&["--dump-dom", &page], &profile.0).await?)?;
+    ensure!(
+        dom.contains("<svg id=\"swimlanes\""),
+        "no swim lanes in the page: {dom}"
+    );
+    ensure_eq!(dom.matches("<g class=\"lane\"").count(), 3, "lanes");
+    ensure_eq!(dom.matches("<g class=\"event ").count(), 5, "events drawn");
+    ensure_eq!(dom.matches("<g class=\"hop\"").count(), 4, "hops drawn");
+    ensure!(
+        dom.contains("<g class=\"event compensation\" data-step=\"PaymentRefunded\" data-service=\"payments-svc\">"),
+        "the refund is drawn as a compensation in payments-svc's lane"
+    );
+    ensure!(
+        dom.contains("id=\"status\">FAILED_INVENTORY</b>"),
+        "the page shows the order's status"
+    );
+    let list = String::from_utf8(
+        chromium(
+            &[
+                "--dump-dom",
+                &format!("{orders}/ui/?status=FAILED_INVENTORY"),
+            ],
+            &profile.0,
+        )
+        .await?,
+    )?;
+    ensure!(
+        list.contains(&format!(
+            "data-saga-id=\"{}\" data-status=\"FAILED_INVENTORY\"",
+            order.saga_id
+        )),
+        "the list page shows the saga under its status filter"
+    );
+    let screenshot = w.stack.log_dir.join("saga-explorer.png");
+    chromium(
+        &[
+            &format!("--screenshot={}", screenshot.display()),
+            "--window-size=1000,760",
+            &page,
+        ],
+        &profile.0,
+    )
+    .await?;
+    let png = std::fs::read(&screenshot)?;
+    ensure!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "the screenshot at {} is not a real PNG ({} bytes)",
+        screenshot.display(),
+        png.len()
+    );
+    println!("e2e: explorer screenshot at {}", screenshot.display());
+    Ok(())
+}
+
+/// Places an order whose stock is short, so that its saga is compensated (charge, refund,
+/// `FAILED_INVENTORY`), with extra request headers, and waits for its end.
+async fn compensated_saga(
+    w: &TraceWorld,
+    headers: &[(&str, &str)],
+) -> TestResult<(e2e_tests::PlacedOrder, Value)> {
+    let product = w.api.product(700, 0).await?;
+    let customer = w.api.customer(5_000).await?;
+    let order = w
+        .api
+        .place_order_with_headers(customer, &[(product, 1)], headers)
+        .await?;
+    let done = w.api.wait_terminal(order.id, SETTLE).await?;
+    ensure_eq!(
+        done["status"],
+        json!("FAILED_INVENTORY"),
+        "the order's status"
+    );
+    Ok((order, done))
 }

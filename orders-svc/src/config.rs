@@ -78,3 +78,20 @@ impl PlacementSettings {
         })
     }
 }
+
+/// The saga view (`saga_events`), read by `GET /sagas/{saga_id}` and the explorer page.
+#[derive(Debug, Clone, Copy)]
+pub struct SagaViewSettings {
+    /// `SAGA_VIEW_RETENTION_MS`, default 7 days: how long a saga's events stay in the view.
+    /// Unlike the inbox's, this bound has no rule to obey: an expired saga only drops out of
+    /// the timelines (Kafka and `saga show` may still have it).
+    pub retention: Duration,
+}
+
+impl SagaViewSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            retention: millis("SAGA_VIEW_RETENTION_MS", Duration::from_secs(7 * 24 * 3600))?,
+        })
+    }
+}

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use saga_runtime::config::CommonSettings;
 use saga_runtime::group_commit::CommandQueue;
+use saga_runtime::retention;
 use saga_runtime::service::{Application, Infrastructure, StartupError};
 use saga_runtime::unit_of_work::UnitOfWork;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +38,10 @@ pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, Startu
     let deadline = config::DeadlineSettings::from_env()?;
     let admission = config::AdmissionSettings::from_env()?;
     let placement = config::PlacementSettings::from_env()?;
-    let infra = Infrastructure::connect(settings).await?;
+    let view = config::SagaViewSettings::from_env()?;
+    // Every saga begins and ends here, so orders-svc keeps the saga view.
+    let infra = Infrastructure::connect(settings).await?.with_saga_view();
+    let retention = infra.settings.retention;
     infra.migrate::<orders_migration::Migrator>().await?;
     let uow = infra.unit_of_work();
     let in_flight = InFlight::new(admission.max_in_flight);
@@ -55,10 +59,21 @@ pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, Startu
         )
         .await?;
     let db = uow.db().clone();
+    let view_db = db.clone();
     let recount_interval = admission.recount_interval;
+    let expiring_view = retention::Expiring {
+        table: "saga_events",
+        key: "event_id",
+        age_column: "occurred_at",
+        retention: view.retention,
+        deleted: &saga_runtime::metrics::SAGA_VIEW_EXPIRED,
+    };
     Ok(app
         .with_background(Box::new(move |stop| {
             Box::pin(deadline_job(uow, deadline, stop))
+        }))
+        .with_background(Box::new(move |stop| {
+            Box::pin(retention::run_for(view_db, expiring_view, retention, stop))
         }))
         .with_background(Box::new(move |stop| {
             Box::pin(recount_job(db, in_flight, recount_interval, stop))

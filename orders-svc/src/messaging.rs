@@ -44,6 +44,9 @@ impl EventHandler for OrdersEventHandler {
                 | SagaEvent::PaymentFailed(_)
                 | SagaEvent::PaymentRefunded(_)
                 | SagaEvent::ProductUpserted(_)
+                // Nothing to do, but the saga view records them (see `handle`).
+                | SagaEvent::PaymentSucceeded(_)
+                | SagaEvent::InventoryReservationFailed(_)
         )
     }
 
@@ -57,7 +60,9 @@ impl EventHandler for OrdersEventHandler {
                 service::on_payment_refunded(tx, e.order_id, &e.reason).await
             }
             SagaEvent::ProductUpserted(e) => service::on_product_upserted(tx, e, event.time).await,
-            // Steps that other services act on; orders-svc waits for their outcome.
+            // Steps that other services act on; orders-svc waits for their outcome. It takes
+            // the two that reach its topics anyway, in a transaction that does nothing but
+            // record them (inbox and saga view), so that its saga view has every step.
             SagaEvent::PaymentSucceeded(_)
             | SagaEvent::InventoryReservationFailed(_)
             | SagaEvent::OrderCreated(_)

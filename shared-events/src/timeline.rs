@@ -107,45 +107,65 @@ fn millis<S: serde::Serializer>(
 impl Timeline {
     /// The timeline of `saga_id` from its events, in any order and with duplicates (the relay
     /// publishes at least once): sorted by time, then by ID (UUID v7, so by creation), each
-    /// event once.
+    /// event once. Events of other sagas are left out.
     pub fn of<'a>(saga_id: Uuid, events: impl IntoIterator<Item = &'a Envelope>) -> Timeline {
-        let mut events: Vec<&Envelope> = events
+        let steps = events
             .into_iter()
             .filter(|event| event.sagaid == Some(saga_id))
+            .map(|event| {
+                (
+                    Step {
+                        step: event.event_type(),
+                        service: event.source.clone(),
+                        time: event.time,
+                        hop: None,
+                        outcome: event.event.outcome(),
+                        event_id: event.id,
+                    },
+                    event.event.terminal_status(),
+                )
+            })
             .collect();
-        events.sort_by_key(|event| (event.time, event.id));
-        events.dedup_by_key(|event| event.id);
-        let mut steps = Vec::with_capacity(events.len());
+        Timeline::from_steps(saga_id, steps)
+    }
+
+    /// The timeline from steps read elsewhere (a saga view), each with the terminal status it
+    /// set, if any; their `hop`s are computed here, as [`Timeline::of`] does.
+    pub fn from_steps(saga_id: Uuid, mut steps: Vec<(Step, Option<&'static str>)>) -> Timeline {
+        steps.sort_by_key(|(step, _)| (step.time, step.event_id));
+        steps.dedup_by_key(|(step, _)| step.event_id);
+        let started = steps.first().map(|(step, _)| step.time);
         let mut previous: Option<DateTime<Utc>> = None;
         let mut terminal = None;
         let mut duration = None;
-        let started = events.first().map(|event| event.time);
-        for event in events {
-            let hop = previous.map(|at| (event.time - at).to_std().unwrap_or_default());
-            previous = Some(event.time);
+        let mut ordered = Vec::with_capacity(steps.len());
+        for (mut step, ends_with) in steps {
+            step.hop = previous.map(|at| (step.time - at).to_std().unwrap_or_default());
+            previous = Some(step.time);
             if terminal.is_none()
-                && let Some(status) = event.event.terminal_status()
+                && let Some(status) = ends_with
             {
                 terminal = Some(status);
-                duration = started.map(|at| (event.time - at).to_std().unwrap_or_default());
+                duration = started.map(|at| (step.time - at).to_std().unwrap_or_default());
             }
-            steps.push(Step {
-                step: event.event_type(),
-                service: event.source.clone(),
-                time: event.time,
-                hop,
-                outcome: event.event.outcome(),
-                event_id: event.id,
-            });
+            ordered.push(step);
         }
         Timeline {
             saga_id,
-            steps,
+            steps: ordered,
             terminal,
             duration,
         }
     }
 }
+
+/// Every terminal status a saga can end in, as [`SagaEvent::terminal_status`] names them.
+pub const TERMINAL_STATUSES: [&str; 4] = [
+    "CONFIRMED",
+    "FAILED_PAYMENT",
+    "FAILED_INVENTORY",
+    "CANCELLED",
+];
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ mod m20261128_000001_create_outbox_and_inbox;
 mod m20261128_000002_create_orders_and_catalog;
 mod m20261128_000003_create_parked_events;
 mod m20261128_000004_index_pending_orders;
+mod m20261129_000005_create_saga_view;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000004_index_pending_orders::Migration),
             Box::new(saga_schema::IndexInboxByAge),
             Box::new(saga_schema::StoreOutboxPayloadAsWritten),
+            Box::new(m20261129_000005_create_saga_view::Migration),
         ]
     }
 }

@@ -4,6 +4,8 @@
 mod catalog;
 mod error;
 mod orders;
+mod sagas;
+mod ui;
 
 use std::sync::Arc;
 
@@ -28,5 +30,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(orders::router())
         .merge(catalog::router())
+        .merge(sagas::router())
+        .merge(ui::router())
         .with_state(state)
 }

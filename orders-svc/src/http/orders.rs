@@ -51,6 +51,14 @@ pub struct OrderResponse {
     pub total_cents: i64,
     pub items: Vec<ItemResponse>,
     pub failure_reason: Option<String>,
+    /// Related resources: the order's saga timeline.
+    pub links: OrderLinks,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderLinks {
+    /// `GET /sagas/{saga_id}`.
+    pub saga: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,6 +131,9 @@ impl From<Order> for OrderResponse {
                 })
                 .collect(),
             failure_reason: order.failure_reason,
+            links: OrderLinks {
+                saga: format!("/sagas/{}", order.saga_id),
+            },
         }
     }
 }

@@ -9,5 +9,6 @@
 pub mod catalog;
 pub mod entity;
 pub mod orders;
+pub mod sagas;
 
 pub use catalog::CatalogProduct;

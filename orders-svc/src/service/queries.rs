@@ -24,3 +24,21 @@ pub async fn get_catalog_product<C: ConnectionTrait>(
 pub async fn count_in_flight<C: ConnectionTrait>(db: &C) -> Result<u64, ServiceError> {
     Ok(orders::count_pending(db).await?)
 }
+
+/// A saga as `GET /sagas/{saga_id}` shows it: its order and its timeline from the saga view.
+#[derive(Debug, Clone)]
+pub struct SagaDetail {
+    pub summary: crate::repo::sagas::SagaSummary,
+    pub timeline: shared_events::Timeline,
+}
+
+pub async fn get_saga<C: ConnectionTrait>(
+    db: &C,
+    saga_id: Uuid,
+) -> Result<SagaDetail, ServiceError> {
+    let summary = crate::repo::sagas::by_saga(db, saga_id)
+        .await?
+        .ok_or(ServiceError::NotFound("saga"))?;
+    let timeline = saga_runtime::saga_view::timeline(db, saga_id).await?;
+    Ok(SagaDetail { summary, timeline })
+}

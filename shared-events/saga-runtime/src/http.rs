@@ -167,6 +167,31 @@ where
     }
 }
 
+/// `Query` whose rejections are [`ApiError`]s: a malformed or unknown query parameter is
+/// 400 `invalid_query`, naming it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for AppQuery<T>
+where
+    axum::extract::Query<T>:
+        FromRequestParts<S, Rejection = axum::extract::rejection::QueryRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(AppQuery(value)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
 /// Maps a JSON extractor's rejection to the one error shape. Anything not named here (a body
 /// over the size limit is 413, for one) keeps the status axum gives it.
 fn rejection_to_error(rejection: &JsonRejection) -> ApiError {

@@ -11,6 +11,7 @@
 //! - [`consumer`]: the Kafka consumer loop that hands events to a service's [`consumer::EventHandler`],
 //!   with dead-lettering of undecodable records and retries.
 //! - [`parking`]: events that keep failing, kept for an operator to retry.
+//! - [`saga_view`]: the read model of a service's saga events (orders-svc's timelines).
 //! - [`retention`]: how long the inbox remembers, checked against the topics' retention, and
 //!   the job that deletes older rows.
 //! - [`backoff`]: the bounded exponential backoff of every retry loop.
@@ -36,6 +37,7 @@ pub mod outbox;
 pub mod parking;
 pub mod relay;
 pub mod retention;
+pub mod saga_view;
 pub mod service;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -59,6 +59,10 @@ pub static INBOX_EXPIRED: Counter = Counter::new(
     "saga_inbox_expired_total",
     "Inbox rows deleted by the retention job.",
 );
+pub static SAGA_VIEW_EXPIRED: Counter = Counter::new(
+    "saga_view_expired_total",
+    "Saga view rows deleted by the retention job (orders-svc).",
+);
 pub static EVENTS_RETRIED: Counter = Counter::new(
     "saga_event_retries_total",
     "Handler failures that were retried.",
@@ -98,11 +102,12 @@ pub static HTTP_REQUESTS: Counter = Counter::new(
     "HTTP requests answered, by method, route pattern and status.",
 );
 
-static COUNTERS: [&Counter; 13] = [
+static COUNTERS: [&Counter; 14] = [
     &COMPENSATIONS,
     &HTTP_REQUESTS,
     &EVENTS_APPLIED,
     &INBOX_EXPIRED,
+    &SAGA_VIEW_EXPIRED,
     &EVENTS_SKIPPED,
     &CONSUMER_TRANSACTIONS,
     &EVENTS_RETRIED,

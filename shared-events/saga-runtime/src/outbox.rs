@@ -84,24 +84,14 @@ pub async fn enqueue_all<C: ConnectionTrait>(
     if entries.is_empty() {
         return Ok(());
     }
-    let rows = (0..entries.len())
-        .map(|row| {
-            let first = row * OUTBOX_COLUMNS + 1;
-            // The payload is bound as text and cast, so that the `json` column keeps it as written.
-            let placeholders = (first..first + OUTBOX_COLUMNS)
-                .map(|n| {
-                    if n == first + PAYLOAD_COLUMN {
-                        format!("${n}::json")
-                    } else {
-                        format!("${n}")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("({placeholders})")
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    // The payload is bound as text and cast, so that the `json` column keeps it as written.
+    let rows = crate::db::values_list(entries.len(), OUTBOX_COLUMNS, |column| {
+        if column == PAYLOAD_COLUMN {
+            "::json"
+        } else {
+            ""
+        }
+    });
     let sql = format!(
         "INSERT INTO outbox (event_id, saga_id, topic, message_key, event_type, payload, traceparent) \
          VALUES {rows}"

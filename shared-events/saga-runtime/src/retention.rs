@@ -105,13 +105,51 @@ async fn topic_retentions(
     Ok(retentions)
 }
 
+/// A table whose rows expire: deleted, oldest first, once older than `retention` by
+/// `age_column`.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiring {
+    pub table: &'static str,
+    pub key: &'static str,
+    pub age_column: &'static str,
+    pub retention: Duration,
+    /// Counts the rows deleted.
+    pub deleted: &'static metrics::Counter,
+}
+
+impl Expiring {
+    /// The inbox, whose retention the rule above bounds.
+    pub fn inbox(retention: Duration) -> Expiring {
+        Expiring {
+            table: "inbox",
+            key: "event_id",
+            age_column: "processed_at",
+            retention,
+            deleted: &metrics::INBOX_EXPIRED,
+        }
+    }
+}
+
 /// Deletes expired inbox rows every `interval` until `stop`.
 pub async fn run(db: DatabaseConnection, settings: RetentionSettings, stop: CancellationToken) {
+    run_for(db, Expiring::inbox(settings.inbox), settings, stop).await;
+}
+
+/// Deletes `expiring`'s expired rows every `settings.interval` until `stop`, in batches of
+/// `settings.batch` with `settings.pause` between them.
+pub async fn run_for(
+    db: DatabaseConnection,
+    expiring: Expiring,
+    settings: RetentionSettings,
+    stop: CancellationToken,
+) {
     loop {
-        match delete_expired(&db, &settings, &stop).await {
+        match delete_expired(&db, &expiring, &settings, &stop).await {
             Ok(0) => {}
-            Ok(deleted) => tracing::debug!(deleted, "expired inbox rows deleted"),
-            Err(error) => tracing::warn!(%error, "inbox retention pass failed; retrying later"),
+            Ok(deleted) => tracing::debug!(deleted, table = expiring.table, "expired rows deleted"),
+            Err(error) => {
+                tracing::warn!(%error, table = expiring.table, "retention pass failed; retrying later")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(settings.interval) => {}
@@ -123,14 +161,15 @@ pub async fn run(db: DatabaseConnection, settings: RetentionSettings, stop: Canc
 /// One pass: batches of at most `batch` rows until none is left or `stop`.
 async fn delete_expired(
     db: &DatabaseConnection,
+    expiring: &Expiring,
     settings: &RetentionSettings,
     stop: &CancellationToken,
 ) -> Result<u64, DbErr> {
     let mut total = 0;
     loop {
-        let deleted = delete_batch(db, settings.inbox, settings.batch).await?;
+        let deleted = delete_expired_batch(db, expiring, settings.batch).await?;
         total += deleted;
-        metrics::INBOX_EXPIRED.add(deleted);
+        expiring.deleted.add(deleted);
         if deleted < settings.batch || stop.is_cancelled() {
             return Ok(total);
         }
@@ -144,14 +183,31 @@ pub async fn delete_batch<C: ConnectionTrait>(
     retention: Duration,
     batch: u64,
 ) -> Result<u64, DbErr> {
+    delete_expired_batch(db, &Expiring::inbox(retention), batch).await
+}
+
+/// Deletes up to `batch` of `expiring`'s expired rows, oldest first, and says how many.
+pub async fn delete_expired_batch<C: ConnectionTrait>(
+    db: &C,
+    expiring: &Expiring,
+    batch: u64,
+) -> Result<u64, DbErr> {
+    let Expiring {
+        table,
+        key,
+        age_column,
+        ..
+    } = expiring;
     let result = db
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "DELETE FROM inbox WHERE event_id IN ( \
-                 SELECT event_id FROM inbox \
-                 WHERE processed_at < now() - make_interval(secs => $1) \
-                 ORDER BY processed_at LIMIT $2)",
-            [retention.as_secs_f64().into(), batch.into()],
+            format!(
+                "DELETE FROM {table} WHERE {key} IN ( \
+                     SELECT {key} FROM {table} \
+                     WHERE {age_column} < now() - make_interval(secs => $1) \
+                     ORDER BY {age_column} LIMIT $2)"
+            ),
+            [expiring.retention.as_secs_f64().into(), batch.into()],
         ))
         .await?;
     Ok(result.rows_affected())

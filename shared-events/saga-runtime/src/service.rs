@@ -55,6 +55,8 @@ pub struct Infrastructure {
     pub outbox_signal: OutboxSignal,
     /// What the consumer and the relay report for `/health/live` and `/health/ready`.
     pub health: Health,
+    /// Whether every unit of work records its events in the saga view.
+    saga_view: bool,
 }
 
 impl Infrastructure {
@@ -69,7 +71,15 @@ impl Infrastructure {
             producer,
             outbox_signal: OutboxSignal::default(),
             health: Health::default(),
+            saga_view: false,
         })
+    }
+
+    /// Every unit of work of this service (its commands' and its consumer's) records the
+    /// events it applies or publishes in the saga view ([`crate::saga_view`]).
+    pub fn with_saga_view(mut self) -> Self {
+        self.saga_view = true;
+        self
     }
 
     /// Brings the service's database up to date with `M`, one instance at a time
@@ -81,11 +91,16 @@ impl Infrastructure {
 
     /// The unit of work every use case of this service runs in.
     pub fn unit_of_work(&self) -> UnitOfWork {
-        UnitOfWork::new(
+        let uow = UnitOfWork::new(
             self.db.clone(),
             self.outbox_signal.clone(),
             self.settings.service_name,
-        )
+        );
+        if self.saga_view {
+            uow.with_saga_view()
+        } else {
+            uow
+        }
     }
 
     pub async fn listen(&self) -> Result<TcpListener, StartupError> {

@@ -31,6 +31,7 @@ use crate::inbox::{self, Delivery};
 use crate::metrics;
 use crate::outbox::{self, OutboxEntry, OutboxError, OutboxSignal};
 use crate::parking::{self, BEHIND_PARKED, Origin};
+use crate::saga_view::{self, ViewRow};
 
 /// An open transaction as handlers and commands see it: statements only. Repository
 /// functions take it as any other `ConnectionTrait`.
@@ -219,6 +220,16 @@ pub struct UnitOfWork {
     signal: OutboxSignal,
     /// The CloudEvents `source` of everything this service publishes: its name.
     source: &'static str,
+    /// Whether the transactions also record their events in the saga view.
+    saga_view: bool,
+}
+
+/// What a transaction writes besides its business rows: the events it publishes (outbox)
+/// and, with the saga view on, a view row for each event it consumes or publishes.
+#[derive(Debug, Default)]
+struct Answers {
+    outbox: Vec<OutboxEntry>,
+    view: Vec<ViewRow>,
 }
 
 impl UnitOfWork {
@@ -230,7 +241,19 @@ impl UnitOfWork {
     }
 
     pub fn new(db: DatabaseConnection, signal: OutboxSignal, source: &'static str) -> Self {
-        Self { db, signal, source }
+        Self {
+            db,
+            signal,
+            source,
+            saga_view: false,
+        }
+    }
+
+    /// The same unit of work, recording every event it applies or publishes in the saga view
+    /// ([`crate::saga_view`]), in the same transaction. The database needs `saga_events`.
+    pub fn with_saga_view(mut self) -> Self {
+        self.saga_view = true;
+        self
     }
 
     /// The pool, for queries outside any unit of work (reads).
@@ -272,12 +295,12 @@ impl UnitOfWork {
         tx: &Tx,
         handler: &H,
         event: &Envelope,
-    ) -> Result<(Delivery, Vec<OutboxEntry>), HandlerError> {
+    ) -> Result<(Delivery, Answers), HandlerError> {
         let deliveries = inbox::record_all(tx, &[event])
             .await
             .map_err(HandlerError::new)?;
         let delivery = deliveries.first().copied().unwrap_or(Delivery::Duplicate);
-        let mut answers = Vec::new();
+        let mut answers = Answers::default();
         self.handle(tx, handler, event, delivery, &mut answers)
             .await?;
         Ok((delivery, answers))
@@ -376,7 +399,7 @@ impl UnitOfWork {
         let deliveries = inbox::record_unless_parked(&tx, &envelopes)
             .await
             .map_err(whole)?;
-        let mut answers = Vec::new();
+        let mut answers = Answers::default();
         for (index, (consumed, delivery)) in events.iter().zip(&deliveries).enumerate() {
             let work = async {
                 if *delivery == Delivery::Blocked {
@@ -414,7 +437,7 @@ impl UnitOfWork {
         handler: &H,
         event: &Envelope,
         delivery: Delivery,
-        answers: &mut Vec<OutboxEntry>,
+        answers: &mut Answers,
     ) -> Result<(), HandlerError> {
         // Before the duplicate check, as a real failure of the inbox insert would be.
         fault::inject_db_failure(tx, event.event_type())
@@ -432,13 +455,13 @@ impl UnitOfWork {
             &[("event_type", event.event_type().to_owned())],
         );
         let reaction = reaction?;
-        let entries = reaction
-            .0
-            .into_iter()
-            .map(|next| OutboxEntry::new(&Envelope::new(self.source, event.sagaid, next)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(HandlerError::new)?;
-        answers.extend(entries);
+        if self.saga_view {
+            answers.view.extend(ViewRow::of(event));
+        }
+        for next in reaction.0 {
+            self.answer(answers, Envelope::new(self.source, event.sagaid, next))
+                .map_err(HandlerError::new)?;
+        }
         Ok(())
     }
 
@@ -446,9 +469,8 @@ impl UnitOfWork {
     pub async fn run<C: Command>(&self, command: C) -> Result<C::Output, C::Error> {
         let tx = Tx(self.begin().await?);
         let (output, announcements) = command.execute(&tx).await?;
-        let entries = self.outbox_entries(announcements)?;
-        let published = !entries.is_empty();
-        outbox::enqueue_all(&tx, entries).await?;
+        let answers = self.announced(announcements)?;
+        let published = self.write_answers(&tx, answers).await?;
         self.commit(tx, published).await?;
         Ok(output)
     }
@@ -521,7 +543,7 @@ impl UnitOfWork {
             Err(error) => return Ok(Together::NotBegun(error)),
         };
         let mut outputs = Vec::with_capacity(commands.len());
-        let mut entries = Vec::new();
+        let mut answers = Answers::default();
         for (command, span) in commands {
             let (output, announcements) = command
                 .clone()
@@ -530,12 +552,15 @@ impl UnitOfWork {
                 .await
                 .map_err(|_| RolledBack)?;
             // Made inside the request's span, so each outbox row carries its own trace.
-            let announced = span.in_scope(|| self.outbox_entries(announcements));
-            entries.extend(announced.map_err(|_| RolledBack)?);
+            let announced = span
+                .in_scope(|| self.announced(announcements))
+                .map_err(|_| RolledBack)?;
+            answers.outbox.extend(announced.outbox);
+            answers.view.extend(announced.view);
             outputs.push(output);
         }
-        let published = !entries.is_empty();
-        outbox::enqueue_all(&tx, entries)
+        let published = self
+            .write_answers(&tx, answers)
             .await
             .map_err(|_| RolledBack)?;
         Ok(match self.commit(tx, published).await {
@@ -544,24 +569,38 @@ impl UnitOfWork {
         })
     }
 
-    /// A command's announcements as outbox rows, with this service as their source and the
-    /// current span's trace.
-    fn outbox_entries(
-        &self,
-        announcements: Announcements,
-    ) -> Result<Vec<OutboxEntry>, OutboxError> {
-        announcements
-            .0
-            .into_iter()
-            .map(|(saga_id, event)| OutboxEntry::new(&Envelope::new(self.source, saga_id, event)))
-            .collect()
+    /// A command's announcements as outbox rows (and view rows), with this service as their
+    /// source and the current span's trace.
+    fn announced(&self, announcements: Announcements) -> Result<Answers, OutboxError> {
+        let mut answers = Answers::default();
+        for (saga_id, event) in announcements.0 {
+            self.answer(&mut answers, Envelope::new(self.source, saga_id, event))?;
+        }
+        Ok(answers)
     }
 
-    /// Ends a consumed event's (or a batch's) transaction: writes the answers to the outbox
-    /// in one statement, then commits.
-    async fn commit_answers(&self, tx: Tx, answers: Vec<OutboxEntry>) -> Result<(), HandlerError> {
-        let published = !answers.is_empty();
-        outbox::enqueue_all(&tx, answers)
+    /// Adds an event this transaction publishes to `answers`.
+    fn answer(&self, answers: &mut Answers, event: Envelope) -> Result<(), OutboxError> {
+        answers.outbox.push(OutboxEntry::new(&event)?);
+        if self.saga_view {
+            answers.view.extend(ViewRow::of(&event));
+        }
+        Ok(())
+    }
+
+    /// Writes `answers` in `tx`, the outbox rows in one statement and the view rows in
+    /// another; says whether anything was published (so the relay must be woken).
+    async fn write_answers(&self, tx: &Tx, answers: Answers) -> Result<bool, OutboxError> {
+        let published = !answers.outbox.is_empty();
+        outbox::enqueue_all(tx, answers.outbox).await?;
+        saga_view::record_all(tx, answers.view).await?;
+        Ok(published)
+    }
+
+    /// Ends a consumed event's (or a batch's) transaction: writes the answers, then commits.
+    async fn commit_answers(&self, tx: Tx, answers: Answers) -> Result<(), HandlerError> {
+        let published = self
+            .write_answers(&tx, answers)
             .await
             .map_err(HandlerError::new)?;
         self.commit(tx, published).await.map_err(HandlerError::new)

@@ -91,6 +91,33 @@ pub async fn create_parked_events(manager: &SchemaManager<'_>) -> Result<(), DbE
         .map(|_| ())
 }
 
+/// Creates `saga_events`, the saga view (`saga_runtime::saga_view`): one row per event of
+/// the service's sagas, written in the transactions that publish or apply them.
+pub async fn create_saga_view(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    execute(
+        manager,
+        r#"
+        CREATE TABLE saga_events (
+            event_id     UUID PRIMARY KEY,
+            saga_id      UUID NOT NULL,
+            event_type   TEXT NOT NULL,
+            source       TEXT NOT NULL,
+            occurred_at  TIMESTAMPTZ NOT NULL,
+            outcome      TEXT NOT NULL CHECK (outcome IN ('success', 'failure', 'compensation')),
+            terminal     TEXT
+        );
+        -- A saga's timeline; and the retention job, which deletes the oldest rows.
+        CREATE INDEX saga_events_by_saga ON saga_events (saga_id, occurred_at);
+        CREATE INDEX saga_events_by_age ON saga_events (occurred_at);
+        "#,
+    )
+    .await
+}
+
+pub async fn drop_saga_view(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+    execute(manager, "DROP TABLE IF EXISTS saga_events;").await
+}
+
 pub async fn drop_parked_events(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
     manager
         .get_connection()
