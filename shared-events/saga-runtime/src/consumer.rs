@@ -681,8 +681,8 @@ impl<H: EventHandler> Lane<H> {
             event_type = envelope.event_type(),
             event_id = %envelope.id,
             saga_id = envelope.sagaid.map(tracing::field::display),
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
         telemetry::continue_trace_from_message(&span, header(record, headers::TRACEPARENT));
         Prepared::Apply(envelope, span)
