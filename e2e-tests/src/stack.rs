@@ -304,6 +304,17 @@ impl Stack {
             "RUST_LOG",
             std::env::var("E2E_SERVICE_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()),
         );
+        // orders-svc's explorer page asks the other services for their parked events.
+        if name == ServiceName::Orders {
+            for (peer, variable) in [
+                (ServiceName::Payments, "PAYMENTS_URL"),
+                (ServiceName::Inventory, "INVENTORY_URL"),
+            ] {
+                if let Some(running) = self.services.iter().find(|s| s.name == peer) {
+                    command.env(variable, format!("http://127.0.0.1:{}", running.port));
+                }
+            }
+        }
         for (service, key, value) in &self.base_env {
             if *service == name {
                 command.env(key, value);

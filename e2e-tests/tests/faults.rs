@@ -612,6 +612,23 @@ async fn a_compensation_that_keeps_failing_is_parked_and_retried_by_an_operator(
         8_000,
         "charged, refund parked"
     );
+    // The explorer page, served by orders-svc, shows the refund parked in payments-svc (asked
+    // over HTTP) and highlights the saga with its error.
+    let (status, page) = world
+        .api
+        .get_text(&format!("{}/ui/", world.stack.url(Orders)))
+        .await?;
+    ensure_eq!(status, 200, "GET /ui/");
+    ensure!(
+        page.contains(&format!(
+            "<tr class=\"parked\" data-service=\"payments-svc\" data-saga-id=\"{}\">",
+            order.placed.saga_id
+        )) && page.contains(&format!(
+            "<tr class=\"saga parked\" data-saga-id=\"{}\"",
+            order.placed.saga_id
+        )) && page.contains("parked in payments-svc: InventoryReservationFailed"),
+        "the explorer does not show the saga parked in payments-svc: {page}"
+    );
 
     // The operator deploys a fix and retries the saga.
     world.stack.restart(Payments, &[]).await?;

@@ -95,3 +95,32 @@ impl SagaViewSettings {
         })
     }
 }
+
+/// The other services' operator endpoints, which the explorer page composes with orders-svc's
+/// own: their parked events (`GET /sagas/stuck`).
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    /// `PAYMENTS_URL`, default `http://127.0.0.1:8082`.
+    pub payments_url: String,
+    /// `INVENTORY_URL`, default `http://127.0.0.1:8083`.
+    pub inventory_url: String,
+    /// `PEER_TIMEOUT_MS`, default 1000: how long the page waits for each; past it the page
+    /// says the service did not answer instead of waiting.
+    pub timeout: Duration,
+}
+
+impl PeerSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            payments_url: saga_runtime::config::var(
+                "PAYMENTS_URL",
+                "http://127.0.0.1:8082".to_owned(),
+            )?,
+            inventory_url: saga_runtime::config::var(
+                "INVENTORY_URL",
+                "http://127.0.0.1:8083".to_owned(),
+            )?,
+            timeout: millis("PEER_TIMEOUT_MS", Duration::from_secs(1))?,
+        })
+    }
+}

@@ -7,6 +7,7 @@
 //! - [`domain`]: the order state machine, pure.
 //! - [`repo`]: sea-orm queries, plain functions over any connection.
 //! - [`messaging`]: which consumed event calls which use case.
+//! - [`peers`]: the other services' operator endpoints, for the explorer page.
 //! - [`config`]: settings from the environment.
 //!
 //! [`build`] wires them to `saga_runtime`'s pool, relay and consumer.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod messaging;
+pub mod peers;
 pub mod repo;
 pub mod service;
 
@@ -39,6 +41,7 @@ pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, Startu
     let admission = config::AdmissionSettings::from_env()?;
     let placement = config::PlacementSettings::from_env()?;
     let view = config::SagaViewSettings::from_env()?;
+    let peers = peers::Peers::new(&config::PeerSettings::from_env()?);
     // Every saga begins and ends here, so orders-svc keeps the saga view.
     let infra = Infrastructure::connect(settings).await?.with_saga_view();
     let retention = infra.settings.retention;
@@ -50,6 +53,7 @@ pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, Startu
         place_orders: CommandQueue::start(uow.clone(), placement.max_batch, placement.concurrency),
         in_flight: Arc::clone(&in_flight),
         admission,
+        peers,
     };
     let app = infra
         .application(

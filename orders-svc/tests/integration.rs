@@ -352,6 +352,12 @@ fn admitting(
             retry_after,
             recount_interval: std::time::Duration::from_millis(100),
         },
+        // No other service runs here; the routes these tests call never ask them.
+        peers: orders_svc::peers::Peers::new(&orders_svc::config::PeerSettings {
+            payments_url: "http://127.0.0.1:9".to_owned(),
+            inventory_url: "http://127.0.0.1:9".to_owned(),
+            timeout: std::time::Duration::from_millis(100),
+        }),
     });
     (app, in_flight)
 }

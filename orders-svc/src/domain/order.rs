@@ -1,6 +1,6 @@
 use std::collections::{HashMap, HashSet};
 
-use strum::{Display, EnumString, IntoStaticStr};
+use strum::{Display, EnumString, IntoStaticStr, VariantNames};
 use uuid::Uuid;
 
 /// Upper bound on lines per order; a bigger basket is almost surely a client bug.
@@ -10,7 +10,7 @@ pub const MAX_QUANTITY: u32 = 10_000;
 
 /// Where an order is in its saga. Only `PendingPayment` is not terminal. Its text
 /// (`PENDING_PAYMENT`, …) is what the database stores and the API shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, EnumString, IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Display, EnumString, IntoStaticStr, VariantNames)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     PendingPayment,

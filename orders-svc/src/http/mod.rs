@@ -24,6 +24,8 @@ pub struct AppState {
     pub place_orders: CommandQueue<PlaceOrder>,
     pub in_flight: Arc<InFlight>,
     pub admission: AdmissionSettings,
+    /// The other services, whose parked events the explorer page shows.
+    pub peers: crate::peers::Peers,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -2,7 +2,8 @@
 //!
 //! - `GET /ui/`: recent sagas with their status and duration, a filter by status, counts per
 //!   status over the last minutes, and the sagas that need a look highlighted: those with a
-//!   parked event here (with its error) and those in flight for longer than a few seconds.
+//!   parked event in any service (with its error; the other services' come from their
+//!   `GET /sagas/stuck`) and those in flight for longer than a few seconds.
 //! - `GET /ui/sagas/{saga_id}`: one saga as a swim-lane diagram, a lane per service, its
 //!   events in time order, an arrow per hop labelled with its latency, compensations in their
 //!   own colour; and the same steps as a table.
@@ -32,14 +33,6 @@ const COUNTS_WINDOW: Duration = Duration::from_secs(5 * 60);
 const SLOW_AFTER: Duration = Duration::from_secs(5);
 /// The lanes of the swim-lane diagram, in the order a saga visits them.
 const LANES: [&str; 3] = ["orders-svc", "payments-svc", "inventory-svc"];
-/// The statuses the list can be filtered by.
-const STATUSES: [&str; 5] = [
-    "PENDING_PAYMENT",
-    "CONFIRMED",
-    "FAILED_PAYMENT",
-    "FAILED_INVENTORY",
-    "CANCELLED",
-];
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -117,10 +110,7 @@ async fn sagas_page(
     let counts = sagas::counts_since(db, Utc::now() - window)
         .await
         .map_err(ServiceError::from)?;
-    let parked = Parking::new(db.clone())
-        .list()
-        .await
-        .map_err(ServiceError::from)?;
+    let parked = all_parked(&state).await.map_err(ServiceError::from)?;
 
     let mut body = String::from("<h1>Sagas</h1>");
     let _ = write!(
@@ -149,7 +139,10 @@ async fn sagas_page(
             ""
         }
     );
-    for s in STATUSES {
+    for s in <OrderStatus as strum::VariantNames>::VARIANTS
+        .iter()
+        .copied()
+    {
         let _ = write!(
             body,
             "<a href=\"/ui/?status={s}\"{}>{s}</a>",
@@ -173,34 +166,99 @@ async fn sagas_page(
     }
     let _ = write!(
         body,
-        "<h2>Parked here ({})</h2><table id=\"parked\"><tr><th>saga</th><th>event</th>\
-         <th>attempts</th><th>parked</th><th>error</th></tr>",
-        parked.len()
+        "<h2>Parked ({})</h2><table id=\"parked\"><tr><th>service</th><th>saga</th>\
+         <th>event</th><th>attempts</th><th>parked</th><th>error</th></tr>",
+        parked.events.len()
     );
-    for event in &parked {
+    for event in &parked.events {
         let saga = event.saga_id.map(|id| id.to_string()).unwrap_or_default();
         let _ = write!(
             body,
-            "<tr class=\"parked\"><td><a href=\"/ui/sagas/{saga}\">{saga}</a></td><td>{}</td>\
+            "<tr class=\"parked\" data-service=\"{service}\" data-saga-id=\"{saga}\">\
+             <td>{service}</td><td><a href=\"/ui/sagas/{saga}\">{saga}</a></td><td>{}</td>\
              <td class=\"num\">{}</td><td>{}</td><td class=\"note\">{}</td></tr>",
             escape(&event.event_type),
             event.attempts,
-            time(event.parked_at),
-            escape(&event.error)
+            escape(&event.parked_at),
+            escape(&event.error),
+            service = event.service
         );
     }
-    body.push_str("</table><p>Retry a parked saga with <code>saga retry &lt;saga&gt;</code> or <code>POST /sagas/{saga_id}/retry</code> once its cause is fixed. Parked events of payments-svc and inventory-svc: <code>saga stuck</code>.</p>");
+    body.push_str("</table>");
+    for (service, why) in &parked.unanswered {
+        let _ = write!(
+            body,
+            "<p class=\"unanswered\" data-service=\"{service}\">{service}: {} (its parked \
+             events are not shown)</p>",
+            escape(why)
+        );
+    }
+    body.push_str("<p>Retry a parked saga with <code>saga retry &lt;saga&gt;</code> or <code>POST /sagas/{saga_id}/retry</code> on its service once the cause is fixed.</p>");
     Ok(page("Sagas", &body))
 }
 
-fn saga_row(saga: &SagaSummary, parked: &[saga_runtime::parking::ParkedEvent]) -> String {
+/// A parked event of any service, as the list shows it.
+struct Parked {
+    service: &'static str,
+    saga_id: Option<Uuid>,
+    event_type: String,
+    error: String,
+    attempts: i64,
+    parked_at: String,
+}
+
+/// Every service's parked events: orders-svc's from its database, the others' from their
+/// `GET /sagas/stuck` (API composition), and the services that did not answer.
+struct AllParked {
+    events: Vec<Parked>,
+    unanswered: Vec<(&'static str, String)>,
+}
+
+async fn all_parked(state: &AppState) -> Result<AllParked, sea_orm::DbErr> {
+    let parking = Parking::new(state.uow.db().clone());
+    let (here, elsewhere) = tokio::join!(parking.list(), state.peers.parked());
+    let mut events: Vec<Parked> = here?
+        .into_iter()
+        .map(|event| Parked {
+            service: "orders-svc",
+            saga_id: event.saga_id,
+            event_type: event.event_type,
+            error: event.error,
+            attempts: i64::from(event.attempts),
+            parked_at: time(event.parked_at),
+        })
+        .collect();
+    let mut unanswered = Vec::new();
+    for peer in elsewhere {
+        match peer.parked {
+            Ok(parked) => events.extend(parked.into_iter().map(|event| Parked {
+                service: peer.service,
+                saga_id: event.saga_id,
+                event_type: event.event_type,
+                error: event.error,
+                attempts: event.attempts,
+                parked_at: event.parked_at,
+            })),
+            Err(why) => unanswered.push((peer.service, why)),
+        }
+    }
+    Ok(AllParked { events, unanswered })
+}
+
+fn saga_row(saga: &SagaSummary, parked: &AllParked) -> String {
     let in_flight = saga.status == OrderStatus::OPEN.to_string();
     let age = (Utc::now() - saga.created_at).to_std().unwrap_or_default();
-    let parked_here = parked.iter().find(|p| p.saga_id == Some(saga.saga_id));
-    let (class, note) = match parked_here {
+    let parked_event = parked
+        .events
+        .iter()
+        .find(|p| p.saga_id == Some(saga.saga_id));
+    let (class, note) = match parked_event {
         Some(event) => (
             "parked",
-            format!("parked: {} ({})", event.event_type, event.error),
+            format!(
+                "parked in {}: {} ({})",
+                event.service, event.event_type, event.error
+            ),
         ),
         None if in_flight && age > SLOW_AFTER => {
             ("slow", format!("in flight for {} s", age.as_secs()))
