@@ -121,6 +121,28 @@ pub async fn outbox_event_types<C: ConnectionTrait>(db: &C) -> Result<Vec<String
         .collect()
 }
 
+/// How many rows `table` holds.
+pub async fn count_rows<C: ConnectionTrait>(db: &C, table: &str) -> Result<i64, DbErr> {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!("SELECT count(*) AS n FROM {table}"),
+        ))
+        .await?;
+    row.map_or(Ok(0), |row| row.try_get("", "n"))
+}
+
+/// An `InventoryReserved` of a new order in saga `saga_id`, as inventory-svc publishes it.
+pub fn inventory_reserved(saga_id: Uuid) -> shared_events::Envelope {
+    shared_events::Envelope::new(
+        "inventory-svc",
+        Some(saga_id),
+        shared_events::SagaEvent::InventoryReserved(shared_events::InventoryReserved {
+            order_id: Uuid::now_v7(),
+        }),
+    )
+}
+
 /// The payloads (whole CloudEvents) waiting in the outbox, oldest first.
 pub async fn outbox_payloads<C: ConnectionTrait>(db: &C) -> Result<Vec<serde_json::Value>, DbErr> {
     let rows = db
@@ -201,4 +223,75 @@ pub async fn create_topics(prefix: &str, topics: &[&str]) -> Result<(), String> 
         }
     }
     Ok(())
+}
+
+/// Creates `effects`, where [`CountingHandler`] writes a row per event it runs for.
+pub async fn create_effects<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    db.execute_unprepared("CREATE TABLE effects (event_id UUID NOT NULL)")
+        .await
+        .map(|_| ())
+}
+
+/// A handler with no checks of its own: it records an effect row and answers with one
+/// event every time it runs, so only the inbox can keep it from applying twice. Its effects
+/// go to the table `effects` ([`create_effects`]).
+#[derive(Default)]
+pub struct CountingHandler {
+    pub calls: std::sync::atomic::AtomicUsize,
+    /// The events it ran for, in order, including runs that were rolled back.
+    pub ran: std::sync::Mutex<Vec<Uuid>>,
+    pub fail: bool,
+    /// Fails this one event only (after writing its effect, which must roll back).
+    pub fail_on: Option<Uuid>,
+}
+
+impl crate::consumer::EventHandler for CountingHandler {
+    async fn handle(
+        &self,
+        tx: &crate::unit_of_work::Tx,
+        event: &shared_events::Envelope,
+    ) -> Result<crate::unit_of_work::Reaction, crate::consumer::HandlerError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut ran) = self.ran.lock() {
+            ran.push(event.id);
+        }
+        tx.execute_unprepared(&format!("INSERT INTO effects VALUES ('{}')", event.id))
+            .await
+            .map_err(crate::consumer::HandlerError::new)?;
+        if self.fail || self.fail_on == Some(event.id) {
+            return Err(crate::consumer::HandlerError::new(DbErr::Custom(
+                "refused".into(),
+            )));
+        }
+        Ok(crate::unit_of_work::Reaction::publish(
+            shared_events::SagaEvent::OrderConfirmed(shared_events::OrderConfirmed {
+                order_id: Uuid::now_v7(),
+                total_cents: 1,
+            }),
+        ))
+    }
+}
+
+/// Applies `events` as one batch, as the consumer hands them over (from partition 0 of
+/// `payments.events`, outside any span).
+pub async fn apply_as_batch<H: crate::consumer::EventHandler>(
+    uow: &crate::unit_of_work::UnitOfWork,
+    handler: &H,
+    events: &[shared_events::Envelope],
+) -> crate::unit_of_work::Batch {
+    let span = tracing::Span::none();
+    let origin = crate::parking::Origin {
+        topic: "payments.events".to_owned(),
+        partition: 0,
+        offset: 0,
+    };
+    let events: Vec<crate::unit_of_work::Consumed<'_>> = events
+        .iter()
+        .map(|event| crate::unit_of_work::Consumed {
+            event,
+            origin: &origin,
+            span: &span,
+        })
+        .collect();
+    uow.apply_batch(handler, &events).await
 }

@@ -3,20 +3,18 @@
 //! parked table alone holds a saga back, for every instance that shares the database.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use saga_runtime::consumer::{Applier, EventHandler, FailureClass, HandlerError};
+use saga_runtime::consumer::{Applier, FailureClass, HandlerError};
 use saga_runtime::group_commit::CommandQueue;
 use saga_runtime::inbox::Delivery;
 use saga_runtime::outbox::{OutboxError, OutboxSignal};
 use saga_runtime::parking::{Origin, Parking};
-use saga_runtime::testing;
-use saga_runtime::unit_of_work::{
-    Announcements, Batch, Command, Consumed, MAX_BATCH_EVENTS, Reaction, Tx, UnitOfWork,
-};
+use saga_runtime::testing::{self, CountingHandler};
+use saga_runtime::unit_of_work::{Announcements, Batch, Command, MAX_BATCH_EVENTS, Tx, UnitOfWork};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use sea_orm_migration::SchemaManager;
-use shared_events::{Envelope, InventoryReserved, OrderConfirmed, SagaEvent};
+use shared_events::{Envelope, InventoryReserved, SagaEvent};
 use tracing::Span;
 use uuid::Uuid;
 
@@ -34,62 +32,16 @@ async fn database_and_url() -> Result<(DatabaseConnection, String), Box<dyn std:
     saga_schema::create_outbox(&schema).await?;
     saga_schema::create_inbox(&schema).await?;
     saga_schema::create_parked_events(&schema).await?;
-    db.execute_unprepared("CREATE TABLE effects (event_id UUID NOT NULL)")
-        .await?;
+    testing::create_effects(&db).await?;
     Ok((db, url))
 }
 
-/// A handler with no checks of its own: it records an effect row and answers with one
-/// event every time it runs, so only the inbox can keep it from applying twice.
-#[derive(Default)]
-struct CountingHandler {
-    calls: AtomicUsize,
-    /// The events it ran for, in order, including runs that were rolled back.
-    ran: std::sync::Mutex<Vec<Uuid>>,
-    fail: bool,
-    /// Fails this one event only (after writing its effect, which must roll back).
-    fail_on: Option<Uuid>,
-}
-
-impl EventHandler for CountingHandler {
-    async fn handle(&self, tx: &Tx, event: &Envelope) -> Result<Reaction, HandlerError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut ran) = self.ran.lock() {
-            ran.push(event.id);
-        }
-        tx.execute_unprepared(&format!("INSERT INTO effects VALUES ('{}')", event.id))
-            .await
-            .map_err(HandlerError::new)?;
-        if self.fail || self.fail_on == Some(event.id) {
-            return Err(HandlerError::new(DbErr::Custom("refused".into())));
-        }
-        Ok(Reaction::publish(SagaEvent::OrderConfirmed(
-            OrderConfirmed {
-                order_id: Uuid::now_v7(),
-                total_cents: 1,
-            },
-        )))
-    }
-}
-
 fn reserved(saga_id: Uuid) -> Envelope {
-    Envelope::new(
-        "inventory-svc",
-        Some(saga_id),
-        SagaEvent::InventoryReserved(InventoryReserved {
-            order_id: Uuid::now_v7(),
-        }),
-    )
+    testing::inventory_reserved(saga_id)
 }
 
 async fn count(db: &DatabaseConnection, table: &str) -> Result<i64, DbErr> {
-    let row = db
-        .query_one_raw(sea_orm::Statement::from_string(
-            sea_orm::DbBackend::Postgres,
-            format!("SELECT count(*) AS n FROM {table}"),
-        ))
-        .await?;
-    row.map_or(Ok(0), |row| row.try_get("", "n"))
+    testing::count_rows(db, table).await
 }
 
 #[tokio::test]
@@ -197,16 +149,7 @@ fn origin() -> Origin {
 
 /// Applies `events` as one batch, as the consumer hands them over.
 async fn apply_batch(uow: &UnitOfWork, handler: &CountingHandler, events: &[Envelope]) -> Batch {
-    let (span, origin) = (Span::none(), origin());
-    let events: Vec<Consumed<'_>> = events
-        .iter()
-        .map(|event| Consumed {
-            event,
-            origin: &origin,
-            span: &span,
-        })
-        .collect();
-    uow.apply_batch(handler, &events).await
+    testing::apply_as_batch(uow, handler, events).await
 }
 
 #[tokio::test]
