@@ -56,6 +56,10 @@ fn main() -> ExitCode {
             |w: &mut TraceWorld| Box::pin(cli_shows_a_timeline(w)),
         ),
         scenario(
+            "saga_tail_follows_a_saga_live_and_saga_stats_counts_it",
+            |w: &mut TraceWorld| Box::pin(cli_tails_and_counts(w)),
+        ),
+        scenario(
             "saga_cli_answers_a_bad_id_or_an_unreachable_broker_with_exit_code_2",
             |w: &mut TraceWorld| Box::pin(cli_refuses_clearly(w)),
         ),
@@ -557,24 +561,9 @@ fn bucket_above(took: Duration) -> f64 {
 
 /// Runs the `saga` binary (built beside the services) against the test stack.
 async fn saga_cli(w: &TraceWorld, args: &[&str]) -> TestResult<(i32, String, String)> {
-    let bin_dir = std::env::var("SAGA_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
-    let output = tokio::process::Command::new(bin_dir.join("saga"))
-        .args(["--bootstrap", &saga_runtime::testing::kafka_brokers()])
-        .args(["--topic-prefix", &w.stack.prefix])
-        .args(["--orders", &w.stack.url(ServiceName::Orders)])
-        .args(["--payments", &w.stack.url(ServiceName::Payments)])
-        .args(["--inventory", &w.stack.url(ServiceName::Inventory)])
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot run saga from {} (cargo build --workspace --bins): {e}",
-                bin_dir.display()
-            )
+    let output =
+        saga_command(w).args(args).output().await.map_err(|e| {
+            format!("cannot run saga (cargo build --workspace --bins builds it): {e}")
         })?;
     Ok((
         output.status.code().unwrap_or(-1),
@@ -660,6 +649,81 @@ async fn cli_shows_a_timeline(w: &mut TraceWorld) -> TestResult {
     ensure_eq!(code, 0, "saga stuck's exit code ({stderr})");
     let stuck: Value = serde_json::from_str(&stuck)?;
     ensure_eq!(stuck["count"], json!(0), "parked events");
+    Ok(())
+}
+
+/// The `saga` binary the harness runs, with the test stack's brokers, prefix and URLs.
+fn saga_command(w: &TraceWorld) -> tokio::process::Command {
+    let bin_dir = std::env::var("SAGA_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+    let mut command = tokio::process::Command::new(bin_dir.join("saga"));
+    command
+        .args(["--bootstrap", &saga_runtime::testing::kafka_brokers()])
+        .args(["--topic-prefix", &w.stack.prefix])
+        .args(["--orders", &w.stack.url(ServiceName::Orders)])
+        .args(["--payments", &w.stack.url(ServiceName::Payments)])
+        .args(["--inventory", &w.stack.url(ServiceName::Inventory)])
+        .env("NO_COLOR", "1");
+    command
+}
+
+async fn cli_tails_and_counts(w: &mut TraceWorld) -> TestResult {
+    use tokio::io::AsyncBufReadExt;
+    let product = w.api.product(300, 5).await?;
+    let customer = w.api.customer(5_000).await?;
+    // `tail` starts at the end of the topics: it is running before the order is placed. Its
+    // first line on stderr says it follows; then the saga's events come as JSON lines.
+    let mut tail = saga_command(w)
+        .args(["tail", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = tail.stdout.take().ok_or("no stdout from saga tail")?;
+    // Give it a moment to be assigned its partitions at their end.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let order = w.api.place_order(customer, &[(product, 1)]).await?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + SETTLE;
+    while seen.last().map(String::as_str) != Some("OrderConfirmed") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = tokio::time::timeout(left, lines.next_line())
+            .await
+            .map_err(|_| format!("saga tail showed {seen:?} of the saga within {SETTLE:?}"))??
+            .ok_or("saga tail ended")?;
+        let event: Value = serde_json::from_str(&line)?;
+        if event["saga_id"] == json!(order.saga_id) {
+            seen.push(event["type"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    ensure_eq!(
+        seen,
+        vec![
+            "OrderCreated".to_owned(),
+            "PaymentSucceeded".to_owned(),
+            "InventoryReserved".to_owned(),
+            "OrderConfirmed".to_owned()
+        ],
+        "the saga's events as saga tail printed them"
+    );
+    tail.kill().await?;
+
+    let (code, stdout, stderr) = saga_cli(w, &["stats", "--since", "10m", "--json"]).await?;
+    ensure_eq!(code, 0, "saga stats's exit code ({stderr})");
+    let stats: Value = serde_json::from_str(&stdout)?;
+    ensure!(
+        stats["per_terminal_state"]["CONFIRMED"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)
+            && stats["per_event_type"]["OrderCreated"]
+                .as_u64()
+                .is_some_and(|n| n >= 1)
+            && stats["p50_ms"].as_f64().is_some_and(|ms| ms > 0.0)
+            && stats["p99_ms"].as_f64() >= stats["p50_ms"].as_f64(),
+        "saga stats: {stats}"
+    );
     Ok(())
 }
 
