@@ -159,6 +159,28 @@ impl Timeline {
     }
 }
 
+/// A look-back window as both saga tools take it (`saga stats --since`, `GET /sagas?since=`):
+/// a whole number and `s`, `m`, `h` or `d`, e.g. `10m`. `None` for anything else, a negative
+/// number or one too large for a time span.
+pub fn parse_lookback(text: &str) -> Option<chrono::TimeDelta> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let number: i64 = number.parse().ok().filter(|n| *n >= 0)?;
+    let seconds = match unit {
+        "s" => Some(number),
+        "m" => number.checked_mul(60),
+        "h" => number.checked_mul(3600),
+        "d" => number.checked_mul(86_400),
+        _ => None,
+    }?;
+    chrono::TimeDelta::try_seconds(seconds)
+}
+
+/// A hop or a duration as the saga tools print it: milliseconds with one decimal.
+pub fn format_millis(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
 /// Every terminal status a saga can end in, as [`SagaEvent::terminal_status`] names them.
 pub const TERMINAL_STATUSES: [&str; 4] = [
     "CONFIRMED",
@@ -281,6 +303,17 @@ mod tests {
         assert_eq!(refund.outcome(), Outcome::Compensation);
         assert!(refund.is_compensation());
         assert_eq!(crate::events::COMPENSATING_EVENT_TYPES, ["PaymentRefunded"]);
+    }
+
+    #[test]
+    fn a_lookback_is_a_number_and_a_unit_and_nothing_else() {
+        assert_eq!(parse_lookback("10m"), chrono::TimeDelta::try_minutes(10));
+        assert_eq!(parse_lookback(" 2h "), chrono::TimeDelta::try_hours(2));
+        assert_eq!(parse_lookback("1d"), chrono::TimeDelta::try_days(1));
+        for bad in ["", "m", "10", "10x", "-5m", "1.5h", "99999999999999999d"] {
+            assert_eq!(parse_lookback(bad), None, "{bad:?}");
+        }
+        assert_eq!(format_millis(Duration::from_micros(12_345)), "12.3 ms");
     }
 
     #[test]

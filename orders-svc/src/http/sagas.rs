@@ -78,18 +78,7 @@ fn parse_since(text: &str) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));
     }
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let number: i64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit {
-        "s" => Some(number),
-        "m" => number.checked_mul(60),
-        "h" => number.checked_mul(3600),
-        "d" => number.checked_mul(86_400),
-        _ => None,
-    }
-    .filter(|s| *s >= 0)
-    .ok_or_else(bad)?;
-    let back = chrono::TimeDelta::try_seconds(seconds).ok_or_else(bad)?;
+    let back = shared_events::timeline::parse_lookback(text).ok_or_else(bad)?;
     Utc::now().checked_sub_signed(back).ok_or_else(bad)
 }
 

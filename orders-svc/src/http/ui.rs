@@ -19,6 +19,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use saga_runtime::http::{ApiError, AppPath, AppQuery};
 use saga_runtime::parking::Parking;
 use serde::Deserialize;
+use shared_events::timeline::format_millis as millis;
 use shared_events::{Outcome, Timeline};
 use uuid::Uuid;
 
@@ -53,10 +54,6 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
-}
-
-fn millis(duration: Duration) -> String {
-    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
 }
 
 fn time(at: DateTime<Utc>) -> String {

@@ -208,22 +208,11 @@ fn parse_id(text: &str) -> Result<Uuid, CliError> {
 
 /// `30s`, `10m`, `2h` or `1d` before now.
 fn parse_since(text: &str) -> Result<DateTime<Utc>, CliError> {
-    let bad = || {
+    let back = shared_events::timeline::parse_lookback(text).ok_or_else(|| {
         CliError::Usage(format!(
             "--since {text:?}: expected a number and s, m, h or d, e.g. 10m"
         ))
-    };
-    let (number, unit) = text.trim().split_at(text.trim().len().saturating_sub(1));
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit {
-        "s" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
-        "d" => number * 86_400,
-        _ => return Err(bad()),
-    };
-    let back = chrono::TimeDelta::try_seconds(i64::try_from(seconds).map_err(|_| bad())?)
-        .ok_or_else(bad)?;
+    })?;
     Ok(Utc::now() - back)
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
+use shared_events::timeline::format_millis as millis;
 use shared_events::{Envelope, Outcome, Timeline};
 
 use crate::kafka::Record;
@@ -41,10 +42,6 @@ impl Style {
 
 fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-pub fn millis(duration: Duration) -> String {
-    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
 }
 
 /// The `show` table: one row per event, then the saga's end and duration.
