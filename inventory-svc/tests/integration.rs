@@ -191,3 +191,17 @@ async fn a_payment_after_the_cancellation_becomes_a_failure_naming_no_product() 
     assert_eq!(refusal.sagaid, paid_event.sagaid);
     Ok(())
 }
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document_which_is_served_with_its_docs() -> TestResult {
+    let settings = testing::service_settings(
+        inventory_svc::config::DEFAULTS,
+        "inventory_svc",
+        "inventory",
+        &inventory_svc::messaging::TOPICS,
+    )
+    .await?;
+    let app = inventory_svc::build(settings).await?;
+    testing::check_documented(&app.router, &app.openapi).await?;
+    Ok(())
+}

@@ -359,7 +359,7 @@ fn admitting(
             timeout: std::time::Duration::from_millis(100),
         }),
     });
-    (app, in_flight)
+    (app.into(), in_flight)
 }
 
 #[tokio::test]
@@ -425,5 +425,19 @@ async fn the_recount_sees_only_orders_whose_saga_is_in_flight() -> TestResult {
         )
         .await?;
     assert_eq!(service::count_in_flight(&db).await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document_which_is_served_with_its_docs() -> TestResult {
+    let settings = testing::service_settings(
+        orders_svc::config::DEFAULTS,
+        "orders_svc",
+        "orders",
+        &orders_svc::messaging::TOPICS,
+    )
+    .await?;
+    let app = orders_svc::build(settings).await?;
+    testing::check_documented(&app.router, &app.openapi).await?;
     Ok(())
 }

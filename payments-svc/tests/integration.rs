@@ -240,3 +240,17 @@ async fn a_saga_event_without_a_saga_id_is_refused_not_given_one() -> TestResult
     assert!(testing::outbox_event_types(&db).await?.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document_which_is_served_with_its_docs() -> TestResult {
+    let settings = testing::service_settings(
+        payments_svc::config::DEFAULTS,
+        "payments_svc",
+        "payments",
+        &payments_svc::messaging::TOPICS,
+    )
+    .await?;
+    let app = payments_svc::build(settings).await?;
+    testing::check_documented(&app.router, &app.openapi).await?;
+    Ok(())
+}

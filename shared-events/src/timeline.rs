@@ -13,7 +13,7 @@ use crate::envelope::Envelope;
 use crate::events::{FailedStatus, SagaEvent};
 
 /// What an event means for its saga.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// A step done: the saga moves forward.
@@ -67,7 +67,7 @@ impl SagaEvent {
 }
 
 /// One event of a saga's timeline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Step {
     /// The event's type, e.g. `PaymentSucceeded`.
     pub step: &'static str,
@@ -77,6 +77,7 @@ pub struct Step {
     pub time: DateTime<Utc>,
     /// Since the saga's previous event; `None` for the first.
     #[serde(rename = "hop_ms", serialize_with = "millis")]
+    #[schema(value_type = Option<f64>)]
     pub hop: Option<Duration>,
     pub outcome: Outcome,
     pub event_id: Uuid,
@@ -164,13 +165,16 @@ impl Timeline {
 /// number or one too large for a time span.
 pub fn parse_lookback(text: &str) -> Option<chrono::TimeDelta> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    // The unit is the last character, which need not be one byte long: split after it, never
+    // inside it.
+    let unit = text.chars().next_back()?;
+    let number = &text[..text.len() - unit.len_utf8()];
     let number: i64 = number.parse().ok().filter(|n| *n >= 0)?;
     let seconds = match unit {
-        "s" => Some(number),
-        "m" => number.checked_mul(60),
-        "h" => number.checked_mul(3600),
-        "d" => number.checked_mul(86_400),
+        's' => Some(number),
+        'm' => number.checked_mul(60),
+        'h' => number.checked_mul(3600),
+        'd' => number.checked_mul(86_400),
         _ => None,
     }?;
     chrono::TimeDelta::try_seconds(seconds)
@@ -310,7 +314,17 @@ mod tests {
         assert_eq!(parse_lookback("10m"), chrono::TimeDelta::try_minutes(10));
         assert_eq!(parse_lookback(" 2h "), chrono::TimeDelta::try_hours(2));
         assert_eq!(parse_lookback("1d"), chrono::TimeDelta::try_days(1));
-        for bad in ["", "m", "10", "10x", "-5m", "1.5h", "99999999999999999d"] {
+        for bad in [
+            "",
+            "m",
+            "10",
+            "10x",
+            "-5m",
+            "1.5h",
+            "99999999999999999d",
+            "\u{80}",
+            "5é",
+        ] {
             assert_eq!(parse_lookback(bad), None, "{bad:?}");
         }
         assert_eq!(format_millis(Duration::from_micros(12_345)), "12.3 ms");

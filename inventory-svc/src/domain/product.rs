@@ -32,20 +32,39 @@ pub struct NewProduct {
 pub enum ProductError {
     #[error("sku must be 1 to 64 characters of letters, digits, '-', '_' or '.'")]
     InvalidSku,
-    #[error("name must be 1 to 200 characters")]
+    #[error("name must be 1 to 200 characters, not all spaces, and without NUL characters")]
     InvalidName,
     #[error("price_cents must not be negative")]
     NegativePrice,
     #[error("stock must not be negative")]
     NegativeStock,
-    #[error("attributes must be a JSON object of at most {MAX_ATTRIBUTES_BYTES} bytes")]
+    #[error(
+        "attributes must be a JSON object of at most {MAX_ATTRIBUTES_BYTES} bytes, without NUL \
+         characters"
+    )]
     InvalidAttributes,
+}
+
+/// PostgreSQL's text and JSONB cannot hold a NUL character (`\u0000`): refused here, it is a
+/// 422 naming the field instead of a failed insert.
+fn has_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(fields) => fields
+            .iter()
+            .any(|(key, value)| key.contains('\0') || has_nul(value)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
 }
 
 impl NewProduct {
     /// Validates the request into a product with all its stock available.
     pub fn validate(self) -> Result<Product, ProductError> {
-        let sku = self.sku.trim();
+        // Taken as written: a SKU with spaces around it is refused, not trimmed, so that what
+        // is stored is what was sent.
+        let sku = self.sku.as_str();
         let sku_ok = !sku.is_empty()
             && sku.len() <= 64
             && sku
@@ -54,8 +73,9 @@ impl NewProduct {
         if !sku_ok {
             return Err(ProductError::InvalidSku);
         }
+        // The limit counts what was sent, as the API's JSON Schema does.
         let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
+        if name.is_empty() || self.name.chars().count() > 200 || name.contains('\0') {
             return Err(ProductError::InvalidName);
         }
         if self.price_cents < 0 {
@@ -65,7 +85,10 @@ impl NewProduct {
             return Err(ProductError::NegativeStock);
         }
         let attributes = self.attributes.unwrap_or_else(|| serde_json::json!({}));
-        if !attributes.is_object() || attributes.to_string().len() > MAX_ATTRIBUTES_BYTES {
+        if !attributes.is_object()
+            || attributes.to_string().len() > MAX_ATTRIBUTES_BYTES
+            || has_nul(&attributes)
+        {
             return Err(ProductError::InvalidAttributes);
         }
         Ok(Product {
@@ -189,6 +212,35 @@ mod tests {
             (
                 NewProduct {
                     attributes: Some(serde_json::json!([1])),
+                    ..request()
+                },
+                ProductError::InvalidAttributes,
+            ),
+            (
+                NewProduct {
+                    sku: " SKU-1".into(),
+                    ..request()
+                },
+                ProductError::InvalidSku,
+            ),
+            (
+                NewProduct {
+                    name: "a\0b".into(),
+                    ..request()
+                },
+                ProductError::InvalidName,
+            ),
+            // PostgreSQL cannot store a NUL, in a key or in a value however deep.
+            (
+                NewProduct {
+                    attributes: Some(serde_json::json!({"a\u{0}": 1})),
+                    ..request()
+                },
+                ProductError::InvalidAttributes,
+            ),
+            (
+                NewProduct {
+                    attributes: Some(serde_json::json!({"a": [{"b": "x\u{0}"}]})),
                     ..request()
                 },
                 ProductError::InvalidAttributes,

@@ -4,12 +4,27 @@
 mod error;
 mod products;
 
-use axum::Router;
 use saga_runtime::unit_of_work::UnitOfWork;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 /// Commands run in the unit of work; reads use its pool.
 pub type AppState = UnitOfWork;
 
-pub fn router(state: AppState) -> Router {
-    Router::new().merge(products::router()).with_state(state)
+/// The document's heading; each route adds its own path from its handler.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "inventory-svc", description = "Holds the products and their stock. In the saga it reserves an order's stock, or fails the reservation when the stock is short. Every error has the shape `{\"error\": {\"code\", \"message\"}}`."),
+    tags(
+        (name = "products", description = "The product catalog, for administrators"),
+        (name = "operations", description = "Parked events, retries and metrics"),
+        (name = "health", description = "Probes"),
+    )
+)]
+struct ApiDoc;
+
+pub fn router(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(products::router())
+        .with_state(state)
 }

@@ -1,35 +1,49 @@
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use saga_runtime::http::{ApiError, AppJson, AppPath};
+use saga_runtime::http::{
+    ApiError, AppJson, AppPath, BodyRefusals, ErrorBody, PathRefusal, Unavailable,
+};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
 use crate::domain::{NewProduct, Product};
 use crate::service::{self, CreateProduct};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/products", post(create_product))
-        .route("/products/{id}", get(get_product))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_product))
+        .routes(routes!(get_product))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductRequest {
+    /// Letters, digits, `-`, `_` and `.`; unique.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", min_length = 1, max_length = 64)]
     pub sku: String,
+    /// At most 200 characters, not all of them spaces.
+    #[schema(pattern = "\\S", min_length = 1, max_length = 200)]
     pub name: String,
+    #[serde(deserialize_with = "saga_runtime::http::whole_number")]
+    #[schema(minimum = 0)]
     pub price_cents: i64,
+    /// The opening stock, all of it available.
+    #[serde(deserialize_with = "saga_runtime::http::whole_number")]
+    #[schema(minimum = 0)]
     pub stock: i64,
     /// Optional flexible attributes: any JSON object.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub attributes: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ProductResponse {
     pub id: Uuid,
     pub sku: String,
@@ -37,6 +51,7 @@ pub struct ProductResponse {
     pub price_cents: i64,
     pub available: i64,
     pub reserved: i64,
+    #[schema(value_type = Object)]
     pub attributes: serde_json::Value,
 }
 
@@ -54,6 +69,17 @@ impl From<Product> for ProductResponse {
     }
 }
 
+/// Adds a product with its opening stock, and publishes it to orders-svc's catalog.
+#[utoipa::path(post, path = "/products", tag = "products",
+    request_body = CreateProductRequest,
+    responses(
+        (status = 201, description = "Product created", body = ProductResponse,
+            headers(("Location" = String, description = "`/products/{id}`"))),
+        (status = 409, description = "The SKU is taken", body = ErrorBody),
+        BodyRefusals,
+        (status = 422, description = "A field is missing or out of range", body = ErrorBody),
+        Unavailable,
+    ))]
 async fn create_product(
     State(uow): State<AppState>,
     AppJson(request): AppJson<CreateProductRequest>,
@@ -75,6 +101,15 @@ async fn create_product(
     ))
 }
 
+/// A product, its price and its stock.
+#[utoipa::path(get, path = "/products/{id}", tag = "products",
+    params(("id" = Uuid, Path, description = "The product's ID")),
+    responses(
+        (status = 200, description = "The product", body = ProductResponse),
+        PathRefusal,
+        (status = 404, description = "No such product", body = ErrorBody),
+        Unavailable,
+    ))]
 async fn get_product(
     State(uow): State<AppState>,
     AppPath(id): AppPath<Uuid>,

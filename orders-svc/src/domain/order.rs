@@ -6,7 +6,7 @@ use uuid::Uuid;
 /// Upper bound on lines per order; a bigger basket is almost surely a client bug.
 pub const MAX_LINES: usize = 100;
 /// Upper bound on one line's quantity.
-pub const MAX_QUANTITY: u32 = 10_000;
+pub const MAX_QUANTITY: u32 = 1_000;
 
 /// Where an order is in its saga. Only `PendingPayment` is not terminal. Its text
 /// (`PENDING_PAYMENT`, …) is what the database stores and the API shows.
@@ -372,5 +372,44 @@ mod tests {
         }
         assert_eq!(OrderStatus::FailedInventory.to_string(), "FAILED_INVENTORY");
         assert!("SHIPPED".parse::<OrderStatus>().is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever is asked, an order is placed exactly when every rule holds: 1 to
+        /// MAX_LINES lines, each quantity in 1..=MAX_QUANTITY, no product twice, every product
+        /// known; and then it is priced from the catalog alone.
+        #[test]
+        fn an_order_is_placed_exactly_when_every_rule_holds(
+            lines in proptest::collection::vec((0usize..8, -2i64..=1_002), 0..=MAX_LINES + 2),
+            prices in proptest::collection::vec(0i64..1_000_000, 6),
+        ) {
+            // Products 0..6 are in the catalog, 6 and 7 are not.
+            let products: Vec<Uuid> = (0..8u128).map(Uuid::from_u128).collect();
+            let known: Vec<(Uuid, i64)> = products.iter().copied().zip(prices.iter().copied()).collect();
+            let requested: Vec<LineRequest> = lines
+                .iter()
+                .map(|&(product, quantity)| LineRequest { product_id: products[product], quantity })
+                .collect();
+            let placed = Order::place(Uuid::now_v7(), &requested, &catalog(&known));
+
+            let distinct: HashSet<Uuid> = requested.iter().map(|l| l.product_id).collect();
+            let every_rule_holds = (1..=MAX_LINES).contains(&requested.len())
+                && requested.iter().all(|l| (1..=i64::from(MAX_QUANTITY)).contains(&l.quantity))
+                && distinct.len() == requested.len()
+                && requested.iter().all(|l| known.iter().any(|(id, _)| *id == l.product_id));
+            proptest::prop_assert_eq!(placed.is_ok(), every_rule_holds, "{:?}", placed);
+            if let Ok(order) = placed {
+                let expected: i64 = order
+                    .lines
+                    .iter()
+                    .map(|line| {
+                        let price = known.iter().find(|(id, _)| *id == line.product_id).map_or(-1, |p| p.1);
+                        price * i64::from(line.quantity)
+                    })
+                    .sum();
+                proptest::prop_assert_eq!(order.total_cents, expected);
+                proptest::prop_assert_eq!(order.lines.len(), requested.len());
+            }
+        }
     }
 }

@@ -1,20 +1,22 @@
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use saga_runtime::http::{ApiError, AppPath};
+use saga_runtime::http::{ApiError, AppPath, ErrorBody, PathRefusal, Unavailable};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
 use crate::service;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/catalog/{product_id}", get(get_product))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_product))
 }
 
 /// orders-svc's replica of a product, as used to price orders.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CatalogProductResponse {
     pub product_id: Uuid,
     pub sku: String,
@@ -24,6 +26,15 @@ pub struct CatalogProductResponse {
     pub source_time: DateTime<Utc>,
 }
 
+/// A product as orders-svc prices it: the last version inventory-svc published.
+#[utoipa::path(get, path = "/catalog/{product_id}", tag = "catalog",
+    params(("product_id" = Uuid, Path, description = "inventory-svc's product ID")),
+    responses(
+        (status = 200, description = "The replicated product", body = CatalogProductResponse),
+        PathRefusal,
+        (status = 404, description = "No such product in the replica", body = ErrorBody),
+        Unavailable,
+    ))]
 async fn get_product(
     State(state): State<AppState>,
     AppPath(product_id): AppPath<Uuid>,

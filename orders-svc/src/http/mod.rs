@@ -9,9 +9,11 @@ mod ui;
 
 use std::sync::Arc;
 
-use axum::Router;
 use saga_runtime::group_commit::CommandQueue;
 use saga_runtime::unit_of_work::UnitOfWork;
+
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::AdmissionSettings;
 use crate::service::{InFlight, PlaceOrder};
@@ -28,8 +30,28 @@ pub struct AppState {
     pub peers: crate::peers::Peers,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The document's heading; each route adds its own path from its handler.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "orders-svc",
+        description = "Places orders and starts one saga per order: payments-svc charges the \
+            customer, inventory-svc reserves the stock, and the order ends CONFIRMED or failed. \
+            Every error has the shape `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    tags(
+        (name = "orders", description = "The public API"),
+        (name = "catalog", description = "orders-svc's replica of inventory-svc's products"),
+        (name = "sagas", description = "Saga timelines, for operators"),
+        (name = "operations", description = "Parked events, retries and metrics"),
+        (name = "health", description = "Probes"),
+        (name = "explorer", description = "The saga explorer's HTML pages"),
+    )
+)]
+struct ApiDoc;
+
+pub fn router(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(orders::router())
         .merge(catalog::router())
         .merge(sagas::router())

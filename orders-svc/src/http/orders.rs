@@ -1,40 +1,48 @@
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use saga_runtime::http::{ApiError, AppJson, AppPath};
+use saga_runtime::http::{
+    ApiError, AppJson, AppPath, BodyRefusals, ErrorBody, PathRefusal, Unavailable,
+};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
 use crate::domain::{LineRequest, Order};
 use crate::service::{self, PlaceOrder};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/orders", post(place_order))
-        .route("/orders/{id}", get(get_order))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(place_order))
+        .routes(routes!(get_order))
 }
 
 /// `POST /orders` body. Prices are never accepted from the client.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
     pub customer_id: Uuid,
+    /// 1 to 100 lines, each of a different product.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<ItemRequest>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemRequest {
     pub product_id: Uuid,
     /// Signed and wide so that a negative or huge quantity is a 422 from the domain rather
     /// than a parse error.
+    #[serde(deserialize_with = "saga_runtime::http::whole_number")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderAccepted {
     pub id: Uuid,
     pub saga_id: Uuid,
@@ -42,7 +50,7 @@ pub struct OrderAccepted {
     pub total_cents: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderResponse {
     pub id: Uuid,
     pub saga_id: Uuid,
@@ -55,19 +63,31 @@ pub struct OrderResponse {
     pub links: OrderLinks,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderLinks {
     /// `GET /sagas/{saga_id}`.
     pub saga: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ItemResponse {
     pub product_id: Uuid,
     pub quantity: u32,
     pub unit_price_cents: i64,
 }
 
+/// Places an order and starts its saga. The answer comes before the saga ends: follow
+/// `Location` (or `links.saga`) to see how it goes.
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    request_body = PlaceOrderRequest,
+    responses(
+        (status = 202, description = "Order accepted; its saga has begun", body = OrderAccepted,
+            headers(("Location" = String, description = "The order: `/orders/{id}`"))),
+        BodyRefusals,
+        (status = 422, description = "The order breaks a rule (the code says which)", body = ErrorBody),
+        (status = 503, description = "Too many sagas in flight, or the database is out of reach",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
 async fn place_order(
     State(state): State<AppState>,
     AppJson(request): AppJson<PlaceOrderRequest>,
@@ -105,6 +125,15 @@ async fn place_order(
     ))
 }
 
+/// One order: its lines, its status and, once failed, why.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's ID")),
+    responses(
+        (status = 200, description = "The order", body = OrderResponse),
+        PathRefusal,
+        (status = 404, description = "No such order", body = ErrorBody),
+        Unavailable,
+    ))]
 async fn get_order(
     State(state): State<AppState>,
     AppPath(id): AppPath<Uuid>,
@@ -134,6 +163,78 @@ impl From<Order> for OrderResponse {
             links: OrderLinks {
                 saga: format!("/sagas/{}", order.saga_id),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn decode(body: &serde_json::Value) -> Result<PlaceOrderRequest, serde_json::Error> {
+        serde_json::from_value(body.clone())
+    }
+
+    proptest! {
+        /// A well-formed body decodes to exactly what it says, whichever way JSON writes its
+        /// quantities (`2` or `2.0`).
+        #[test]
+        fn a_well_formed_body_decodes_to_what_it_says(
+            customer in any::<u128>(),
+            items in prop::collection::vec((any::<u128>(), any::<i32>(), any::<bool>()), 0..8),
+        ) {
+            let body = serde_json::json!({
+                "customer_id": Uuid::from_u128(customer),
+                "items": items.iter().map(|(product, quantity, as_float)| {
+                    let quantity = if *as_float {
+                        serde_json::json!(f64::from(*quantity))
+                    } else {
+                        serde_json::json!(quantity)
+                    };
+                    serde_json::json!({"product_id": Uuid::from_u128(*product), "quantity": quantity})
+                }).collect::<Vec<_>>(),
+            });
+            let request = decode(&body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(request.customer_id, Uuid::from_u128(customer));
+            let decoded: Vec<(Uuid, i64)> =
+                request.items.iter().map(|i| (i.product_id, i.quantity)).collect();
+            let sent: Vec<(Uuid, i64)> = items
+                .iter()
+                .map(|(p, q, _)| (Uuid::from_u128(*p), i64::from(*q)))
+                .collect();
+            prop_assert_eq!(decoded, sent);
+        }
+
+        /// A fractional quantity, an unknown field or a malformed ID is refused, never
+        /// rounded, ignored or guessed.
+        #[test]
+        fn a_body_off_the_contract_is_refused(
+            fraction in 0.001f64..0.999,
+            whole in -1_000i64..1_000,
+            field in "[a-z_]{1,12}",
+            bad_id in "[0-9a-z-]{0,40}",
+        ) {
+            let product = Uuid::now_v7();
+            #[allow(clippy::cast_precision_loss)]
+            let fractional = serde_json::json!({
+                "customer_id": Uuid::now_v7(),
+                "items": [{"product_id": product, "quantity": whole as f64 + fraction}],
+            });
+            prop_assert!(decode(&fractional).is_err());
+            if !["customer_id", "items"].contains(&field.as_str()) {
+                let extra = serde_json::json!({
+                    "customer_id": Uuid::now_v7(),
+                    "items": [],
+                    field.clone(): 1,
+                });
+                prop_assert!(decode(&extra).is_err());
+            }
+            if Uuid::parse_str(&bad_id).is_err() {
+                let malformed = serde_json::json!({"customer_id": bad_id, "items": []});
+                prop_assert!(decode(&malformed).is_err());
+            }
         }
     }
 }

@@ -2,13 +2,15 @@
 //! saga's timeline from the saga view). The runtime serves `GET /sagas/stuck` and
 //! `POST /sagas/{saga_id}/retry` beside them.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use saga_runtime::http::{ApiError, AppPath, AppQuery};
+use saga_runtime::http::{ApiError, AppPath, AppQuery, ErrorBody, PathRefusal, Unavailable};
 use serde::{Deserialize, Serialize};
 use shared_events::Step;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
@@ -19,22 +21,38 @@ use crate::service;
 /// The most sagas one `GET /sagas` returns.
 pub const MAX_LIMIT: u64 = 500;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/sagas", get(list_sagas))
-        .route("/sagas/{saga_id}", get(get_saga))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sagas))
+        .routes(routes!(get_saga))
 }
 
 /// `GET /sagas` query. Unknown parameters are refused, so a typo is not silently ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SagaQuery {
     /// An order status, e.g. `PENDING_PAYMENT` or `FAILED_INVENTORY`.
+    #[param(schema_with = status_schema)]
     pub status: Option<String>,
-    /// How far back: `30s`, `10m`, `2h`, `1d`, or an RFC 3339 time.
+    /// How far back: `30s`, `10m`, `2h`, `1d`. An RFC 3339 time is taken too.
+    #[param(pattern = "^[0-9]{1,6}[smhd]$")]
     pub since: Option<String>,
     /// 1..=500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
+}
+
+/// The order statuses by name, as `status` takes them.
+pub fn status_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(
+            <OrderStatus as strum::VariantNames>::VARIANTS
+                .iter()
+                .copied(),
+        ))
+        .build()
 }
 
 impl SagaQuery {
@@ -82,7 +100,7 @@ fn parse_since(text: &str) -> Result<DateTime<Utc>, ApiError> {
     Utc::now().checked_sub_signed(back).ok_or_else(bad)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SagaListItem {
     pub saga_id: Uuid,
     pub order_id: Uuid,
@@ -120,12 +138,21 @@ impl From<SagaSummary> for SagaListItem {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SagaList {
     pub count: usize,
     pub sagas: Vec<SagaListItem>,
 }
 
+/// Recent sagas, newest first, by their orders.
+#[utoipa::path(get, path = "/sagas", tag = "sagas",
+    params(SagaQuery),
+    responses(
+        (status = 200, description = "Sagas begun since `since`, newest first", body = SagaList),
+        (status = 400, description = "An unknown or malformed parameter", body = ErrorBody),
+        (status = 422, description = "A bad `status`, `since` or `limit`", body = ErrorBody),
+        Unavailable,
+    ))]
 async fn list_sagas(
     State(state): State<AppState>,
     AppQuery(query): AppQuery<SagaQuery>,
@@ -144,7 +171,7 @@ async fn list_sagas(
 }
 
 /// `GET /sagas/{saga_id}`: the order's current status and the saga's timeline.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SagaResponse {
     pub saga_id: Uuid,
     pub order_id: Uuid,
@@ -158,6 +185,15 @@ pub struct SagaResponse {
     pub steps: Vec<Step>,
 }
 
+/// One saga's timeline, from orders-svc's saga view.
+#[utoipa::path(get, path = "/sagas/{saga_id}", tag = "sagas",
+    params(("saga_id" = Uuid, Path, description = "The saga's ID (the order's `saga_id`)")),
+    responses(
+        (status = 200, description = "The saga's events and hops", body = SagaResponse),
+        PathRefusal,
+        (status = 404, description = "No such saga", body = ErrorBody),
+        Unavailable,
+    ))]
 async fn get_saga(
     State(state): State<AppState>,
     AppPath(saga_id): AppPath<Uuid>,

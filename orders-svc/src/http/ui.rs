@@ -11,16 +11,17 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::{Html, Redirect};
-use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, Utc};
-use saga_runtime::http::{ApiError, AppPath, AppQuery};
+use saga_runtime::http::{ApiError, AppPath, AppQuery, ErrorBody, PathRefusal, Unavailable};
 use saga_runtime::parking::Parking;
 use serde::Deserialize;
 use shared_events::timeline::format_millis as millis;
 use shared_events::{Outcome, Timeline};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
@@ -35,17 +36,39 @@ const SLOW_AFTER: Duration = Duration::from_secs(5);
 /// The lanes of the swim-lane diagram, in the order a saga visits them.
 const LANES: [&str; 3] = ["orders-svc", "payments-svc", "inventory-svc"];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(sagas_page))
-        .route("/ui/sagas/{saga_id}", get(saga_page))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(explorer))
+        .routes(routes!(sagas_page))
+        .routes(routes!(saga_page))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only sagas whose order has this status, e.g. `CONFIRMED`. Empty means all.
+    #[param(schema_with = status_or_all_schema)]
     status: Option<String>,
+}
+
+/// The filter's choices: an order status, or the empty string for all.
+fn status_or_all_schema() -> utoipa::openapi::Object {
+    let statuses = <OrderStatus as strum::VariantNames>::VARIANTS
+        .iter()
+        .copied();
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(std::iter::once("").chain(statuses)))
+        .build()
+}
+
+/// The explorer lives at `/ui/`.
+#[utoipa::path(get, path = "/ui", tag = "explorer",
+    responses((status = 308, description = "To `/ui/`",
+        headers(("Location" = String, description = "`/ui/`")))))]
+async fn explorer() -> Redirect {
+    Redirect::permanent("/ui/")
 }
 
 fn escape(text: &str) -> String {
@@ -82,6 +105,15 @@ fn page(title: &str, body: &str) -> Html<String> {
     ))
 }
 
+/// Recent sagas, with the ones that need a look highlighted.
+#[utoipa::path(get, path = "/ui/", tag = "explorer",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 400, description = "An unknown or malformed parameter", body = ErrorBody),
+        (status = 422, description = "`status` is not an order status", body = ErrorBody),
+        Unavailable,
+    ))]
 async fn sagas_page(
     State(state): State<AppState>,
     AppQuery(query): AppQuery<ListQuery>,
@@ -282,6 +314,15 @@ fn saga_row(saga: &SagaSummary, parked: &AllParked) -> String {
     )
 }
 
+/// One saga as swim lanes, a lane per service.
+#[utoipa::path(get, path = "/ui/sagas/{saga_id}", tag = "explorer",
+    params(("saga_id" = Uuid, Path, description = "The saga's ID")),
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html"),
+        PathRefusal,
+        (status = 404, description = "No such saga", body = ErrorBody),
+        Unavailable,
+    ))]
 async fn saga_page(
     State(state): State<AppState>,
     AppPath(saga_id): AppPath<Uuid>,

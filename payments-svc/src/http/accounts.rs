@@ -1,30 +1,37 @@
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use saga_runtime::http::{ApiError, AppJson, AppPath};
+use saga_runtime::http::{
+    ApiError, AppJson, AppPath, BodyRefusals, ErrorBody, PathRefusal, Unavailable,
+};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
 use crate::domain::Account;
 use crate::service::{self, CreateAccount};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/accounts", post(create_account))
-        .route("/accounts/{customer_id}", get(get_account))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_account))
+        .routes(routes!(get_account))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountRequest {
     pub customer_id: Uuid,
+    /// The opening balance, never negative.
+    #[serde(deserialize_with = "saga_runtime::http::whole_number")]
+    #[schema(minimum = 0)]
     pub balance_cents: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AccountResponse {
     pub customer_id: Uuid,
     pub balance_cents: i64,
@@ -39,6 +46,17 @@ impl From<Account> for AccountResponse {
     }
 }
 
+/// Opens a customer's account with an opening balance.
+#[utoipa::path(post, path = "/accounts", tag = "accounts",
+    request_body = CreateAccountRequest,
+    responses(
+        (status = 201, description = "Account opened", body = AccountResponse,
+            headers(("Location" = String, description = "`/accounts/{customer_id}`"))),
+        (status = 409, description = "The customer already has an account", body = ErrorBody),
+        BodyRefusals,
+        (status = 422, description = "A field is missing or out of range", body = ErrorBody),
+        Unavailable,
+    ))]
 async fn create_account(
     State(uow): State<AppState>,
     AppJson(request): AppJson<CreateAccountRequest>,
@@ -57,6 +75,15 @@ async fn create_account(
     ))
 }
 
+/// A customer's balance.
+#[utoipa::path(get, path = "/accounts/{customer_id}", tag = "accounts",
+    params(("customer_id" = Uuid, Path, description = "The customer's ID")),
+    responses(
+        (status = 200, description = "The account", body = AccountResponse),
+        PathRefusal,
+        (status = 404, description = "No such account", body = ErrorBody),
+        Unavailable,
+    ))]
 async fn get_account(
     State(uow): State<AppState>,
     AppPath(customer_id): AppPath<Uuid>,

@@ -68,7 +68,7 @@ impl Default for Health {
 }
 
 /// One loop as `/health/live` and `/health/ready` describe it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LoopReport {
     pub name: &'static str,
     /// Milliseconds since its last beat, or `None` if it never beat.

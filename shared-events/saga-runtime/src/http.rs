@@ -1,6 +1,11 @@
 //! HTTP pieces every service shares: the one JSON error shape, a JSON extractor whose
-//! rejections use that shape, `GET /health`, and serving with a request timeout and graceful
-//! shutdown. Each service maps its own errors to [`ApiError`] in its `http/error.rs`.
+//! rejections use that shape, `GET /health`, the OpenAPI document with its Swagger UI, and
+//! serving with a request timeout and graceful shutdown. Each service maps its own errors to
+//! [`ApiError`] in its `http/error.rs`.
+//!
+//! Every route is registered through [`OpenApiRouter::routes`], which takes the handler's
+//! `#[utoipa::path]` description with it: the document is built from the same list as the
+//! router, so the two cannot drift apart.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,15 +15,19 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Reque
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use rdkafka::producer::Producer;
 use sea_orm::DatabaseConnection;
 use serde::Serialize;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
+use utoipa::ToSchema;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
 use uuid::Uuid;
 
 use crate::config::HttpSettings;
@@ -103,9 +112,60 @@ pub fn is_unavailable(error: &sea_orm::DbErr) -> bool {
     )
 }
 
+/// The one error shape every 4xx and 5xx has: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable, e.g. `unknown_product` or `invalid_body`.
+    #[schema(example = "invalid_body")]
+    pub code: String,
+    /// For a person; names the offending field where there is one.
+    pub message: String,
+}
+
+/// For OpenAPI documents: how any handler that takes a JSON body ([`AppJson`]) refuses one
+/// before it runs. A handler lists this beside its own answers.
+#[derive(utoipa::IntoResponses)]
+pub enum BodyRefusals {
+    #[response(status = 400, description = "Malformed JSON")]
+    Malformed(ErrorBody),
+    #[response(status = 413, description = "The body is over the size limit")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "Not `content-type: application/json`")]
+    NotJson(ErrorBody),
+}
+
+/// For OpenAPI documents: the database is out of reach or its pool exhausted. Any handler
+/// that reads or writes may answer this.
+#[derive(utoipa::IntoResponses)]
+pub enum Unavailable {
+    #[response(
+        status = 503,
+        description = "The database is out of reach: retry after `Retry-After` seconds",
+        headers(("Retry-After" = u64, description = "Seconds"))
+    )]
+    Unavailable(ErrorBody),
+}
+
+/// For OpenAPI documents: the refusal of a malformed ID in the path ([`AppPath`]).
+#[derive(utoipa::IntoResponses)]
+pub enum PathRefusal {
+    #[response(status = 400, description = "An ID in the path is not a UUID")]
+    NotAnId(ErrorBody),
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(retry_after) = self.retry_after {
             // Whole seconds, rounded up: a client must not come back before it is worth it.
@@ -115,6 +175,31 @@ impl IntoResponse for ApiError {
                 .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
+    }
+}
+
+/// Deserializes an `i64` from any JSON number without a fractional part. To JSON Schema, in
+/// which the OpenAPI documents describe the bodies, `5`, `5.0` and `5e0` are the same
+/// integer; a client that writes one of the others must not be refused.
+pub fn whole_number<'de, D>(deserializer: D) -> Result<i64, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error as _;
+    // 2^63 is exactly representable as an f64; every whole f64 below it fits an i64.
+    const TWO_TO_THE_63: f64 = 9_223_372_036_854_775_808.0;
+    let number = <serde_json::Number as serde::Deserialize>::deserialize(deserializer)?;
+    if let Some(whole) = number.as_i64() {
+        return Ok(whole);
+    }
+    match number.as_f64() {
+        #[allow(clippy::cast_possible_truncation)]
+        Some(float) if float.fract() == 0.0 && (-TWO_TO_THE_63..TWO_TO_THE_63).contains(&float) => {
+            Ok(float as i64)
+        }
+        _ => Err(D::Error::custom(format!(
+            "invalid value: {number}, expected a whole number within a signed 64-bit integer"
+        ))),
     }
 }
 
@@ -228,24 +313,58 @@ pub struct HealthProbe {
 ///   trouble, else 503. The server only listens once the migrations have run, so an answer
 ///   at all means they have.
 /// - `GET /health`: the same as ready.
-pub fn health_router(probe: HealthProbe) -> Router {
-    Router::new()
-        .route("/health", get(ready))
-        .route("/health/ready", get(ready))
-        .route("/health/live", get(live))
+pub fn health_router(probe: HealthProbe) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(live))
         .with_state(probe)
 }
 
+/// `GET /health/live`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    /// `ok` or `unavailable`.
+    pub status: &'static str,
+    pub loops: Vec<crate::health::LoopReport>,
+}
+
+/// `GET /health/ready`'s answer: each dependency is `ok` or the error met reaching it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ok` or `unavailable`.
+    pub status: &'static str,
+    pub database: String,
+    pub kafka: String,
+    pub loops: Vec<crate::health::LoopReport>,
+}
+
+fn availability(ok: bool) -> &'static str {
+    if ok { "ok" } else { "unavailable" }
+}
+
+/// Alive: the consumer and relay loops beat.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses(
+        (status = 200, description = "The loops run", body = Liveness),
+        (status = 503, description = "A loop has stopped beating", body = Liveness),
+    ))]
 async fn live(State(probe): State<HealthProbe>) -> Response {
     let loops = probe.health.report(probe.stale_after);
     let alive = loops.iter().all(|part| part.alive);
-    let body = json!({
-        "status": if alive { "ok" } else { "unavailable" },
-        "loops": loops,
-    });
+    let body = Liveness {
+        status: availability(alive),
+        loops,
+    };
     (status_of(alive), Json(body)).into_response()
 }
 
+/// Ready: the database and Kafka answer, and no loop reports trouble.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready for traffic", body = Readiness),
+        (status = 503, description = "A dependency is out of reach", body = Readiness),
+    ))]
 async fn ready(State(probe): State<HealthProbe>) -> Response {
     let database = probe.db.ping().await.map_err(|e| e.to_string());
     let producer = probe.producer.current();
@@ -263,17 +382,24 @@ async fn ready(State(probe): State<HealthProbe>) -> Response {
     let loops = probe.health.report(probe.stale_after);
     let ready =
         database.is_ok() && kafka.is_ok() && loops.iter().all(|part| part.trouble.is_none());
-    let describe = |r: &Result<(), String>| match r {
-        Ok(()) => "ok".to_owned(),
-        Err(e) => e.clone(),
+    let describe = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".to_owned());
+    let body = Readiness {
+        status: availability(ready),
+        database: describe(database),
+        kafka: describe(kafka),
+        loops,
     };
-    let body = json!({
-        "status": if ready { "ok" } else { "unavailable" },
-        "database": describe(&database),
-        "kafka": describe(&kafka),
-        "loops": loops,
-    });
     (status_of(ready), Json(body)).into_response()
+}
+
+/// The same as `GET /health/ready`.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses(
+        (status = 200, description = "Ready for traffic", body = Readiness),
+        (status = 503, description = "A dependency is out of reach", body = Readiness),
+    ))]
+async fn health(probe: State<HealthProbe>) -> Response {
+    ready(probe).await
 }
 
 fn status_of(ok: bool) -> StatusCode {
@@ -286,20 +412,47 @@ fn status_of(ok: bool) -> StatusCode {
 
 /// `GET /sagas/stuck` lists parked events; `POST /sagas/{saga_id}/retry` replays a saga's
 /// parked events through the service's handler once an operator has fixed the cause.
-pub fn sagas_router<H: EventHandler>(applier: Applier<H>) -> Router {
-    Router::new()
-        .route("/sagas/stuck", get(stuck_sagas::<H>))
-        .route("/sagas/{saga_id}/retry", post(retry_saga::<H>))
+pub fn sagas_router<H: EventHandler>(applier: Applier<H>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(stuck_sagas))
+        .routes(routes!(retry_saga))
         .with_state(Arc::new(applier))
 }
 
-async fn stuck_sagas<H: EventHandler>(
-    State(applier): State<Arc<Applier<H>>>,
-) -> Result<Response, ApiError> {
-    let parked = applier.parking.list().await.map_err(db_error)?;
-    Ok(Json(json!({ "count": parked.len(), "parked": parked })).into_response())
+/// `GET /sagas/stuck`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StuckSagas {
+    pub count: usize,
+    pub parked: Vec<crate::parking::ParkedEvent>,
 }
 
+/// The events this service has parked: each failed for good and blocks its saga here until
+/// an operator retries it.
+#[utoipa::path(get, path = "/sagas/stuck", tag = "operations",
+    responses(
+        (status = 200, description = "This service's parked events", body = StuckSagas),
+        Unavailable,
+    ))]
+async fn stuck_sagas<H: EventHandler>(
+    State(applier): State<Arc<Applier<H>>>,
+) -> Result<Json<StuckSagas>, ApiError> {
+    let parked = applier.parking.list().await.map_err(db_error)?;
+    Ok(Json(StuckSagas {
+        count: parked.len(),
+        parked,
+    }))
+}
+
+/// Replays the saga's parked events, oldest first, through this service's handler. It
+/// stops at the first that fails again, which stays parked.
+#[utoipa::path(post, path = "/sagas/{saga_id}/retry", tag = "operations",
+    params(("saga_id" = Uuid, Path, description = "The saga whose parked events to replay")),
+    responses(
+        (status = 200, description = "Every parked event of the saga applied (none is fine)", body = crate::parking::RetryOutcome),
+        (status = 409, description = "An event failed again and stays parked", body = crate::parking::RetryOutcome),
+        PathRefusal,
+        Unavailable,
+    ))]
 async fn retry_saga<H: EventHandler>(
     State(applier): State<Arc<Applier<H>>>,
     AppPath(saga_id): AppPath<Uuid>,
@@ -330,12 +483,16 @@ fn db_error(error: sea_orm::DbErr) -> ApiError {
 /// age of its oldest row, the parked events and the pool. When the database does not answer,
 /// the database's gauges are left out (never a made-up value) and
 /// `saga_metrics_scrape_errors_total` counts the miss.
-pub fn metrics_router(service: &'static str, db: DatabaseConnection) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
+pub fn metrics_router(service: &'static str, db: DatabaseConnection) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(metrics))
         .with_state((service, db))
 }
 
+/// Prometheus's text format. Keep it off the public network: it is open, for scrapers.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Every series, in Prometheus's text format",
+        body = String, content_type = "text/plain; version=0.0.4")))]
 async fn metrics(State((service, db)): State<(&'static str, DatabaseConnection)>) -> Response {
     let mut gauges = crate::metrics::pool_gauges(db.get_postgres_connection_pool());
     match scraped_from_database(&db).await {
@@ -378,6 +535,14 @@ async fn scraped_from_database(
     ])
 }
 
+/// The service's routes with the OpenAPI document they describe, served at `GET /openapi.json`
+/// (OpenAPI 3.1) and browsable at `/docs` (Swagger UI, shipped inside the binary).
+pub fn documented(routes: OpenApiRouter) -> (Router, OpenApi) {
+    let (router, openapi) = routes.split_for_parts();
+    let docs = SwaggerUi::new("/docs").url("/openapi.json", openapi.clone());
+    (router.merge(docs), openapi)
+}
+
 /// Serves `router` until `shutdown`, then lets in-flight requests finish. Every request is
 /// bounded by `settings.request_timeout` (408 past it) and `settings.max_body_bytes` (413),
 /// and traced.
@@ -387,9 +552,20 @@ pub async fn serve(
     settings: &HttpSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router
+    axum::serve(listener, with_api_layers(router, settings))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// `router` as it is served: the error-shaped fallbacks, a caught panic as 500, the body
+/// limit, the request timeout, a span and a count per request.
+pub fn with_api_layers(router: Router, settings: &HttpSettings) -> Router {
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // A bug that panics in a handler answers 500 in the one error shape, and is logged,
+        // instead of dropping the connection without a word.
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -414,10 +590,7 @@ pub async fn serve(
                 )
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
-        .layer(axum::middleware::from_fn(count_request));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+        .layer(axum::middleware::from_fn(count_request))
 }
 
 /// Counts and times every request by method, route pattern and status. The pattern
@@ -478,6 +651,21 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     span
 }
 
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %what, "request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+    .into_response()
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
@@ -494,6 +682,7 @@ async fn method_not_allowed() -> ApiError {
 mod tests {
     use axum::body::Body;
     use axum::http::Request;
+    use axum::routing::post;
     use serde::Deserialize;
     use tower::ServiceExt;
 
@@ -513,11 +702,82 @@ mod tests {
     /// The router a service serves, reduced to one JSON route, with its real fallbacks and a
     /// small body limit.
     fn app() -> Router {
-        Router::new()
+        let settings = HttpSettings {
+            host: "127.0.0.1".to_owned(),
+            port: 0,
+            request_timeout: std::time::Duration::from_secs(5),
+            max_body_bytes: 64,
+            shutdown_timeout: std::time::Duration::from_secs(1),
+            health_stale_after: std::time::Duration::from_secs(1),
+        };
+        let routes = Router::new()
             .route("/things", post(echo))
-            .fallback(not_found)
-            .method_not_allowed_fallback(method_not_allowed)
-            .layer(DefaultBodyLimit::max(64))
+            .route("/panics", axum::routing::get(panics));
+        with_api_layers(routes, &settings)
+    }
+
+    async fn panics() -> &'static str {
+        let empty: Vec<&str> = Vec::new();
+        // An out-of-bounds index, the kind of bug a handler could have.
+        empty[usize::from(empty.is_empty())]
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_answers_500_in_the_error_shape()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let response = app()
+            .oneshot(Request::get("/panics").body(Body::empty())?)
+            .await?;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await?;
+        let body: ErrorBody = serde_json::from_slice(&bytes)?;
+        assert_eq!(body.error.code, "internal");
+        Ok(())
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Amount {
+        #[serde(deserialize_with = "whole_number")]
+        cents: i64,
+    }
+
+    fn amount(json: &str) -> Option<i64> {
+        serde_json::from_str::<Amount>(&format!(r#"{{"cents":{json}}}"#))
+            .ok()
+            .map(|a| a.cents)
+    }
+
+    #[test]
+    fn a_whole_number_is_whole_however_written_and_within_i64() {
+        assert_eq!(amount("5"), Some(5));
+        assert_eq!(amount("5.0"), Some(5));
+        assert_eq!(amount("5e2"), Some(500));
+        assert_eq!(amount("-0.0"), Some(0));
+        assert_eq!(amount(&i64::MIN.to_string()), Some(i64::MIN));
+        for refused in [
+            "5.5",
+            "1e-3",
+            "9223372036854775808",
+            "9.3e18",
+            "\"5\"",
+            "null",
+            "1e400",
+        ] {
+            assert_eq!(amount(refused), None, "{refused}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_i64_decodes_to_itself_and_no_fraction_decodes(
+            n in proptest::prelude::any::<i64>(),
+            fraction in 0.01f64..0.99,
+        ) {
+            proptest::prop_assert_eq!(amount(&n.to_string()), Some(n));
+            #[allow(clippy::cast_precision_loss)]
+            let small = (n % 1_000_000) as f64;
+            proptest::prop_assert_eq!(amount(&format!("{:?}", small + fraction)), None);
+        }
     }
 
     async fn call(

@@ -43,7 +43,7 @@ impl Origin {
 }
 
 /// One parked event, as `GET /sagas/stuck` shows it.
-#[derive(Debug, Clone, Serialize, FromQueryResult)]
+#[derive(Debug, Clone, Serialize, FromQueryResult, utoipa::ToSchema)]
 pub struct ParkedEvent {
     pub event_id: Uuid,
     pub saga_id: Option<Uuid>,
@@ -63,7 +63,7 @@ pub struct Parking {
 }
 
 /// What a retry did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RetryOutcome {
     pub saga_id: Uuid,
     pub retried: usize,

@@ -12,6 +12,7 @@ use rdkafka::error::KafkaError;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::{CommonSettings, ServiceDefaults};
 use crate::consumer::{Applier, EventConsumer, EventHandler};
@@ -122,10 +123,11 @@ impl Infrastructure {
     }
 
     /// Binds the listener and subscribes the consumer: the service's `routes` (plus
-    /// `/health`) and `handler` for `topics` become a runnable [`Application`].
+    /// `/health`, `/metrics`, the operator's `/sagas/*` and the OpenAPI document with its
+    /// `/docs`) and `handler` for `topics` become a runnable [`Application`].
     pub async fn application<H: EventHandler>(
         self,
-        routes: Router,
+        routes: OpenApiRouter,
         topics: &[&str],
         handler: H,
     ) -> Result<Application<H>, StartupError> {
@@ -155,7 +157,7 @@ impl Infrastructure {
             self.producer.clone(),
             self.health.clone(),
         )?;
-        let router = routes
+        let routes = routes
             .merge(http::health_router(HealthProbe {
                 db: self.db.clone(),
                 producer: self.producer.clone(),
@@ -168,6 +170,7 @@ impl Infrastructure {
                 self.settings.service_name,
                 self.db.clone(),
             ));
+        let (router, openapi) = http::documented(routes);
         let relay = self.relay();
         let (db, retention) = (self.db.clone(), self.settings.retention);
         let inbox_retention: BackgroundTask =
@@ -176,6 +179,7 @@ impl Infrastructure {
             settings: self.settings,
             listener,
             router,
+            openapi,
             relay,
             consumer,
             background: vec![inbox_retention],
@@ -189,6 +193,8 @@ pub struct Application<H> {
     pub settings: CommonSettings,
     pub listener: TcpListener,
     pub router: Router,
+    /// What `router` serves, as `GET /openapi.json` gives it.
+    pub openapi: utoipa::openapi::OpenApi,
     pub relay: Relay,
     pub consumer: EventConsumer<H>,
     /// Service-specific periodic jobs (e.g. orders-svc's saga deadline), stopped with the rest.
@@ -286,6 +292,7 @@ pub async fn run<H: EventHandler>(
         relay,
         consumer,
         background,
+        ..
     } = app;
     let settings = &settings;
     let mut jobs: Vec<_> = background

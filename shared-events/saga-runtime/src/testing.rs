@@ -295,3 +295,159 @@ pub async fn apply_as_batch<H: crate::consumer::EventHandler>(
         .collect();
     uow.apply_batch(handler, &events).await
 }
+
+/// A whole service's settings for a test: `defaults` with a fresh, empty database of its own
+/// (owned by `role`, beside `home`), its `topics` behind a fresh prefix, and port 0. Building
+/// the service with them migrates that database and subscribes to those topics.
+pub async fn service_settings(
+    defaults: crate::config::ServiceDefaults,
+    role: &str,
+    home: &str,
+    topics: &[&str],
+) -> Result<crate::config::CommonSettings, Box<dyn std::error::Error>> {
+    let mut settings = crate::config::CommonSettings::from_env(defaults)?;
+    settings.database = database_settings(fresh_database(role, home, "it").await?);
+    let prefix = fresh_topics("it", topics).await?;
+    settings.kafka = kafka_settings(&prefix, &format!("{prefix}{role}"));
+    settings.http.host = "127.0.0.1".to_owned();
+    settings.http.port = 0;
+    Ok(settings)
+}
+
+/// The routes `router` serves and `openapi` does not describe, and the other way round, as
+/// `METHOD /path` lines; empty when the two agree. The document itself (`/openapi.json`)
+/// and its Swagger UI (`/docs…`) are left out.
+///
+/// axum has no API that lists a router's routes. Its `Debug` output names each route's path
+/// and the methods of its `Allow` header, and that is what this reads; it fails, rather than
+/// finding nothing, when that output changes shape.
+pub fn undocumented_routes(
+    router: &axum::Router,
+    openapi: &utoipa::openapi::OpenApi,
+) -> Result<Vec<String>, String> {
+    use std::collections::BTreeSet;
+    let served = served_routes(router)?;
+    let document = serde_json::to_value(openapi).map_err(|e| e.to_string())?;
+    let paths = document["paths"]
+        .as_object()
+        .ok_or("the OpenAPI document has no paths")?;
+    let described: BTreeSet<String> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .into_iter()
+                .flat_map(|item| item.keys())
+                .filter(|key| HTTP_METHODS.contains(&key.as_str()))
+                .map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    let mut differences: Vec<String> = served
+        .difference(&described)
+        .map(|route| format!("served, not documented: {route}"))
+        .collect();
+    differences.extend(
+        described
+            .difference(&served)
+            .map(|route| format!("documented, not served: {route}")),
+    );
+    Ok(differences)
+}
+
+const HTTP_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// `METHOD /path` for every route of `router` but the documentation's own, HEAD (which axum
+/// answers for every GET) left out.
+fn served_routes(router: &axum::Router) -> Result<std::collections::BTreeSet<String>, String> {
+    let text = format!("{router:?}");
+    // The routes proper come before the fallback router's.
+    let routes = text
+        .split("fallback_router")
+        .next()
+        .ok_or("no routes in the router's Debug output")?;
+    let (endpoints, node) = routes
+        .split_once("node: Node { paths: {")
+        .ok_or("the router's Debug output has no `node: Node { paths: {`")?;
+    // `RouteId(7): "/orders/{id}"`
+    let mut paths = std::collections::HashMap::new();
+    for entry in node.split("RouteId(").skip(1) {
+        let (id, rest) = entry.split_once("): \"").ok_or("a path without its ID")?;
+        let (path, _) = rest.split_once('"').ok_or("an unterminated path")?;
+        paths.insert(id.to_owned(), path.to_owned());
+    }
+    // `RouteId(7): MethodRouter(MethodRouter { get: …, allow_header: Bytes(b"GET,HEAD") })`
+    let mut served = std::collections::BTreeSet::new();
+    for entry in endpoints.split("RouteId(").skip(1) {
+        let (id, rest) = entry.split_once("): ").ok_or("a route without its ID")?;
+        let path = paths
+            .get(id)
+            .ok_or_else(|| format!("route {id} has no path"))?;
+        if path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/") {
+            continue;
+        }
+        let methods = rest
+            .split_once("allow_header: Bytes(b\"")
+            .and_then(|(_, allowed)| allowed.split_once('"'))
+            .map(|(allowed, _)| allowed)
+            // A service mounted with `route_service` answers every method.
+            .ok_or_else(|| format!("{path}: no Allow header in {rest:.80}"))?;
+        for method in methods.split(',').filter(|m| *m != "HEAD") {
+            served.insert(format!("{method} {path}"));
+        }
+    }
+    if served.is_empty() {
+        return Err(format!(
+            "found no routes in the router's Debug output: {text:.200}"
+        ));
+    }
+    Ok(served)
+}
+
+/// Checks a built service's documentation: every route is in its OpenAPI document and
+/// nothing else is ([`undocumented_routes`]), `GET /openapi.json` serves that document as
+/// OpenAPI 3.1, and `GET /docs/` serves Swagger UI.
+pub async fn check_documented(
+    router: &axum::Router,
+    openapi: &utoipa::openapi::OpenApi,
+) -> Result<(), String> {
+    use tower::ServiceExt;
+    let differences = undocumented_routes(router, openapi)?;
+    if !differences.is_empty() {
+        return Err(differences.join("\n"));
+    }
+    let get = |uri: &str| {
+        let request = axum::http::Request::get(uri).body(axum::body::Body::empty());
+        let router = router.clone();
+        async move {
+            let response = router
+                .oneshot(request.map_err(|e| e.to_string())?)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, body))
+        }
+    };
+    let (status, body) = get("/openapi.json").await?;
+    let served: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let expected = serde_json::to_value(openapi).map_err(|e| e.to_string())?;
+    if status != axum::http::StatusCode::OK || served != expected {
+        return Err(format!(
+            "GET /openapi.json: {status}, not the router's document"
+        ));
+    }
+    if served["openapi"] != "3.1.0" {
+        return Err(format!(
+            "GET /openapi.json is OpenAPI {}",
+            served["openapi"]
+        ));
+    }
+    let (status, body) = get("/docs/").await?;
+    if status != axum::http::StatusCode::OK || !String::from_utf8_lossy(&body).contains("swagger") {
+        return Err(format!("GET /docs/: {status}, not Swagger UI"));
+    }
+    Ok(())
+}
