@@ -205,3 +205,17 @@ async fn every_route_is_in_the_openapi_document_which_is_served_with_its_docs() 
     testing::check_documented(&app.router, &app.openapi).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_create_retried_with_its_idempotency_key_creates_once() -> TestResult {
+    let (db, uow) = service().await?;
+    let app: axum::Router = inventory_svc::http::router(uow).into();
+    testing::check_create_is_idempotent(
+        &app,
+        &db,
+        "/products",
+        "products",
+        |n| serde_json::json!({"sku": "KEYED-1", "name": "Keyed", "price_cents": n, "stock": 5}),
+    )
+    .await
+}

@@ -441,3 +441,107 @@ async fn every_route_is_in_the_openapi_document_which_is_served_with_its_docs() 
     testing::check_documented(&app.router, &app.openapi).await?;
     Ok(())
 }
+
+/// `POST /orders` with an `Idempotency-Key`, and the answer's status, replay mark and body.
+async fn post_keyed_order(
+    app: &axum::Router,
+    key: &str,
+    customer_id: Uuid,
+    product_id: Uuid,
+    quantity: u32,
+) -> Result<(u16, bool, serde_json::Value), Box<dyn std::error::Error>> {
+    let body = serde_json::json!({
+        "customer_id": customer_id,
+        "items": [{ "product_id": product_id, "quantity": quantity }],
+    });
+    let answer = testing::send(app, "POST", "/orders", &[("idempotency-key", key)], &body).await?;
+    let replayed = answer.headers.contains_key("idempotent-replayed");
+    Ok((answer.status, replayed, answer.body))
+}
+
+#[tokio::test]
+async fn a_retried_order_with_its_idempotency_key_is_placed_once() -> TestResult {
+    let db = database().await?;
+    let product_id = seed_product(&db, 250).await?;
+    let (app, in_flight) = admitting(&db, 10, std::time::Duration::from_secs(1));
+    let customer_id = Uuid::now_v7();
+    let key = Uuid::now_v7().to_string();
+
+    let (status, replayed, first) =
+        post_keyed_order(&app, &key, customer_id, product_id, 2).await?;
+    assert_eq!((status, replayed), (202, false));
+    let (status, replayed, again) =
+        post_keyed_order(&app, &key, customer_id, product_id, 2).await?;
+    assert_eq!((status, replayed), (202, true), "{again}");
+    assert_eq!(again, first, "the retry gets the first answer");
+    assert_eq!(count(&db, "orders").await?, 1);
+    assert_eq!(count(&db, "outbox").await?, 1, "one saga started");
+    assert_eq!(in_flight.current(), 1, "the replay took no place in flight");
+
+    // The same key for another order is refused, and places nothing.
+    let (status, _, body) = post_keyed_order(&app, &key, customer_id, product_id, 3).await?;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["code"], "idempotency_key_reused");
+    assert_eq!(count(&db, "orders").await?, 1);
+
+    // Another key is another order; a malformed key is refused before anything runs.
+    let (status, _, _) = post_keyed_order(&app, "another", customer_id, product_id, 2).await?;
+    assert_eq!(status, 202);
+    let (status, _, body) = post_keyed_order(&app, " padded", customer_id, product_id, 2).await?;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_idempotency_key");
+    assert_eq!(count(&db, "orders").await?, 2);
+    assert_eq!(count(&db, "idempotency_keys").await?, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn requests_with_one_key_at_the_same_time_place_one_order() -> TestResult {
+    let db = database().await?;
+    let product_id = seed_product(&db, 100).await?;
+    let (app, _) = admitting(&db, 100, std::time::Duration::from_secs(1));
+    let customer_id = Uuid::now_v7();
+    let key = "same-time";
+    // Sent together, they meet in one group-commit batch or in transactions that overlap;
+    // either way the key is claimed once.
+    let answers = futures::future::join_all(
+        (0..12).map(|_| post_keyed_order(&app, key, customer_id, product_id, 1)),
+    )
+    .await;
+    let mut ids = std::collections::HashSet::new();
+    for answer in answers {
+        let (status, _, body) = answer?;
+        assert_eq!(status, 202, "{body}");
+        ids.insert(body["id"].to_string());
+    }
+    assert_eq!(ids.len(), 1, "every answer names the same order");
+    assert_eq!(count(&db, "orders").await?, 1);
+    assert_eq!(count(&db, "outbox").await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_order_leaves_no_key_so_its_retry_is_judged_again() -> TestResult {
+    let db = database().await?;
+    let (app, _) = admitting(&db, 10, std::time::Duration::from_secs(1));
+    let customer_id = Uuid::now_v7();
+    let product_id = Uuid::now_v7();
+    let (status, _, _) = post_keyed_order(&app, "k", customer_id, product_id, 1).await?;
+    assert_eq!(status, 422, "not in the catalog yet");
+    assert_eq!(count(&db, "idempotency_keys").await?, 0);
+    // The product arrives; the client's retry with the same key now places the order.
+    catalog::upsert(
+        &db,
+        &CatalogProduct {
+            product_id,
+            sku: "LATE-1".into(),
+            name: "Late".into(),
+            price_cents: 10,
+            source_time: Utc::now(),
+        },
+    )
+    .await?;
+    let (status, replayed, _) = post_keyed_order(&app, "k", customer_id, product_id, 1).await?;
+    assert_eq!((status, replayed), (202, false));
+    Ok(())
+}

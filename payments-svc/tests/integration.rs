@@ -254,3 +254,18 @@ async fn every_route_is_in_the_openapi_document_which_is_served_with_its_docs() 
     testing::check_documented(&app.router, &app.openapi).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_create_retried_with_its_idempotency_key_creates_once() -> TestResult {
+    let (db, uow) = service().await?;
+    let app: axum::Router = payments_svc::http::router(uow).into();
+    let customer = Uuid::now_v7();
+    testing::check_create_is_idempotent(
+        &app,
+        &db,
+        "/accounts",
+        "accounts",
+        |n| serde_json::json!({"customer_id": customer, "balance_cents": n}),
+    )
+    .await
+}

@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000004_allow_cancelled_reservations::Migration),
             Box::new(saga_schema::IndexInboxByAge),
             Box::new(saga_schema::StoreOutboxPayloadAsWritten),
+            Box::new(saga_schema::CreateIdempotencyKeys),
         ]
     }
 }

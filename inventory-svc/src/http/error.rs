@@ -15,6 +15,7 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "sku_taken", error.to_string())
             }
             ServiceError::NotFound(what) => ApiError::not_found(what),
+            ServiceError::KeyReused(reused) => reused.clone().into(),
             ServiceError::Db(db) if saga_runtime::http::is_unavailable(db) => {
                 ApiError::unavailable(&error)
             }

@@ -1,10 +1,11 @@
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
+use axum::response::Response;
 use saga_runtime::http::{
     ApiError, AppJson, AppPath, BodyRefusals, ErrorBody, PathRefusal, Unavailable,
 };
+use saga_runtime::idempotency::{IdempotencyHeader, Idempotent, MaybeIdempotencyKey, Recorded};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -21,7 +22,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_product))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// Serialized, it is the request an `Idempotency-Key` is checked against.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductRequest {
     /// Letters, digits, `-`, `_` and `.`; unique.
@@ -71,34 +73,49 @@ impl From<Product> for ProductResponse {
 
 /// Adds a product with its opening stock, and publishes it to orders-svc's catalog.
 #[utoipa::path(post, path = "/products", tag = "products",
+    params(IdempotencyHeader),
     request_body = CreateProductRequest,
     responses(
         (status = 201, description = "Product created", body = ProductResponse,
-            headers(("Location" = String, description = "`/products/{id}`"))),
+            headers(
+                ("Location" = String, description = "`/products/{id}`"),
+                ("Idempotent-Replayed" = Option<bool>, description = "`true` on a replay"),
+            )),
         (status = 409, description = "The SKU is taken", body = ErrorBody),
         BodyRefusals,
-        (status = 422, description = "A field is missing or out of range", body = ErrorBody),
+        (status = 422, description = "A field is missing or out of range, or the \
+            `Idempotency-Key` was used for another request", body = ErrorBody),
         Unavailable,
     ))]
 async fn create_product(
     State(uow): State<AppState>,
+    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
     AppJson(request): AppJson<CreateProductRequest>,
-) -> Result<impl IntoResponse, ApiError> {
-    let product = uow
-        .run(CreateProduct(NewProduct {
-            sku: request.sku,
-            name: request.name,
-            price_cents: request.price_cents,
-            stock: request.stock,
-            attributes: request.attributes,
-        }))
+) -> Result<Response, ApiError> {
+    let key = key.map(|key| key.for_request("POST /products", &request));
+    let done = uow
+        .run(Idempotent {
+            key,
+            command: CreateProduct(NewProduct {
+                sku: request.sku,
+                name: request.name,
+                price_cents: request.price_cents,
+                stock: request.stock,
+                attributes: request.attributes,
+            }),
+            respond: created,
+        })
         .await?;
-    let location = format!("/products/{}", product.id);
-    Ok((
+    Ok(done.respond())
+}
+
+/// `201 Created`, as it is recorded for the request's `Idempotency-Key`.
+fn created(product: &Product) -> Recorded {
+    Recorded::at(
         StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(ProductResponse::from(product)),
-    ))
+        format!("/products/{}", product.id),
+        &ProductResponse::from(product.clone()),
+    )
 }
 
 /// A product, its price and its stock.

@@ -35,4 +35,6 @@ pub enum ServiceError {
     Db(#[from] DbErr),
     #[error("outbox: {0}")]
     Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    KeyReused(#[from] saga_runtime::idempotency::KeyReused),
 }

@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(saga_schema::IndexInboxByAge),
             Box::new(saga_schema::StoreOutboxPayloadAsWritten),
             Box::new(m20261129_000005_create_saga_view::Migration),
+            Box::new(saga_schema::CreateIdempotencyKeys),
         ]
     }
 }

@@ -11,6 +11,7 @@ impl From<ServiceError> for ApiError {
                 ApiError::unprocessable(rejection_code(rejection), rejection.to_string())
             }
             ServiceError::NotFound(what) => ApiError::not_found(what),
+            ServiceError::KeyReused(reused) => reused.clone().into(),
             ServiceError::Db(db) if saga_runtime::http::is_unavailable(db) => {
                 ApiError::unavailable(&error)
             }

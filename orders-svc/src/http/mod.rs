@@ -10,6 +10,7 @@ mod ui;
 use std::sync::Arc;
 
 use saga_runtime::group_commit::CommandQueue;
+use saga_runtime::idempotency::Idempotent;
 use saga_runtime::unit_of_work::UnitOfWork;
 
 use utoipa::OpenApi;
@@ -23,7 +24,7 @@ use crate::service::{InFlight, PlaceOrder};
 pub struct AppState {
     pub uow: UnitOfWork,
     /// `POST /orders` runs its command here, with the orders placed at the same time.
-    pub place_orders: CommandQueue<PlaceOrder>,
+    pub place_orders: CommandQueue<Idempotent<PlaceOrder>>,
     pub in_flight: Arc<InFlight>,
     pub admission: AdmissionSettings,
     /// The other services, whose parked events the explorer page shows.

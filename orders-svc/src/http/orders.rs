@@ -1,9 +1,12 @@
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
+use axum::response::Response;
 use saga_runtime::http::{
     ApiError, AppJson, AppPath, BodyRefusals, ErrorBody, PathRefusal, Unavailable,
+};
+use saga_runtime::idempotency::{
+    self, IdempotencyHeader, Idempotent, Idempotently, MaybeIdempotencyKey, Recorded,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -21,8 +24,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_order))
 }
 
-/// `POST /orders` body. Prices are never accepted from the client.
-#[derive(Debug, Deserialize, ToSchema)]
+/// `POST /orders` body. Prices are never accepted from the client. Serialized, it is the
+/// request an `Idempotency-Key` is checked against.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
     pub customer_id: Uuid,
@@ -31,7 +35,7 @@ pub struct PlaceOrderRequest {
     pub items: Vec<ItemRequest>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemRequest {
     pub product_id: Uuid,
@@ -79,19 +83,32 @@ pub struct ItemResponse {
 /// Places an order and starts its saga. The answer comes before the saga ends: follow
 /// `Location` (or `links.saga`) to see how it goes.
 #[utoipa::path(post, path = "/orders", tag = "orders",
+    params(IdempotencyHeader),
     request_body = PlaceOrderRequest,
     responses(
-        (status = 202, description = "Order accepted; its saga has begun", body = OrderAccepted,
-            headers(("Location" = String, description = "The order: `/orders/{id}`"))),
+        (status = 202, description = "Order accepted; its saga has begun. A retry with the same \
+            `Idempotency-Key` gets this again, with `Idempotent-Replayed: true`",
+            body = OrderAccepted,
+            headers(
+                ("Location" = String, description = "The order: `/orders/{id}`"),
+                ("Idempotent-Replayed" = Option<bool>, description = "`true` on a replay"),
+            )),
         BodyRefusals,
-        (status = 422, description = "The order breaks a rule (the code says which)", body = ErrorBody),
+        (status = 422, description = "The order breaks a rule, or the `Idempotency-Key` was \
+            used for another request (the code says which)", body = ErrorBody),
         (status = 503, description = "Too many sagas in flight, or the database is out of reach",
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds"))),
     ))]
 async fn place_order(
     State(state): State<AppState>,
+    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
     AppJson(request): AppJson<PlaceOrderRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
+    let key = key.map(|key| key.for_request("POST /orders", &request));
+    // A retry of an order already placed is answered before admission: it starts no saga.
+    if let Some(replayed) = idempotency::replay(state.uow.db(), &key).await? {
+        return Ok(replayed);
+    }
     let lines = request
         .items
         .iter()
@@ -103,26 +120,37 @@ async fn place_order(
     let admission = state.in_flight.admit().map_err(|refused| {
         ApiError::overloaded(refused.to_string(), state.admission.retry_after)
     })?;
-    let order = state
+    let placed = state
         .place_orders
-        .run(PlaceOrder {
-            customer_id: request.customer_id,
-            lines,
+        .run(Idempotent {
+            key,
+            command: PlaceOrder {
+                customer_id: request.customer_id,
+                lines,
+            },
+            respond: accepted,
         })
         .await?;
-    admission.keep();
-    let location = format!("/orders/{}", order.id);
-    let body = OrderAccepted {
-        id: order.id,
-        saga_id: order.saga_id,
-        status: order.status.into(),
-        total_cents: order.total_cents,
-    };
-    Ok((
+    // Only a new order is a new saga in flight; a replay (another request with the key was
+    // just committed) gives its place back.
+    if let Idempotently::Fresh(..) = placed {
+        admission.keep();
+    }
+    Ok(placed.respond())
+}
+
+/// `202 Accepted` for a new order, as it is recorded for its `Idempotency-Key`.
+fn accepted(order: &Order) -> Recorded {
+    Recorded::at(
         StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(body),
-    ))
+        format!("/orders/{}", order.id),
+        &OrderAccepted {
+            id: order.id,
+            saga_id: order.saga_id,
+            status: order.status.into(),
+            total_cents: order.total_cents,
+        },
+    )
 }
 
 /// One order: its lines, its status and, once failed, why.

@@ -35,6 +35,8 @@ pub enum ServiceError {
     Db(#[from] DbErr),
     #[error("outbox: {0}")]
     Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    KeyReused(#[from] saga_runtime::idempotency::KeyReused),
     /// A compare-and-set missed an order that is open: a concurrent transaction held it and
     /// rolled back. Applying the event again will succeed.
     #[error("order_id={0} changed status while the saga's outcome was applied")]

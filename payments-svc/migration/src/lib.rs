@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000005_make_tombstone_customer_optional::Migration),
             Box::new(saga_schema::IndexInboxByAge),
             Box::new(saga_schema::StoreOutboxPayloadAsWritten),
+            Box::new(saga_schema::CreateIdempotencyKeys),
         ]
     }
 }

@@ -1,10 +1,11 @@
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
+use axum::response::Response;
 use saga_runtime::http::{
     ApiError, AppJson, AppPath, BodyRefusals, ErrorBody, PathRefusal, Unavailable,
 };
+use saga_runtime::idempotency::{IdempotencyHeader, Idempotent, MaybeIdempotencyKey, Recorded};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -21,7 +22,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_account))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// Serialized, it is the request an `Idempotency-Key` is checked against.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountRequest {
     pub customer_id: Uuid,
@@ -48,31 +50,46 @@ impl From<Account> for AccountResponse {
 
 /// Opens a customer's account with an opening balance.
 #[utoipa::path(post, path = "/accounts", tag = "accounts",
+    params(IdempotencyHeader),
     request_body = CreateAccountRequest,
     responses(
         (status = 201, description = "Account opened", body = AccountResponse,
-            headers(("Location" = String, description = "`/accounts/{customer_id}`"))),
+            headers(
+                ("Location" = String, description = "`/accounts/{customer_id}`"),
+                ("Idempotent-Replayed" = Option<bool>, description = "`true` on a replay"),
+            )),
         (status = 409, description = "The customer already has an account", body = ErrorBody),
         BodyRefusals,
-        (status = 422, description = "A field is missing or out of range", body = ErrorBody),
+        (status = 422, description = "A field is missing or out of range, or the \
+            `Idempotency-Key` was used for another request", body = ErrorBody),
         Unavailable,
     ))]
 async fn create_account(
     State(uow): State<AppState>,
+    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
     AppJson(request): AppJson<CreateAccountRequest>,
-) -> Result<impl IntoResponse, ApiError> {
-    let account = uow
-        .run(CreateAccount {
-            customer_id: request.customer_id,
-            balance_cents: request.balance_cents,
+) -> Result<Response, ApiError> {
+    let key = key.map(|key| key.for_request("POST /accounts", &request));
+    let done = uow
+        .run(Idempotent {
+            key,
+            command: CreateAccount {
+                customer_id: request.customer_id,
+                balance_cents: request.balance_cents,
+            },
+            respond: opened,
         })
         .await?;
-    let location = format!("/accounts/{}", account.customer_id);
-    Ok((
+    Ok(done.respond())
+}
+
+/// `201 Created`, as it is recorded for the request's `Idempotency-Key`.
+fn opened(account: &Account) -> Recorded {
+    Recorded::at(
         StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(AccountResponse::from(account)),
-    ))
+        format!("/accounts/{}", account.customer_id),
+        &AccountResponse::from(*account),
+    )
 }
 
 /// A customer's balance.

@@ -18,6 +18,7 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "account_exists", error.to_string())
             }
             ServiceError::NotFound(what) => ApiError::not_found(what),
+            ServiceError::KeyReused(reused) => reused.clone().into(),
             ServiceError::Db(db) if saga_runtime::http::is_unavailable(db) => {
                 ApiError::unavailable(&error)
             }

@@ -128,6 +128,7 @@ impl CommonSettings {
             },
             retention: RetentionSettings {
                 inbox: millis("INBOX_RETENTION_MS", DEFAULT_INBOX_RETENTION)?,
+                idempotency: millis("IDEMPOTENCY_RETENTION_MS", Duration::from_secs(24 * 3600))?,
                 interval: millis("RETENTION_INTERVAL_MS", Duration::from_secs(60))?,
                 batch: var("RETENTION_BATCH", 1000)?,
                 pause: millis("RETENTION_PAUSE_MS", Duration::from_millis(50))?,
@@ -146,6 +147,8 @@ pub const DEFAULT_INBOX_RETENTION: Duration = Duration::from_secs(8 * 24 * 3600)
 pub struct RetentionSettings {
     /// Must exceed the retention of every consumed topic; checked at start-up.
     pub inbox: Duration,
+    /// How long an `Idempotency-Key` is remembered: a retry after this is a new request.
+    pub idempotency: Duration,
     /// How often the job looks for expired rows.
     pub interval: Duration,
     /// Rows deleted per transaction.

@@ -131,7 +131,10 @@ pub struct ErrorDetail {
 /// before it runs. A handler lists this beside its own answers.
 #[derive(utoipa::IntoResponses)]
 pub enum BodyRefusals {
-    #[response(status = 400, description = "Malformed JSON")]
+    #[response(
+        status = 400,
+        description = "Malformed JSON, or a malformed header such as `Idempotency-Key`"
+    )]
     Malformed(ErrorBody),
     #[response(status = 413, description = "The body is over the size limit")]
     TooLarge(ErrorBody),
@@ -471,7 +474,7 @@ async fn retry_saga<H: EventHandler>(
 }
 
 /// A database error of an operator endpoint: 503 when the database is out of reach, else 500.
-fn db_error(error: sea_orm::DbErr) -> ApiError {
+pub(crate) fn db_error(error: sea_orm::DbErr) -> ApiError {
     if is_unavailable(&error) {
         ApiError::unavailable(&error)
     } else {

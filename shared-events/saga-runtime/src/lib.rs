@@ -30,6 +30,7 @@ pub mod fault;
 pub mod group_commit;
 pub mod health;
 pub mod http;
+pub mod idempotency;
 pub mod inbox;
 pub mod kafka;
 pub mod metrics;

@@ -63,6 +63,10 @@ pub static SAGA_VIEW_EXPIRED: Counter = Counter::new(
     "saga_view_expired_total",
     "Saga view rows deleted by the retention job (orders-svc).",
 );
+pub static IDEMPOTENCY_KEYS_EXPIRED: Counter = Counter::new(
+    "saga_idempotency_keys_expired_total",
+    "Idempotency keys deleted by the retention job.",
+);
 pub static EVENTS_RETRIED: Counter = Counter::new(
     "saga_event_retries_total",
     "Handler failures that were retried.",
@@ -102,12 +106,13 @@ pub static HTTP_REQUESTS: Counter = Counter::new(
     "HTTP requests answered, by method, route pattern and status.",
 );
 
-static COUNTERS: [&Counter; 14] = [
+static COUNTERS: [&Counter; 15] = [
     &COMPENSATIONS,
     &HTTP_REQUESTS,
     &EVENTS_APPLIED,
     &INBOX_EXPIRED,
     &SAGA_VIEW_EXPIRED,
+    &IDEMPOTENCY_KEYS_EXPIRED,
     &EVENTS_SKIPPED,
     &CONSUMER_TRANSACTIONS,
     &EVENTS_RETRIED,

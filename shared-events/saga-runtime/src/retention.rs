@@ -118,6 +118,19 @@ pub struct Expiring {
 }
 
 impl Expiring {
+    /// Requests' `Idempotency-Key`s (see [`crate::idempotency`]). Their key is two columns,
+    /// so rows are picked by their physical address (`ctid`), which no update moves: a key's
+    /// row is final once its transaction commits.
+    pub fn idempotency_keys(retention: Duration) -> Expiring {
+        Expiring {
+            table: "idempotency_keys",
+            key: "ctid",
+            age_column: "created_at",
+            retention,
+            deleted: &metrics::IDEMPOTENCY_KEYS_EXPIRED,
+        }
+    }
+
     /// The inbox, whose retention the rule above bounds.
     pub fn inbox(retention: Duration) -> Expiring {
         Expiring {

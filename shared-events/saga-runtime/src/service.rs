@@ -173,8 +173,13 @@ impl Infrastructure {
         let (router, openapi) = http::documented(routes);
         let relay = self.relay();
         let (db, retention) = (self.db.clone(), self.settings.retention);
-        let inbox_retention: BackgroundTask =
-            Box::new(move |stop| Box::pin(crate::retention::run(db, retention, stop)));
+        let inbox_retention: BackgroundTask = Box::new({
+            let db = db.clone();
+            move |stop| Box::pin(crate::retention::run(db, retention, stop))
+        });
+        let keys = crate::retention::Expiring::idempotency_keys(retention.idempotency);
+        let key_retention: BackgroundTask =
+            Box::new(move |stop| Box::pin(crate::retention::run_for(db, keys, retention, stop)));
         Ok(Application {
             settings: self.settings,
             listener,
@@ -182,7 +187,7 @@ impl Infrastructure {
             openapi,
             relay,
             consumer,
-            background: vec![inbox_retention],
+            background: vec![inbox_retention, key_retention],
         })
     }
 }

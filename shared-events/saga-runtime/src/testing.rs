@@ -451,3 +451,91 @@ pub async fn check_documented(
     }
     Ok(())
 }
+
+/// What [`send`] got back.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: axum::http::HeaderMap,
+    /// The body as JSON; `Null` when it is not JSON.
+    pub body: serde_json::Value,
+}
+
+/// Sends `method uri` with a JSON `body` and extra `headers` through `router`, as a client
+/// would, and returns the answer.
+pub async fn send(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> Result<Answer, Box<dyn std::error::Error>> {
+    use tower::ServiceExt;
+    let mut request = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(axum::body::Body::from(body.to_string()))?;
+    let response = router.clone().oneshot(request).await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024).await?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Checks that `POST uri` honours `Idempotency-Key` as every create does: the same key and
+/// request twice give the first answer again (201, same body and `Location`, marked
+/// replayed) and one row in `table`; the key with another request is 422 and adds nothing.
+/// `request(n)` is a valid request body, a different one for each `n`.
+pub async fn check_create_is_idempotent<C: ConnectionTrait>(
+    app: &axum::Router,
+    db: &C,
+    uri: &str,
+    table: &str,
+    request: impl Fn(i64) -> serde_json::Value,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let key = [("idempotency-key", "create-once")];
+    let first = send(app, "POST", uri, &key, &request(100)).await?;
+    let again = send(app, "POST", uri, &key, &request(100)).await?;
+    let reused = send(app, "POST", uri, &key, &request(200)).await?;
+    let checks = [
+        (first.status == 201, format!("first: {first:?}")),
+        (
+            again.status == 201,
+            format!("a replay, not a conflict: {again:?}"),
+        ),
+        (
+            again.body == first.body,
+            "the replay's body differs".to_owned(),
+        ),
+        (
+            again.headers.get("location") == first.headers.get("location"),
+            "the replay's Location differs".to_owned(),
+        ),
+        (
+            again.headers.contains_key("idempotent-replayed"),
+            "the replay is not marked".to_owned(),
+        ),
+        (reused.status == 422, format!("reused: {reused:?}")),
+        (
+            reused.body["error"]["code"] == "idempotency_key_reused",
+            format!("reused: {reused:?}"),
+        ),
+        (
+            count_rows(db, table).await? == 1,
+            format!("not one row in {table}"),
+        ),
+    ];
+    match checks.into_iter().find(|(ok, _)| !ok) {
+        Some((_, failed)) => Err(failed.into()),
+        None => Ok(()),
+    }
+}

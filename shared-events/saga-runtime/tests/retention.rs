@@ -125,3 +125,36 @@ async fn without_a_broker_the_check_is_skipped_so_the_service_can_start() -> Tes
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn expired_idempotency_keys_are_deleted_and_recent_ones_stay() -> TestResult {
+    let url = testing::fresh_database("orders_svc", "orders", "it").await?;
+    let db = sea_orm::Database::connect(url).await?;
+    let schema = SchemaManager::new(&db);
+    sea_orm_migration::MigrationTrait::up(&saga_schema::CreateIdempotencyKeys, &schema).await?;
+    for (key, age) in [
+        ("old-1", "2 days"),
+        ("old-2", "25 hours"),
+        ("new", "1 hour"),
+    ] {
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body, created_at) \
+                 VALUES ('POST /orders', $1, 'f', 202, '{{}}', now() - interval '{age}')"
+            ),
+            [key.into()],
+        ))
+        .await?;
+    }
+    let keys = retention::Expiring::idempotency_keys(Duration::from_secs(24 * 3600));
+    assert_eq!(retention::delete_expired_batch(&db, &keys, 1).await?, 1);
+    assert_eq!(retention::delete_expired_batch(&db, &keys, 10).await?, 1);
+    assert_eq!(retention::delete_expired_batch(&db, &keys, 10).await?, 0);
+    assert_eq!(
+        testing::count_rows(&db, "idempotency_keys").await?,
+        1,
+        "the recent key stays"
+    );
+    Ok(())
+}

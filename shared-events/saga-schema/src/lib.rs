@@ -200,3 +200,42 @@ impl sea_orm_migration::MigrationTrait for StoreOutboxPayloadAsWritten {
         .await
     }
 }
+
+/// A migration every service runs: the `Idempotency-Key`s of the requests that created
+/// something, each with a fingerprint of its request and the response it got, written in the
+/// transaction that made the change (`saga_runtime::idempotency`). A retry with the same key
+/// gets that response again instead of making the change twice. `created_at` orders the
+/// retention job's deletes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreateIdempotencyKeys;
+
+impl sea_orm_migration::MigrationName for CreateIdempotencyKeys {
+    fn name(&self) -> &str {
+        "m20261129_000200_create_idempotency_keys"
+    }
+}
+
+#[async_trait::async_trait]
+impl sea_orm_migration::MigrationTrait for CreateIdempotencyKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        execute(
+            manager,
+            "CREATE TABLE IF NOT EXISTS idempotency_keys (
+                 scope TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 fingerprint TEXT NOT NULL,
+                 status SMALLINT,
+                 location TEXT,
+                 body JSONB,
+                 created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                 PRIMARY KEY (scope, key)
+             );
+             CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (created_at);",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        execute(manager, "DROP TABLE IF EXISTS idempotency_keys;").await
+    }
+}
