@@ -25,11 +25,23 @@ pub struct PlacedOrder {
     pub total_cents: i64,
 }
 
+/// Default headers with `Authorization: authorization` (none if it is not a valid value).
+fn authorized(authorization: &str) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(value) = reqwest::header::HeaderValue::from_str(authorization) {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    headers
+}
+
 impl Api {
+    /// A client of the test stack, sending a token of every scope (the stack's services check
+    /// the tests' tokens).
     pub fn new(stack: &Stack) -> Self {
         Self {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                .default_headers(authorized(&saga_runtime::testing::bearer_of_all_scopes()))
                 .build()
                 .unwrap_or_default(),
             orders: stack.url(ServiceName::Orders),
@@ -39,11 +51,19 @@ impl Api {
     }
 
     /// A client of services at the given base URLs, e.g. the stack that `deploy/stack up`
-    /// runs, keeping up to `connections` idle keep-alive connections per service.
-    pub fn at(orders: &str, payments: &str, inventory: &str, connections: usize) -> Self {
+    /// runs, keeping up to `connections` idle keep-alive connections per service and sending
+    /// `authorization` (e.g. `Bearer …` from `deploy/stack token`) with every request.
+    pub fn at(
+        orders: &str,
+        payments: &str,
+        inventory: &str,
+        connections: usize,
+        authorization: &str,
+    ) -> Self {
         Self {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                .default_headers(authorized(authorization))
                 .pool_max_idle_per_host(connections)
                 .tcp_nodelay(true)
                 .build()

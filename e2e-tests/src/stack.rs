@@ -315,6 +315,8 @@ impl Stack {
                 }
             }
         }
+        // The services check the tests' tokens (`saga_runtime::testing::token`).
+        command.env("AUTH_JWT_SECRET", saga_runtime::testing::AUTH_SECRET);
         for (service, key, value) in &self.base_env {
             if *service == name {
                 command.env(key, value);

@@ -92,6 +92,11 @@ fn the_chart_passes_helm_lint() -> TestResult {
 fn each_service_is_a_deployment_with_probes_config_and_secret() -> TestResult {
     let objects = render(&[])?;
     assert_eq!(of_kind(&objects, "Deployment").len(), 3);
+    let auth = of_kind(&objects, "Secret")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "t-auth")
+        .ok_or("no t-auth secret")?;
+    assert!(auth["stringData"]["AUTH_JWT_SECRET"].is_string());
     for (service, port) in SERVICES {
         let deployment = named(&objects, "Deployment", service)?;
         let pod = &deployment["spec"]["template"]["spec"];
@@ -133,6 +138,14 @@ fn each_service_is_a_deployment_with_probes_config_and_secret() -> TestResult {
         assert!(
             config_map["data"].get("DATABASE_URL").is_none(),
             "the database URL is a secret, not configuration"
+        );
+        let auth = container["envFrom"][1]["secretRef"]["name"]
+            .as_str()
+            .ok_or("no secretRef for the token key")?;
+        assert_eq!(auth, "t-auth", "{service}");
+        assert!(
+            config_map["data"].get("AUTH_JWT_SECRET").is_none(),
+            "the token key is a secret, not configuration"
         );
         assert!(named(&objects, "Service", service).is_ok());
         assert!(named(&objects, "PodDisruptionBudget", service).is_ok());

@@ -664,6 +664,10 @@ fn saga_command(w: &TraceWorld) -> tokio::process::Command {
         .args(["--orders", &w.stack.url(ServiceName::Orders)])
         .args(["--payments", &w.stack.url(ServiceName::Payments)])
         .args(["--inventory", &w.stack.url(ServiceName::Inventory)])
+        .env(
+            "SAGA_TOKEN",
+            saga_runtime::testing::token("operator", &[saga_runtime::auth::Scope::Operator]),
+        )
         .env("NO_COLOR", "1");
     command
 }
@@ -944,7 +948,11 @@ async fn explorer_shows_a_saga(w: &mut TraceWorld) -> TestResult {
     );
 
     let profile = TempDir(std::env::temp_dir().join(format!("e2e-chromium-{}", w.stack.prefix)));
-    let page = format!("{orders}/ui/sagas/{}", order.saga_id);
+    // As an operator opens it: the token once, at the login, which keeps it in a cookie and
+    // goes on to the page.
+    let token = saga_runtime::testing::token("operator", &[saga_runtime::auth::Scope::Operator]);
+    let through_login = |next: &str| format!("{orders}/ui/login?token={token}&next={next}");
+    let page = through_login(&format!("/ui/sagas/{}", order.saga_id));
     let dom = String::from_utf8(chromium(&["--dump-dom", &page], &profile.0).await?)?;
     ensure!(
         dom.contains("<svg id=\"swimlanes\""),
@@ -965,7 +973,7 @@ async fn explorer_shows_a_saga(w: &mut TraceWorld) -> TestResult {
         chromium(
             &[
                 "--dump-dom",
-                &format!("{orders}/ui/?status=FAILED_INVENTORY"),
+                &through_login("/ui/%3Fstatus%3DFAILED_INVENTORY"),
             ],
             &profile.0,
         )

@@ -193,7 +193,8 @@ async fn a_payment_after_the_cancellation_becomes_a_failure_naming_no_product() 
 }
 
 #[tokio::test]
-async fn every_route_is_in_the_openapi_document_which_is_served_with_its_docs() -> TestResult {
+async fn every_route_is_documented_and_refuses_callers_without_the_token_it_documents() -> TestResult
+{
     let settings = testing::service_settings(
         inventory_svc::config::DEFAULTS,
         "inventory_svc",
@@ -203,13 +204,14 @@ async fn every_route_is_in_the_openapi_document_which_is_served_with_its_docs() 
     .await?;
     let app = inventory_svc::build(settings).await?;
     testing::check_documented(&app.router, &app.openapi).await?;
+    testing::check_auth(&app.router, &app.openapi).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn a_create_retried_with_its_idempotency_key_creates_once() -> TestResult {
     let (db, uow) = service().await?;
-    let app: axum::Router = inventory_svc::http::router(uow).into();
+    let app = testing::authorized(inventory_svc::http::router(uow).into());
     testing::check_create_is_idempotent(
         &app,
         &db,

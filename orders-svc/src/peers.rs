@@ -51,21 +51,23 @@ impl Peers {
         }
     }
 
-    /// Every other service's parked events, asked at the same time.
-    pub async fn parked(&self) -> Vec<PeerParked> {
+    /// Every other service's parked events, asked at the same time with the caller's
+    /// `authorization` (an operator's token: they check it as this service did).
+    pub async fn parked(&self, authorization: &str) -> Vec<PeerParked> {
         let asks = self.services.iter().map(|(service, url)| async move {
             PeerParked {
                 service,
-                parked: self.stuck(url).await,
+                parked: self.stuck(url, authorization).await,
             }
         });
         futures::future::join_all(asks).await
     }
 
-    async fn stuck(&self, url: &str) -> Result<Vec<ParkedElsewhere>, String> {
+    async fn stuck(&self, url: &str, authorization: &str) -> Result<Vec<ParkedElsewhere>, String> {
         let response = self
             .client
             .get(format!("{url}/sagas/stuck"))
+            .header(reqwest::header::AUTHORIZATION, authorization)
             .send()
             .await
             .map_err(|e| describe(&e))?;

@@ -332,6 +332,7 @@ async fn post_order(
     });
     let request = axum::http::Request::post("/orders")
         .header("content-type", "application/json")
+        .header("authorization", testing::bearer_of_all_scopes())
         .body(axum::body::Body::from(body.to_string()))?;
     Ok(app.clone().oneshot(request).await?)
 }
@@ -359,7 +360,7 @@ fn admitting(
             timeout: std::time::Duration::from_millis(100),
         }),
     });
-    (app.into(), in_flight)
+    (testing::authorized(app.into()), in_flight)
 }
 
 #[tokio::test]
@@ -429,7 +430,8 @@ async fn the_recount_sees_only_orders_whose_saga_is_in_flight() -> TestResult {
 }
 
 #[tokio::test]
-async fn every_route_is_in_the_openapi_document_which_is_served_with_its_docs() -> TestResult {
+async fn every_route_is_documented_and_refuses_callers_without_the_token_it_documents() -> TestResult
+{
     let settings = testing::service_settings(
         orders_svc::config::DEFAULTS,
         "orders_svc",
@@ -439,6 +441,7 @@ async fn every_route_is_in_the_openapi_document_which_is_served_with_its_docs() 
     .await?;
     let app = orders_svc::build(settings).await?;
     testing::check_documented(&app.router, &app.openapi).await?;
+    testing::check_auth(&app.router, &app.openapi).await?;
     Ok(())
 }
 
@@ -543,5 +546,157 @@ async fn a_refused_order_leaves_no_key_so_its_retry_is_judged_again() -> TestRes
     .await?;
     let (status, replayed, _) = post_keyed_order(&app, "k", customer_id, product_id, 1).await?;
     assert_eq!((status, replayed), (202, false));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_customer_orders_and_reads_only_for_themselves_and_an_admin_for_anyone() -> TestResult {
+    use saga_runtime::auth::Scope;
+    let db = database().await?;
+    let product_id = seed_product(&db, 100).await?;
+    let (app, _) = admitting(&db, 10, std::time::Duration::from_secs(1));
+    let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let as_alice = format!("Bearer {}", testing::token(&alice.to_string(), &[]));
+    let as_admin = format!("Bearer {}", testing::token("support", &[Scope::Admin]));
+    let order = |customer: Uuid| serde_json::json!({"customer_id": customer, "items": [{"product_id": product_id, "quantity": 1}]});
+    let own = testing::send(
+        &app,
+        "POST",
+        "/orders",
+        &[("authorization", as_alice.as_str())],
+        &order(alice),
+    )
+    .await?;
+    assert_eq!(own.status, 202, "{:?}", own.body);
+    let for_bob = testing::send(
+        &app,
+        "POST",
+        "/orders",
+        &[("authorization", as_alice.as_str())],
+        &order(bob),
+    )
+    .await?;
+    assert_eq!(for_bob.status, 403, "{:?}", for_bob.body);
+    assert_eq!(for_bob.body["error"]["code"], "forbidden");
+    let by_admin = testing::send(
+        &app,
+        "POST",
+        "/orders",
+        &[("authorization", as_admin.as_str())],
+        &order(bob),
+    )
+    .await?;
+    assert_eq!(by_admin.status, 202);
+    assert_eq!(
+        count(&db, "orders").await?,
+        2,
+        "the refused order was not placed"
+    );
+
+    let alices = format!("/orders/{}", own.body["id"].as_str().unwrap_or_default());
+    let bobs = format!(
+        "/orders/{}",
+        by_admin.body["id"].as_str().unwrap_or_default()
+    );
+    let read = |uri: String, bearer: String| {
+        let app = app.clone();
+        async move {
+            testing::send(
+                &app,
+                "GET",
+                &uri,
+                &[("authorization", bearer.as_str())],
+                &serde_json::Value::Null,
+            )
+            .await
+            .map(|answer| answer.status)
+        }
+    };
+    assert_eq!(read(alices.clone(), as_alice.clone()).await?, 200);
+    assert_eq!(read(bobs.clone(), as_alice.clone()).await?, 403);
+    assert_eq!(read(bobs, as_admin).await?, 200);
+    assert_eq!(read(alices, String::new()).await?, 401);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_explorer_login_keeps_an_operators_token_in_a_cookie_and_goes_on_only_to_its_pages()
+-> TestResult {
+    use saga_runtime::auth::Scope;
+    let db = database().await?;
+    let (app, _) = admitting(&db, 10, std::time::Duration::from_secs(1));
+    let operator = testing::token("ops", &[Scope::Operator]);
+    let login = |token: &str, next: &str| format!("/ui/login?token={token}&next={next}");
+    let no_auth = [("authorization", "")];
+    let null = serde_json::Value::Null;
+
+    let answer = testing::send(
+        &app,
+        "GET",
+        &login(&operator, "/ui/sagas/x"),
+        &no_auth,
+        &null,
+    )
+    .await?;
+    assert_eq!(answer.status, 303);
+    assert_eq!(
+        answer.headers.get("location").map(|v| v.as_bytes()),
+        Some(&b"/ui/sagas/x"[..])
+    );
+    let cookie = answer
+        .headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        cookie.starts_with(&format!("saga_token={operator};")),
+        "{cookie}"
+    );
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+
+    // The cookie opens the explorer; without it, it is 401.
+    let session = format!("saga_token={operator}");
+    let page = testing::send(
+        &app,
+        "GET",
+        "/ui/",
+        &[("authorization", ""), ("cookie", &session)],
+        &null,
+    )
+    .await?;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        testing::send(&app, "GET", "/ui/", &no_auth, &null)
+            .await?
+            .status,
+        401
+    );
+
+    // Never a redirect off the explorer; never a login without the operator scope.
+    for next in ["//evil.example", "https://evil.example/ui/", "/orders"] {
+        let answer = testing::send(&app, "GET", &login(&operator, next), &no_auth, &null).await?;
+        assert_eq!(
+            answer.headers.get("location").map(|v| v.as_bytes()),
+            Some(&b"/ui/"[..]),
+            "{next}"
+        );
+    }
+    let customer = testing::token("c", &[]);
+    assert_eq!(
+        testing::send(&app, "GET", &login(&customer, "/ui/"), &no_auth, &null)
+            .await?
+            .status,
+        403
+    );
+    assert_eq!(
+        testing::send(&app, "GET", &login("garbage", "/ui/"), &no_auth, &null)
+            .await?
+            .status,
+        401
+    );
     Ok(())
 }

@@ -242,7 +242,8 @@ async fn a_saga_event_without_a_saga_id_is_refused_not_given_one() -> TestResult
 }
 
 #[tokio::test]
-async fn every_route_is_in_the_openapi_document_which_is_served_with_its_docs() -> TestResult {
+async fn every_route_is_documented_and_refuses_callers_without_the_token_it_documents() -> TestResult
+{
     let settings = testing::service_settings(
         payments_svc::config::DEFAULTS,
         "payments_svc",
@@ -252,13 +253,14 @@ async fn every_route_is_in_the_openapi_document_which_is_served_with_its_docs() 
     .await?;
     let app = payments_svc::build(settings).await?;
     testing::check_documented(&app.router, &app.openapi).await?;
+    testing::check_auth(&app.router, &app.openapi).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn a_create_retried_with_its_idempotency_key_creates_once() -> TestResult {
     let (db, uow) = service().await?;
-    let app: axum::Router = payments_svc::http::router(uow).into();
+    let app = testing::authorized(payments_svc::http::router(uow).into());
     let customer = Uuid::now_v7();
     testing::check_create_is_idempotent(
         &app,

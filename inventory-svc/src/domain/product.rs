@@ -40,22 +40,31 @@ pub enum ProductError {
     NegativeStock,
     #[error(
         "attributes must be a JSON object of at most {MAX_ATTRIBUTES_BYTES} bytes, without NUL \
-         characters"
+         characters, its numbers within ±{MAX_ATTRIBUTE_NUMBER:e}"
     )]
     InvalidAttributes,
 }
 
-/// PostgreSQL's text and JSONB cannot hold a NUL character (`\u0000`): refused here, it is a
-/// 422 naming the field instead of a failed insert.
-fn has_nul(value: &serde_json::Value) -> bool {
+/// The largest magnitude of a number in `attributes`. JSONB keeps numbers as exact
+/// decimals and gives them back as digits, and a double read back from those digits near its
+/// own limit (1.8e308) can fall out of range: refused here, it is a 422, never a product that
+/// cannot be read.
+pub const MAX_ATTRIBUTE_NUMBER: f64 = 1e300;
+
+/// What PostgreSQL cannot store or give back: a NUL character (`\u0000`) anywhere, which
+/// text and JSONB cannot hold, or a number beyond [`MAX_ATTRIBUTE_NUMBER`].
+fn unstorable(value: &serde_json::Value) -> bool {
     use serde_json::Value;
     match value {
         Value::String(text) => text.contains('\0'),
-        Value::Array(items) => items.iter().any(has_nul),
+        Value::Array(items) => items.iter().any(unstorable),
         Value::Object(fields) => fields
             .iter()
-            .any(|(key, value)| key.contains('\0') || has_nul(value)),
-        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+            .any(|(key, value)| key.contains('\0') || unstorable(value)),
+        Value::Number(number) => number
+            .as_f64()
+            .is_none_or(|n| !n.is_finite() || n.abs() > MAX_ATTRIBUTE_NUMBER),
+        Value::Null | Value::Bool(_) => false,
     }
 }
 
@@ -87,7 +96,7 @@ impl NewProduct {
         let attributes = self.attributes.unwrap_or_else(|| serde_json::json!({}));
         if !attributes.is_object()
             || attributes.to_string().len() > MAX_ATTRIBUTES_BYTES
-            || has_nul(&attributes)
+            || unstorable(&attributes)
         {
             return Err(ProductError::InvalidAttributes);
         }
@@ -241,6 +250,14 @@ mod tests {
             (
                 NewProduct {
                     attributes: Some(serde_json::json!({"a": [{"b": "x\u{0}"}]})),
+                    ..request()
+                },
+                ProductError::InvalidAttributes,
+            ),
+            // It would be stored, and then could not be read back.
+            (
+                NewProduct {
+                    attributes: Some(serde_json::json!({"a": {"b": [1.7976931348623157e308]}})),
                     ..request()
                 },
                 ProductError::InvalidAttributes,

@@ -4,6 +4,7 @@
 mod error;
 mod products;
 
+use saga_runtime::auth::BearerScheme;
 use saga_runtime::unit_of_work::UnitOfWork;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,6 +15,7 @@ pub type AppState = UnitOfWork;
 /// The document's heading; each route adds its own path from its handler.
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerScheme),
     info(title = "inventory-svc", description = "Holds the products and their stock. In the saga it reserves an order's stock, or fails the reservation when the stock is short. Every error has the shape `{\"error\": {\"code\", \"message\"}}`."),
     tags(
         (name = "products", description = "The product catalog, for administrators"),

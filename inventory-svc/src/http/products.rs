@@ -2,6 +2,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use saga_runtime::auth::{Admin, AuthRefusals};
 use saga_runtime::http::{
     ApiError, AppJson, AppPath, BodyRefusals, ErrorBody, PathRefusal, Unavailable,
 };
@@ -73,6 +74,7 @@ impl From<Product> for ProductResponse {
 
 /// Adds a product with its opening stock, and publishes it to orders-svc's catalog.
 #[utoipa::path(post, path = "/products", tag = "products",
+    security(("bearer" = ["admin"])),
     params(IdempotencyHeader),
     request_body = CreateProductRequest,
     responses(
@@ -85,9 +87,11 @@ impl From<Product> for ProductResponse {
         BodyRefusals,
         (status = 422, description = "A field is missing or out of range, or the \
             `Idempotency-Key` was used for another request", body = ErrorBody),
+        AuthRefusals,
         Unavailable,
     ))]
 async fn create_product(
+    _: Admin,
     State(uow): State<AppState>,
     MaybeIdempotencyKey(key): MaybeIdempotencyKey,
     AppJson(request): AppJson<CreateProductRequest>,
@@ -120,14 +124,17 @@ fn created(product: &Product) -> Recorded {
 
 /// A product, its price and its stock.
 #[utoipa::path(get, path = "/products/{id}", tag = "products",
+    security(("bearer" = ["admin"])),
     params(("id" = Uuid, Path, description = "The product's ID")),
     responses(
         (status = 200, description = "The product", body = ProductResponse),
         PathRefusal,
         (status = 404, description = "No such product", body = ErrorBody),
+        AuthRefusals,
         Unavailable,
     ))]
 async fn get_product(
+    _: Admin,
     State(uow): State<AppState>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<ProductResponse>, ApiError> {

@@ -1,6 +1,7 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
+use saga_runtime::auth::{AuthRefusals, Caller};
 use saga_runtime::http::{ApiError, AppPath, ErrorBody, PathRefusal, Unavailable};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -28,14 +29,17 @@ pub struct CatalogProductResponse {
 
 /// A product as orders-svc prices it: the last version inventory-svc published.
 #[utoipa::path(get, path = "/catalog/{product_id}", tag = "catalog",
+    security(("bearer" = [])),
     params(("product_id" = Uuid, Path, description = "inventory-svc's product ID")),
     responses(
         (status = 200, description = "The replicated product", body = CatalogProductResponse),
         PathRefusal,
         (status = 404, description = "No such product in the replica", body = ErrorBody),
+        AuthRefusals,
         Unavailable,
     ))]
 async fn get_product(
+    _: Caller,
     State(state): State<AppState>,
     AppPath(product_id): AppPath<Uuid>,
 ) -> Result<Json<CatalogProductResponse>, ApiError> {

@@ -13,6 +13,7 @@ use saga_runtime::group_commit::CommandQueue;
 use saga_runtime::idempotency::Idempotent;
 use saga_runtime::unit_of_work::UnitOfWork;
 
+use saga_runtime::auth::BearerScheme;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -34,6 +35,7 @@ pub struct AppState {
 /// The document's heading; each route adds its own path from its handler.
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerScheme),
     info(
         title = "orders-svc",
         description = "Places orders and starts one saga per order: payments-svc charges the \

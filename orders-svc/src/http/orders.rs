@@ -2,6 +2,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use saga_runtime::auth::{AuthRefusals, Caller};
 use saga_runtime::http::{
     ApiError, AppJson, AppPath, BodyRefusals, ErrorBody, PathRefusal, Unavailable,
 };
@@ -83,6 +84,7 @@ pub struct ItemResponse {
 /// Places an order and starts its saga. The answer comes before the saga ends: follow
 /// `Location` (or `links.saga`) to see how it goes.
 #[utoipa::path(post, path = "/orders", tag = "orders",
+    security(("bearer" = [])),
     params(IdempotencyHeader),
     request_body = PlaceOrderRequest,
     responses(
@@ -94,16 +96,20 @@ pub struct ItemResponse {
                 ("Idempotent-Replayed" = Option<bool>, description = "`true` on a replay"),
             )),
         BodyRefusals,
+        AuthRefusals,
         (status = 422, description = "The order breaks a rule, or the `Idempotency-Key` was \
             used for another request (the code says which)", body = ErrorBody),
         (status = 503, description = "Too many sagas in flight, or the database is out of reach",
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds"))),
     ))]
 async fn place_order(
+    caller: Caller,
     State(state): State<AppState>,
     MaybeIdempotencyKey(key): MaybeIdempotencyKey,
     AppJson(request): AppJson<PlaceOrderRequest>,
 ) -> Result<Response, ApiError> {
+    // A customer orders for themselves; an admin for anyone.
+    caller.acts_for(request.customer_id)?;
     let key = key.map(|key| key.for_request("POST /orders", &request));
     // A retry of an order already placed is answered before admission: it starts no saga.
     if let Some(replayed) = idempotency::replay(state.uow.db(), &key).await? {
@@ -155,18 +161,22 @@ fn accepted(order: &Order) -> Recorded {
 
 /// One order: its lines, its status and, once failed, why.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "The order's ID")),
     responses(
         (status = 200, description = "The order", body = OrderResponse),
         PathRefusal,
         (status = 404, description = "No such order", body = ErrorBody),
+        AuthRefusals,
         Unavailable,
     ))]
 async fn get_order(
+    caller: Caller,
     State(state): State<AppState>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Json<OrderResponse>, ApiError> {
     let order = service::get_order(state.uow.db(), id).await?;
+    caller.acts_for(order.customer_id)?;
     Ok(Json(OrderResponse::from(order)))
 }
 

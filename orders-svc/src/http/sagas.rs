@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
+use saga_runtime::auth::{AuthRefusals, Operator};
 use saga_runtime::http::{ApiError, AppPath, AppQuery, ErrorBody, PathRefusal, Unavailable};
 use serde::{Deserialize, Serialize};
 use shared_events::Step;
@@ -146,14 +147,17 @@ pub struct SagaList {
 
 /// Recent sagas, newest first, by their orders.
 #[utoipa::path(get, path = "/sagas", tag = "sagas",
+    security(("bearer" = ["operator"])),
     params(SagaQuery),
     responses(
         (status = 200, description = "Sagas begun since `since`, newest first", body = SagaList),
         (status = 400, description = "An unknown or malformed parameter", body = ErrorBody),
         (status = 422, description = "A bad `status`, `since` or `limit`", body = ErrorBody),
+        AuthRefusals,
         Unavailable,
     ))]
 async fn list_sagas(
+    _: Operator,
     State(state): State<AppState>,
     AppQuery(query): AppQuery<SagaQuery>,
 ) -> Result<Json<SagaList>, ApiError> {
@@ -187,14 +191,17 @@ pub struct SagaResponse {
 
 /// One saga's timeline, from orders-svc's saga view.
 #[utoipa::path(get, path = "/sagas/{saga_id}", tag = "sagas",
+    security(("bearer" = ["operator"])),
     params(("saga_id" = Uuid, Path, description = "The saga's ID (the order's `saga_id`)")),
     responses(
         (status = 200, description = "The saga's events and hops", body = SagaResponse),
         PathRefusal,
         (status = 404, description = "No such saga", body = ErrorBody),
+        AuthRefusals,
         Unavailable,
     ))]
 async fn get_saga(
+    _: Operator,
     State(state): State<AppState>,
     AppPath(saga_id): AppPath<Uuid>,
 ) -> Result<Json<SagaResponse>, ApiError> {

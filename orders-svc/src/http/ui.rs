@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::{Html, Redirect};
 use chrono::{DateTime, SecondsFormat, Utc};
+use saga_runtime::auth::{AuthRefusals, Caller, Operator};
 use saga_runtime::http::{ApiError, AppPath, AppQuery, ErrorBody, PathRefusal, Unavailable};
 use saga_runtime::parking::Parking;
 use serde::Deserialize;
@@ -39,6 +40,7 @@ const LANES: [&str; 3] = ["orders-svc", "payments-svc", "inventory-svc"];
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(explorer))
+        .routes(routes!(login))
         .routes(routes!(sagas_page))
         .routes(routes!(saga_page))
 }
@@ -61,6 +63,56 @@ fn status_or_all_schema() -> utoipa::openapi::Object {
         .schema_type(utoipa::openapi::schema::Type::String)
         .enum_values(Some(std::iter::once("").chain(statuses)))
         .build()
+}
+
+/// `GET /ui/login` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct LoginQuery {
+    /// An operator's bearer token (`deploy/stack token`).
+    token: String,
+    /// Where to go next: a path under `/ui/` (anything else goes to `/ui/`).
+    next: Option<String>,
+}
+
+/// Takes an operator's token once and keeps it in an HttpOnly cookie for the explorer's
+/// pages, so a browser can open them: `/ui/login?token=…&next=/ui/sagas/…`.
+#[utoipa::path(get, path = "/ui/login", tag = "explorer",
+    params(LoginQuery),
+    responses(
+        (status = 303, description = "Logged in: to `next`",
+            headers(
+                ("Location" = String, description = "`next`, or `/ui/`"),
+                ("Set-Cookie" = String, description = "`saga_token`, HttpOnly, SameSite=Strict, Path=/ui"),
+            )),
+        (status = 400, description = "No `token`", body = ErrorBody),
+        AuthRefusals,
+    ))]
+async fn login(
+    axum::Extension(authenticator): axum::Extension<saga_runtime::auth::Authenticator>,
+    AppQuery(query): AppQuery<LoginQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let caller = authenticator.verify(&query.token)?;
+    caller.require(saga_runtime::auth::Scope::Operator)?;
+    // Only a page of the explorer: never a redirect to another site.
+    let next = query
+        .next
+        .filter(|next| next.starts_with("/ui/") && !next.contains("//") && !next.contains('\\'))
+        .unwrap_or_else(|| "/ui/".to_owned());
+    let cookie = format!(
+        "{}={}; HttpOnly; SameSite=Strict; Path=/ui",
+        saga_runtime::auth::COOKIE,
+        query.token
+    );
+    let mut response = Redirect::to(&next).into_response();
+    if let Ok(cookie) = axum::http::HeaderValue::try_from(cookie) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::SET_COOKIE, cookie);
+    }
+    Ok(response)
 }
 
 /// The explorer lives at `/ui/`.
@@ -107,14 +159,17 @@ fn page(title: &str, body: &str) -> Html<String> {
 
 /// Recent sagas, with the ones that need a look highlighted.
 #[utoipa::path(get, path = "/ui/", tag = "explorer",
+    security(("bearer" = ["operator"])),
     params(ListQuery),
     responses(
         (status = 200, description = "The page", body = String, content_type = "text/html"),
         (status = 400, description = "An unknown or malformed parameter", body = ErrorBody),
         (status = 422, description = "`status` is not an order status", body = ErrorBody),
+        AuthRefusals,
         Unavailable,
     ))]
 async fn sagas_page(
+    Operator(caller): Operator,
     State(state): State<AppState>,
     AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<Html<String>, ApiError> {
@@ -139,7 +194,9 @@ async fn sagas_page(
     let counts = sagas::counts_since(db, Utc::now() - window)
         .await
         .map_err(ServiceError::from)?;
-    let parked = all_parked(&state).await.map_err(ServiceError::from)?;
+    let parked = all_parked(&state, &caller)
+        .await
+        .map_err(ServiceError::from)?;
 
     let mut body = String::from("<h1>Sagas</h1>");
     let _ = write!(
@@ -243,9 +300,10 @@ struct AllParked {
     unanswered: Vec<(&'static str, String)>,
 }
 
-async fn all_parked(state: &AppState) -> Result<AllParked, sea_orm::DbErr> {
+async fn all_parked(state: &AppState, caller: &Caller) -> Result<AllParked, sea_orm::DbErr> {
     let parking = Parking::new(state.uow.db().clone());
-    let (here, elsewhere) = tokio::join!(parking.list(), state.peers.parked());
+    let authorization = caller.bearer();
+    let (here, elsewhere) = tokio::join!(parking.list(), state.peers.parked(&authorization));
     let mut events: Vec<Parked> = here?
         .into_iter()
         .map(|event| Parked {
@@ -316,14 +374,17 @@ fn saga_row(saga: &SagaSummary, parked: &AllParked) -> String {
 
 /// One saga as swim lanes, a lane per service.
 #[utoipa::path(get, path = "/ui/sagas/{saga_id}", tag = "explorer",
+    security(("bearer" = ["operator"])),
     params(("saga_id" = Uuid, Path, description = "The saga's ID")),
     responses(
         (status = 200, description = "The page", body = String, content_type = "text/html"),
         PathRefusal,
         (status = 404, description = "No such saga", body = ErrorBody),
+        AuthRefusals,
         Unavailable,
     ))]
 async fn saga_page(
+    _: Operator,
     State(state): State<AppState>,
     AppPath(saga_id): AppPath<Uuid>,
 ) -> Result<Html<String>, ApiError> {

@@ -2,6 +2,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use saga_runtime::auth::{Admin, AuthRefusals};
 use saga_runtime::http::{
     ApiError, AppJson, AppPath, BodyRefusals, ErrorBody, PathRefusal, Unavailable,
 };
@@ -50,6 +51,7 @@ impl From<Account> for AccountResponse {
 
 /// Opens a customer's account with an opening balance.
 #[utoipa::path(post, path = "/accounts", tag = "accounts",
+    security(("bearer" = ["admin"])),
     params(IdempotencyHeader),
     request_body = CreateAccountRequest,
     responses(
@@ -62,9 +64,11 @@ impl From<Account> for AccountResponse {
         BodyRefusals,
         (status = 422, description = "A field is missing or out of range, or the \
             `Idempotency-Key` was used for another request", body = ErrorBody),
+        AuthRefusals,
         Unavailable,
     ))]
 async fn create_account(
+    _: Admin,
     State(uow): State<AppState>,
     MaybeIdempotencyKey(key): MaybeIdempotencyKey,
     AppJson(request): AppJson<CreateAccountRequest>,
@@ -94,14 +98,17 @@ fn opened(account: &Account) -> Recorded {
 
 /// A customer's balance.
 #[utoipa::path(get, path = "/accounts/{customer_id}", tag = "accounts",
+    security(("bearer" = ["admin"])),
     params(("customer_id" = Uuid, Path, description = "The customer's ID")),
     responses(
         (status = 200, description = "The account", body = AccountResponse),
         PathRefusal,
         (status = 404, description = "No such account", body = ErrorBody),
+        AuthRefusals,
         Unavailable,
     ))]
 async fn get_account(
+    _: Admin,
     State(uow): State<AppState>,
     AppPath(customer_id): AppPath<Uuid>,
 ) -> Result<Json<AccountResponse>, ApiError> {

@@ -4,6 +4,7 @@
 mod accounts;
 mod error;
 
+use saga_runtime::auth::BearerScheme;
 use saga_runtime::unit_of_work::UnitOfWork;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,6 +15,7 @@ pub type AppState = UnitOfWork;
 /// The document's heading; each route adds its own path from its handler.
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerScheme),
     info(title = "payments-svc", description = "Holds the customers' balances. In the saga it charges an order (or declines it), and refunds the charge when the stock is short. Every error has the shape `{\"error\": {\"code\", \"message\"}}`."),
     tags(
         (name = "accounts", description = "Customer accounts, for administrators"),

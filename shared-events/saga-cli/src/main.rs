@@ -73,6 +73,10 @@ struct Cli {
         global = true
     )]
     inventory: String,
+    /// An operator's bearer token for the services' HTTP calls (`stuck`, `retry`):
+    /// `deploy/stack token --scope operator` prints one.
+    #[arg(long, env = "SAGA_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -178,10 +182,13 @@ fn run(cli: &Cli) -> Result<(), CliError> {
             tail(cli, saga_id, event_type.as_deref(), style)
         }
         Command::Stats { since } => stats(cli, parse_since(since)?),
-        Command::Stuck => services::stuck(&service_urls(cli), cli.json),
-        Command::Retry { saga_id } => {
-            services::retry(&service_urls(cli), parse_id(saga_id)?, cli.json)
-        }
+        Command::Stuck => services::stuck(&service_urls(cli), cli.token.as_deref(), cli.json),
+        Command::Retry { saga_id } => services::retry(
+            &service_urls(cli),
+            cli.token.as_deref(),
+            parse_id(saga_id)?,
+            cli.json,
+        ),
         Command::Dlq { action } => match action {
             DlqAction::List { topic } => dlq_list(cli, topic),
             DlqAction::Redrive {

@@ -8,9 +8,19 @@ use uuid::Uuid;
 
 use crate::CliError;
 
-fn client() -> Result<reqwest::blocking::Client, CliError> {
+/// A client that sends `token` as the bearer of every call. Without one, the services answer
+/// 401, which the calls report.
+fn client(token: Option<&str>) -> Result<reqwest::blocking::Client, CliError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| CliError::Usage("--token: not a valid header value".to_owned()))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
+        .default_headers(headers)
         .build()
         .map_err(|e| CliError::Service(e.to_string()))
 }
@@ -31,8 +41,12 @@ fn call(request: reqwest::blocking::RequestBuilder, what: &str) -> Result<(u16, 
     Ok((status, body))
 }
 
-pub fn stuck(services: &[(&'static str, &str)], as_json: bool) -> Result<(), CliError> {
-    let client = client()?;
+pub fn stuck(
+    services: &[(&'static str, &str)],
+    token: Option<&str>,
+    as_json: bool,
+) -> Result<(), CliError> {
+    let client = client(token)?;
     let mut all = Vec::new();
     for (name, url) in services {
         let (status, body) = call(
@@ -89,10 +103,11 @@ pub fn stuck(services: &[(&'static str, &str)], as_json: bool) -> Result<(), Cli
 
 pub fn retry(
     services: &[(&'static str, &str)],
+    token: Option<&str>,
     saga_id: Uuid,
     as_json: bool,
 ) -> Result<(), CliError> {
-    let client = client()?;
+    let client = client(token)?;
     let mut outcomes = Vec::new();
     let mut remaining = 0;
     for (name, url) in services {

@@ -58,6 +58,8 @@ pub struct CommonSettings {
     pub relay: RelaySettings,
     pub consumer: ConsumerSettings,
     pub retention: RetentionSettings,
+    /// Checks the bearer tokens of every route but the probes, the scrape and the contract.
+    pub auth: crate::auth::Authenticator,
 }
 
 /// Per-service defaults that [`CommonSettings::from_env`] falls back to.
@@ -71,7 +73,17 @@ pub struct ServiceDefaults {
 
 impl CommonSettings {
     pub fn from_env(defaults: ServiceDefaults) -> Result<Self, ConfigError> {
+        Self::from_env_with_auth(defaults, crate::auth::Authenticator::from_env()?)
+    }
+
+    /// [`CommonSettings::from_env`] with the token checks given, not read: for tests, whose
+    /// tokens are their own.
+    pub fn from_env_with_auth(
+        defaults: ServiceDefaults,
+        auth: crate::auth::Authenticator,
+    ) -> Result<Self, ConfigError> {
         Ok(Self {
+            auth,
             service_name: defaults.service_name,
             http: HttpSettings {
                 host: var("HTTP_HOST", "127.0.0.1".to_owned())?,

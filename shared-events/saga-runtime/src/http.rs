@@ -432,11 +432,14 @@ pub struct StuckSagas {
 /// The events this service has parked: each failed for good and blocks its saga here until
 /// an operator retries it.
 #[utoipa::path(get, path = "/sagas/stuck", tag = "operations",
+    security(("bearer" = ["operator"])),
     responses(
         (status = 200, description = "This service's parked events", body = StuckSagas),
+        crate::auth::AuthRefusals,
         Unavailable,
     ))]
 async fn stuck_sagas<H: EventHandler>(
+    _: crate::auth::Operator,
     State(applier): State<Arc<Applier<H>>>,
 ) -> Result<Json<StuckSagas>, ApiError> {
     let parked = applier.parking.list().await.map_err(db_error)?;
@@ -449,14 +452,17 @@ async fn stuck_sagas<H: EventHandler>(
 /// Replays the saga's parked events, oldest first, through this service's handler. It
 /// stops at the first that fails again, which stays parked.
 #[utoipa::path(post, path = "/sagas/{saga_id}/retry", tag = "operations",
+    security(("bearer" = ["operator"])),
     params(("saga_id" = Uuid, Path, description = "The saga whose parked events to replay")),
     responses(
         (status = 200, description = "Every parked event of the saga applied (none is fine)", body = crate::parking::RetryOutcome),
         (status = 409, description = "An event failed again and stays parked", body = crate::parking::RetryOutcome),
         PathRefusal,
+        crate::auth::AuthRefusals,
         Unavailable,
     ))]
 async fn retry_saga<H: EventHandler>(
+    _: crate::auth::Operator,
     State(applier): State<Arc<Applier<H>>>,
     AppPath(saga_id): AppPath<Uuid>,
 ) -> Result<Response, ApiError> {

@@ -22,6 +22,7 @@
 //! - [`http`]: the one JSON error shape, the JSON extractor, `/health`, and serving with shutdown.
 //! - [`service`]: [`service::Infrastructure`] (pool, producer, signal) and [`service::run`].
 
+pub mod auth;
 pub mod backoff;
 pub mod config;
 pub mod consumer;

@@ -171,6 +171,8 @@ impl Infrastructure {
                 self.db.clone(),
             ));
         let (router, openapi) = http::documented(routes);
+        // Every route's `Caller` is checked by this one authenticator.
+        let router = router.layer(axum::Extension(self.settings.auth.clone()));
         let relay = self.relay();
         let (db, retention) = (self.db.clone(), self.settings.retention);
         let inbox_retention: BackgroundTask = Box::new({

@@ -305,7 +305,8 @@ pub async fn service_settings(
     home: &str,
     topics: &[&str],
 ) -> Result<crate::config::CommonSettings, Box<dyn std::error::Error>> {
-    let mut settings = crate::config::CommonSettings::from_env(defaults)?;
+    let mut settings =
+        crate::config::CommonSettings::from_env_with_auth(defaults, authenticator())?;
     settings.database = database_settings(fresh_database(role, home, "it").await?);
     let prefix = fresh_topics("it", topics).await?;
     settings.kafka = kafka_settings(&prefix, &format!("{prefix}{role}"));
@@ -452,6 +453,39 @@ pub async fn check_documented(
     Ok(())
 }
 
+/// The HS256 secret of the tests' tokens; the e2e harness gives it to the services it starts.
+pub const AUTH_SECRET: &str = "the tests' signing secret, thirty-two bytes or more";
+
+/// Checks the tests' tokens.
+pub fn authenticator() -> crate::auth::Authenticator {
+    crate::auth::Authenticator::hs256(AUTH_SECRET.as_bytes())
+}
+
+/// A token for `subject` with `scopes`, valid for an hour.
+pub fn token(subject: &str, scopes: &[crate::auth::Scope]) -> String {
+    let scope: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    crate::auth::sign_hs256(
+        AUTH_SECRET.as_bytes(),
+        &crate::auth::Claims {
+            sub: subject.to_owned(),
+            scope: scope.join(" "),
+            exp: jsonwebtoken::get_current_timestamp() + 3600,
+            iss: None,
+        },
+    )
+    .unwrap_or_default()
+}
+
+/// `Authorization` with a token of every scope: what [`send`] sends unless told otherwise.
+pub fn bearer_of_all_scopes() -> String {
+    format!("Bearer {}", token("tests", &crate::auth::Scope::ALL))
+}
+
+/// `router` checking the tests' tokens, as a running service checks its own.
+pub fn authorized(router: axum::Router) -> axum::Router {
+    router.layer(axum::Extension(authenticator()))
+}
+
 /// What [`send`] got back.
 #[derive(Debug)]
 pub struct Answer {
@@ -462,7 +496,8 @@ pub struct Answer {
 }
 
 /// Sends `method uri` with a JSON `body` and extra `headers` through `router`, as a client
-/// would, and returns the answer.
+/// would, and returns the answer. Without an `authorization` header among `headers`, it sends
+/// a token of every scope.
 pub async fn send(
     router: &axum::Router,
     method: &str,
@@ -477,6 +512,12 @@ pub async fn send(
         .header("content-type", "application/json");
     for (name, value) in headers {
         request = request.header(*name, *value);
+    }
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+    {
+        request = request.header("authorization", bearer_of_all_scopes());
     }
     let request = request.body(axum::body::Body::from(body.to_string()))?;
     let response = router.clone().oneshot(request).await?;
@@ -538,4 +579,120 @@ pub async fn check_create_is_idempotent<C: ConnectionTrait>(
         Some((_, failed)) => Err(failed.into()),
         None => Ok(()),
     }
+}
+
+/// Checks every operation of `openapi` against `router` for who may call it, as the document
+/// says (`security`): one that names the bearer scheme answers 401 without a token and with
+/// a forged one, and 403 to a token without the scopes it lists; one that names none (the
+/// probes, the scrape, the contract) answers without a token. A token with every scope it
+/// needs is never refused for who it is. Path parameters get a fresh UUID.
+pub async fn check_auth(
+    router: &axum::Router,
+    openapi: &utoipa::openapi::OpenApi,
+) -> Result<(), String> {
+    let document = serde_json::to_value(openapi).map_err(|e| e.to_string())?;
+    let paths = document["paths"]
+        .as_object()
+        .ok_or("the OpenAPI document has no paths")?;
+    let forged = crate::auth::sign_hs256(
+        b"not the services' secret, though long enough",
+        &crate::auth::Claims {
+            sub: "x".into(),
+            scope: "admin operator".into(),
+            exp: jsonwebtoken::get_current_timestamp() + 3600,
+            iss: None,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (path, item) in paths {
+        let uri = concrete(path);
+        for (method, operation) in item.as_object().into_iter().flatten() {
+            if !HTTP_METHODS.contains(&method.as_str()) {
+                continue;
+            }
+            checked += 1;
+            let method = method.to_uppercase();
+            let route = format!("{method} {path}");
+            let scopes: Option<Vec<String>> = operation["security"].as_array().map(|schemes| {
+                schemes
+                    .iter()
+                    .filter_map(|scheme| scheme["bearer"].as_array())
+                    .flatten()
+                    .filter_map(|scope| scope.as_str().map(str::to_owned))
+                    .collect()
+            });
+            let status_with = |authorization: Option<String>| {
+                let (router, method, uri) = (router.clone(), method.clone(), uri.clone());
+                async move {
+                    let headers: Vec<(&str, &str)> = authorization
+                        .as_deref()
+                        .map(|value| vec![("authorization", value)])
+                        .unwrap_or_default();
+                    // `send` adds a token unless one is given; an empty value stands for none.
+                    let headers = if headers.is_empty() {
+                        vec![("authorization", "")]
+                    } else {
+                        headers
+                    };
+                    send(&router, &method, &uri, &headers, &serde_json::json!({}))
+                        .await
+                        .map(|answer| answer.status)
+                        .map_err(|e| e.to_string())
+                }
+            };
+            let anonymous = status_with(None).await?;
+            let everything = status_with(Some(bearer_of_all_scopes())).await?;
+            if matches!(everything, 401 | 403) {
+                failures.push(format!("{route}: {everything} to a token of every scope"));
+            }
+            match scopes {
+                None => {
+                    if matches!(anonymous, 401 | 403) {
+                        failures.push(format!("{route} is open, yet {anonymous} without a token"));
+                    }
+                }
+                Some(scopes) => {
+                    if anonymous != 401 {
+                        failures.push(format!("{route}: {anonymous} without a token, not 401"));
+                    }
+                    let forged = status_with(Some(format!("Bearer {forged}"))).await?;
+                    if forged != 401 {
+                        failures.push(format!("{route}: {forged} to a forged token, not 401"));
+                    }
+                    let bare =
+                        status_with(Some(format!("Bearer {}", token("nobody", &[])))).await?;
+                    let refused = matches!(bare, 401 | 403);
+                    if scopes.is_empty() == refused {
+                        failures.push(format!(
+                            "{route} wants scopes {scopes:?}, yet {bare} to a token without any"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if checked == 0 {
+        return Err("the document has no operations".to_owned());
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+/// `path` with every `{parameter}` replaced by a fresh UUID.
+fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.starts_with('{') && segment.ends_with('}') {
+                Uuid::now_v7().to_string()
+            } else {
+                segment.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }

@@ -20,3 +20,12 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{ .root.Release.Name }}-{{ .name }}-database
 {{- end -}}
 {{- end -}}
+
+{{/* The Secret that holds the token-checking key, shared by every service. */}}
+{{- define "saga.authSecretName" -}}
+{{- if .Values.auth.existingSecret -}}
+{{ .Values.auth.existingSecret }}
+{{- else -}}
+{{ .Release.Name }}-auth
+{{- end -}}
+{{- end -}}

@@ -74,6 +74,10 @@ struct Args {
     payments: String,
     #[arg(long, default_value = "http://127.0.0.1:8083")]
     inventory: String,
+    /// A bearer token with the `admin` scope (it seeds products and accounts, and orders for
+    /// every customer): `deploy/stack token` prints one.
+    #[arg(long, env = "SAGA_TOKEN", hide_env_values = true)]
+    token: String,
     /// Kafka bootstrap servers, to read the sagas' events.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     bootstrap: String,
@@ -180,6 +184,7 @@ async fn bench(args: Args) -> TestResult {
         &args.payments,
         &args.inventory,
         args.connections,
+        &format!("Bearer {}", args.token),
     );
     // One client per orders-svc instance, all on the same connection pool.
     let apis: Vec<Api> = args.orders.iter().map(|url| api.with_orders(url)).collect();
