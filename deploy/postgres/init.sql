@@ -8,10 +8,16 @@
 \else
 \set databases 'orders payments inventory'
 \endif
--- CREATEDB lets each role create throwaway databases for its own integration tests.
-SELECT format('CREATE ROLE %I LOGIN CREATEDB PASSWORD %L', d || '_svc', d || '_svc')
+-- A service's role logs in and owns its database, and can do nothing else: no CREATEDB (the
+-- tests' throwaway databases are made by a role of their own, deploy/postgres/test-role.sql).
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', d || '_svc', d || '_svc')
 FROM unnest(string_to_array(:'databases', ' ')) AS d
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = d || '_svc')
+\gexec
+
+-- Roles made by an earlier version of this file had CREATEDB: take it away.
+SELECT format('ALTER ROLE %I NOCREATEDB NOCREATEROLE', d || '_svc')
+FROM unnest(string_to_array(:'databases', ' ')) AS d
 \gexec
 
 SELECT format('CREATE DATABASE %I OWNER %I', d, d || '_svc')

@@ -235,7 +235,7 @@ impl Stack {
             let port = pg.port_of(name);
             if pg != PgLayout::Shared {
                 // These servers are this stack's alone: what earlier runs left is garbage.
-                saga_runtime::testing::drop_stale_databases_on(port, role, home, "e2e").await?;
+                saga_runtime::testing::drop_stale_databases_on(port, home, "e2e").await?;
             }
             urls.push((
                 name,

@@ -4,11 +4,12 @@
 //! and the exact list of event types Kafka holds under the saga's key.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use e2e_tests::runner::{self, World, scenario};
+use e2e_tests::stack::ServiceName;
 use e2e_tests::{Api, EventLog, RawProducer, Stack, TestResult, ensure, ensure_eq};
-use serde_json::json;
+use serde_json::{Value, json};
 use shared_events::topics;
 use uuid::Uuid;
 
@@ -58,6 +59,10 @@ fn main() -> ExitCode {
         scenario(
             "records_carry_the_cloudevents_headers",
             |w: &mut SagaWorld| Box::pin(record_headers(&w.api, &w.log)),
+        ),
+        scenario(
+            "an_orders_details_are_composed_and_only_partial_while_a_service_is_slow_or_down",
+            |w: &mut SagaWorld| Box::pin(order_details(w)),
         ),
     ])
 }
@@ -497,5 +502,100 @@ async fn record_headers(api: &Api, log: &EventLog) -> TestResult {
         ensure_eq!(value["specversion"], json!("1.0"), "specversion");
         ensure_eq!(value["sagaid"], json!(order.saga_id.to_string()), "sagaid");
     }
+    Ok(())
+}
+
+/// `GET /orders/{id}/details` composes the order with payments-svc's payment and
+/// inventory-svc's reservation. With payments-svc frozen (SIGSTOP: it takes the connection and
+/// never answers) and then inventory-svc killed, the answer still comes within the peer
+/// timeout, with the part that could not be had marked missing.
+async fn order_details(w: &mut SagaWorld) -> TestResult {
+    let product = w.api.product(700, 10).await?;
+    let customer = w.api.customer(10_000).await?;
+    let order = w.api.place_order(customer, &[(product, 2)]).await?;
+    let done = w
+        .api
+        .wait_terminal(order.id, Duration::from_secs(30))
+        .await?;
+    ensure_eq!(done["status"], "CONFIRMED", "the order");
+    let url = format!("{}/orders/{}/details", w.api.orders_url(), order.id);
+
+    let whole = w.api.get(url.clone()).await?;
+    ensure_eq!(whole["order"]["id"], json!(order.id), "the order");
+    ensure_eq!(
+        whole["payment"]["status"],
+        "CHARGED",
+        "the payment: {whole}"
+    );
+    ensure_eq!(
+        whole["payment"]["amount_cents"],
+        1400,
+        "the payment's amount"
+    );
+    ensure_eq!(
+        whole["reservation"]["status"],
+        "RESERVED",
+        "the reservation: {whole}"
+    );
+    ensure_eq!(whole["missing"], json!([]), "nothing missing");
+
+    // The peer timeout is PEER_TIMEOUT_MS, 1 s by default; the answer may take a little more.
+    let bound = Duration::from_millis(2500);
+    w.stack.signal(ServiceName::Payments, "STOP").await?;
+    let started = Instant::now();
+    let partial = w.api.get(url.clone()).await;
+    let took = started.elapsed();
+    w.stack.signal(ServiceName::Payments, "CONT").await?;
+    let partial = partial?;
+    ensure!(
+        took < bound,
+        "the answer took {took:?} with payments-svc frozen"
+    );
+    ensure_eq!(partial["payment"], Value::Null, "no payment: {partial}");
+    ensure_eq!(
+        partial["reservation"]["status"],
+        "RESERVED",
+        "the reservation still"
+    );
+    ensure_eq!(
+        partial["missing"][0]["service"],
+        "payments-svc",
+        "what is missing"
+    );
+    ensure_eq!(
+        partial["missing"][0]["reason"],
+        "did not answer in time",
+        "why"
+    );
+
+    w.stack.kill(ServiceName::Inventory).await?;
+    let started = Instant::now();
+    let partial = w.api.get(url.clone()).await;
+    let took = started.elapsed();
+    w.stack.restart(ServiceName::Inventory, &[]).await?;
+    let partial = partial?;
+    ensure!(
+        took < bound,
+        "the answer took {took:?} with inventory-svc down"
+    );
+    ensure_eq!(partial["payment"]["status"], "CHARGED", "the payment again");
+    ensure_eq!(
+        partial["reservation"],
+        Value::Null,
+        "no reservation: {partial}"
+    );
+    ensure_eq!(
+        partial["missing"][0]["service"],
+        "inventory-svc",
+        "what is missing"
+    );
+    ensure_eq!(partial["missing"][0]["reason"], "unreachable", "why");
+
+    let whole_again = w.api.get(url).await?;
+    ensure_eq!(
+        whole_again["missing"],
+        json!([]),
+        "whole once both are back"
+    );
     Ok(())
 }

@@ -221,3 +221,20 @@ async fn a_create_retried_with_its_idempotency_key_creates_once() -> TestResult 
     )
     .await
 }
+
+#[tokio::test]
+async fn an_orders_reservation_is_shown_to_its_customer_and_to_admins() -> TestResult {
+    let (_db, uow) = service().await?;
+    let stocked = product(&uow, 5).await?;
+    let (event, payment) = paid(&[(stocked.id, 2)]);
+    uow.apply(&InventoryEventHandler, &event).await?;
+    let app = testing::authorized(inventory_svc::http::router(uow).into());
+    testing::check_order_part_is_its_customers(
+        &app,
+        "/reservations",
+        "reservations",
+        payment.order_id,
+        payment.customer_id,
+    )
+    .await
+}

@@ -1,6 +1,9 @@
-//! The other services, as the explorer page asks them: their parked events, through their
-//! operator endpoint `GET /sagas/stuck` (API composition; orders-svc never reads their
-//! databases). A service that does not answer in time is reported as such, never waited for.
+//! The other services, asked over their HTTP APIs (API composition; orders-svc never reads
+//! their databases): their parked events for the explorer page (`GET /sagas/stuck`), and an
+//! order's payment and reservation for `GET /orders/{id}/details` (`GET /payments`,
+//! `GET /reservations`). Every call carries the caller's token and the trace context, is
+//! bounded by `PEER_TIMEOUT_MS`, and a service that does not answer in time is reported as
+//! such, never waited for.
 
 use serde::Deserialize;
 use uuid::Uuid;
@@ -64,20 +67,72 @@ impl Peers {
     }
 
     async fn stuck(&self, url: &str, authorization: &str) -> Result<Vec<ParkedElsewhere>, String> {
-        let response = self
+        let body: StuckBody = self
+            .get(&format!("{url}/sagas/stuck"), authorization)
+            .await?;
+        Ok(body.parked)
+    }
+
+    /// The order's payment, from payments-svc: `None` while it has decided none.
+    pub async fn payment_of(
+        &self,
+        order_id: Uuid,
+        authorization: &str,
+    ) -> Result<Option<serde_json::Value>, String> {
+        let url = &self.services[0].1;
+        let mut body: serde_json::Value = self
+            .get(
+                &format!("{url}/payments?order_id={order_id}"),
+                authorization,
+            )
+            .await?;
+        Ok(first_of(&mut body["payments"]))
+    }
+
+    /// The order's reservation, from inventory-svc: `None` while it has made none.
+    pub async fn reservation_of(
+        &self,
+        order_id: Uuid,
+        authorization: &str,
+    ) -> Result<Option<serde_json::Value>, String> {
+        let url = &self.services[1].1;
+        let mut body: serde_json::Value = self
+            .get(
+                &format!("{url}/reservations?order_id={order_id}"),
+                authorization,
+            )
+            .await?;
+        Ok(first_of(&mut body["reservations"]))
+    }
+
+    /// `GET url` with the caller's `authorization` and the current trace context, its JSON
+    /// body, or why there is none.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        authorization: &str,
+    ) -> Result<T, String> {
+        let mut request = self
             .client
-            .get(format!("{url}/sagas/stuck"))
-            .header(reqwest::header::AUTHORIZATION, authorization)
-            .send()
-            .await
-            .map_err(|e| describe(&e))?;
+            .get(url)
+            .header(reqwest::header::AUTHORIZATION, authorization);
+        if let Some(traceparent) = saga_runtime::telemetry::current_traceparent() {
+            request = request.header(shared_events::envelope::headers::TRACEPARENT, traceparent);
+        }
+        let response = request.send().await.map_err(|e| describe(&e))?;
         let status = response.status();
         if !status.is_success() {
             return Err(format!("answered {status}"));
         }
-        let body: StuckBody = response.json().await.map_err(|e| describe(&e))?;
-        Ok(body.parked)
+        response.json().await.map_err(|e| describe(&e))
     }
+}
+
+/// The first element of a list in a body, taken out of it.
+fn first_of(list: &mut serde_json::Value) -> Option<serde_json::Value> {
+    list.as_array_mut()
+        .filter(|items| !items.is_empty())
+        .map(|items| items.swap_remove(0))
 }
 
 fn describe(error: &reqwest::Error) -> String {

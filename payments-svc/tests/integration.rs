@@ -271,3 +271,19 @@ async fn a_create_retried_with_its_idempotency_key_creates_once() -> TestResult 
     )
     .await
 }
+
+#[tokio::test]
+async fn an_orders_payment_is_shown_to_its_customer_and_to_admins() -> TestResult {
+    let (_db, uow, customer) = funded_customer(10_000).await?;
+    let (event, order) = order_created(customer, 2_500);
+    uow.apply(&PaymentsEventHandler, &event).await?;
+    let app = testing::authorized(payments_svc::http::router(uow).into());
+    testing::check_order_part_is_its_customers(
+        &app,
+        "/payments",
+        "payments",
+        order.order_id,
+        customer,
+    )
+    .await
+}

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::topics;
 
 /// One line of an order, priced by orders-svc from its catalog replica.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrderLine {
     pub product_id: Uuid,
     pub quantity: u32,
@@ -15,7 +15,7 @@ pub struct OrderLine {
 }
 
 /// orders-svc accepted an order in `PENDING_PAYMENT`; payments-svc should charge it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrderCreated {
     pub order_id: Uuid,
     pub customer_id: Uuid,
@@ -25,7 +25,7 @@ pub struct OrderCreated {
 
 /// payments-svc debited the customer; inventory-svc should reserve the lines.
 /// The lines travel along so that inventory-svc needs nothing but this event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PaymentSucceeded {
     pub order_id: Uuid,
     pub customer_id: Uuid,
@@ -35,7 +35,7 @@ pub struct PaymentSucceeded {
 }
 
 /// payments-svc could not charge the order; nothing was debited.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PaymentFailed {
     pub order_id: Uuid,
     pub customer_id: Uuid,
@@ -43,7 +43,7 @@ pub struct PaymentFailed {
 }
 
 /// Compensation: payments-svc returned a charge after inventory could not reserve the order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PaymentRefunded {
     pub order_id: Uuid,
     pub customer_id: Uuid,
@@ -53,14 +53,14 @@ pub struct PaymentRefunded {
 }
 
 /// inventory-svc reserved every line of the order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InventoryReserved {
     pub order_id: Uuid,
 }
 
 /// inventory-svc reserved nothing: a product is short or unknown, or the order was cancelled
 /// before its payment arrived.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InventoryReservationFailed {
     pub order_id: Uuid,
     /// The first product that could not be covered; absent when no product was at fault
@@ -71,14 +71,14 @@ pub struct InventoryReservationFailed {
 }
 
 /// The saga ended well: the order is `CONFIRMED`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrderConfirmed {
     pub order_id: Uuid,
     pub total_cents: i64,
 }
 
 /// The saga ended badly, after every compensation it needed had committed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrderFailed {
     pub order_id: Uuid,
     pub status: FailedStatus,
@@ -86,7 +86,7 @@ pub struct OrderFailed {
 }
 
 /// How an order failed: its terminal status, as `GET /orders/{id}` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FailedStatus {
     /// The payment was declined; nothing needed compensating.
@@ -98,14 +98,14 @@ pub enum FailedStatus {
 /// orders-svc gave up on a saga that passed its deadline: the order is `CANCELLED`.
 /// payments-svc refunds a charge and inventory-svc releases a reservation in response, and
 /// both refuse any later charge or reservation for the order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrderCancelled {
     pub order_id: Uuid,
     pub reason: String,
 }
 
 /// inventory-svc created or changed a product; orders-svc keeps a priced replica of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProductUpserted {
     pub product_id: Uuid,
     pub sku: String,
@@ -170,6 +170,70 @@ impl SagaEvent {
     }
 }
 
+/// One event of every type, with fixed IDs: the examples of the event contract's documents
+/// (`contract`), and what the tests below check every variant with; a test fails if a
+/// variant is missing here.
+pub fn examples() -> Vec<SagaEvent> {
+    let id = Uuid::from_u128(0x0193_5c3e_8f00_7000_8000_0000_0000_0001);
+    let line = OrderLine {
+        product_id: id,
+        quantity: 1,
+        unit_price_cents: 5,
+    };
+    vec![
+        SagaEvent::OrderCreated(OrderCreated {
+            order_id: id,
+            customer_id: id,
+            total_cents: 5,
+            items: vec![line.clone()],
+        }),
+        SagaEvent::PaymentSucceeded(PaymentSucceeded {
+            order_id: id,
+            customer_id: id,
+            payment_id: id,
+            amount_cents: 5,
+            items: vec![line],
+        }),
+        SagaEvent::PaymentFailed(PaymentFailed {
+            order_id: id,
+            customer_id: id,
+            reason: "declined".into(),
+        }),
+        SagaEvent::PaymentRefunded(PaymentRefunded {
+            order_id: id,
+            customer_id: id,
+            payment_id: id,
+            amount_cents: 5,
+            reason: "short".into(),
+        }),
+        SagaEvent::InventoryReserved(InventoryReserved { order_id: id }),
+        SagaEvent::InventoryReservationFailed(InventoryReservationFailed {
+            order_id: id,
+            product_id: Some(id),
+            reason: "short".into(),
+        }),
+        SagaEvent::OrderConfirmed(OrderConfirmed {
+            order_id: id,
+            total_cents: 5,
+        }),
+        SagaEvent::OrderFailed(OrderFailed {
+            order_id: id,
+            status: FailedStatus::FailedInventory,
+            reason: "short".into(),
+        }),
+        SagaEvent::OrderCancelled(OrderCancelled {
+            order_id: id,
+            reason: "late".into(),
+        }),
+        SagaEvent::ProductUpserted(ProductUpserted {
+            product_id: id,
+            sku: "SKU".into(),
+            name: "Widget".into(),
+            price_cents: 5,
+        }),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -179,74 +243,12 @@ mod tests {
 
     use super::*;
 
-    /// One event of every type; the test below fails if a variant is missing here.
-    fn one_of_each() -> Vec<SagaEvent> {
-        let id = Uuid::now_v7();
-        let line = OrderLine {
-            product_id: id,
-            quantity: 1,
-            unit_price_cents: 5,
-        };
-        vec![
-            SagaEvent::OrderCreated(OrderCreated {
-                order_id: id,
-                customer_id: id,
-                total_cents: 5,
-                items: vec![line.clone()],
-            }),
-            SagaEvent::PaymentSucceeded(PaymentSucceeded {
-                order_id: id,
-                customer_id: id,
-                payment_id: id,
-                amount_cents: 5,
-                items: vec![line],
-            }),
-            SagaEvent::PaymentFailed(PaymentFailed {
-                order_id: id,
-                customer_id: id,
-                reason: "declined".into(),
-            }),
-            SagaEvent::PaymentRefunded(PaymentRefunded {
-                order_id: id,
-                customer_id: id,
-                payment_id: id,
-                amount_cents: 5,
-                reason: "short".into(),
-            }),
-            SagaEvent::InventoryReserved(InventoryReserved { order_id: id }),
-            SagaEvent::InventoryReservationFailed(InventoryReservationFailed {
-                order_id: id,
-                product_id: Some(id),
-                reason: "short".into(),
-            }),
-            SagaEvent::OrderConfirmed(OrderConfirmed {
-                order_id: id,
-                total_cents: 5,
-            }),
-            SagaEvent::OrderFailed(OrderFailed {
-                order_id: id,
-                status: FailedStatus::FailedInventory,
-                reason: "short".into(),
-            }),
-            SagaEvent::OrderCancelled(OrderCancelled {
-                order_id: id,
-                reason: "late".into(),
-            }),
-            SagaEvent::ProductUpserted(ProductUpserted {
-                product_id: id,
-                sku: "SKU".into(),
-                name: "Widget".into(),
-                price_cents: 5,
-            }),
-        ]
-    }
-
     #[test]
     fn every_event_type_is_its_serde_tag() -> Result<(), serde_json::Error> {
-        let events = one_of_each();
+        let events = examples();
         let covered: BTreeSet<&str> = events.iter().map(SagaEvent::event_type).collect();
         let declared: BTreeSet<&str> = SagaEvent::VARIANTS.iter().copied().collect();
-        assert_eq!(covered, declared, "one_of_each must hold every variant");
+        assert_eq!(covered, declared, "examples must hold every variant");
         for event in events {
             let json = serde_json::to_value(&event)?;
             assert_eq!(json["type"], event.event_type());
@@ -256,7 +258,7 @@ mod tests {
 
     #[test]
     fn only_catalog_events_stand_outside_a_saga() {
-        for event in one_of_each() {
+        for event in examples() {
             assert_eq!(
                 event.belongs_to_saga(),
                 event.event_type() != "ProductUpserted",

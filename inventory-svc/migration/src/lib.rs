@@ -6,6 +6,7 @@ mod m20261128_000001_create_outbox_and_inbox;
 mod m20261128_000002_create_products_and_reservations;
 mod m20261128_000003_create_parked_events;
 mod m20261128_000004_allow_cancelled_reservations;
+mod m20261129_000005_name_the_customer_of_a_reservation;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(saga_schema::IndexInboxByAge),
             Box::new(saga_schema::StoreOutboxPayloadAsWritten),
             Box::new(saga_schema::CreateIdempotencyKeys),
+            Box::new(m20261129_000005_name_the_customer_of_a_reservation::Migration),
         ]
     }
 }

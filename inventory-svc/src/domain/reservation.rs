@@ -23,6 +23,8 @@ pub enum ReservationStatus {
 pub struct Reservation {
     pub order_id: Uuid,
     pub saga_id: Uuid,
+    /// The customer whose order it is; unknown for an order cancelled before any reservation.
+    pub customer_id: Option<Uuid>,
     pub status: ReservationStatus,
     pub lines: Vec<OrderLine>,
     pub reason: Option<String>,
@@ -135,6 +137,7 @@ mod tests {
     fn releasing_gives_back_what_was_held_once() {
         let a = Uuid::now_v7();
         let mut reservation = Reservation {
+            customer_id: None,
             order_id: Uuid::now_v7(),
             saga_id: Uuid::now_v7(),
             status: ReservationStatus::Reserved,

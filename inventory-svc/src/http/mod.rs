@@ -3,6 +3,7 @@
 
 mod error;
 mod products;
+mod reservations;
 
 use saga_runtime::auth::BearerScheme;
 use saga_runtime::unit_of_work::UnitOfWork;
@@ -19,6 +20,7 @@ pub type AppState = UnitOfWork;
     info(title = "inventory-svc", description = "Holds the products and their stock. In the saga it reserves an order's stock, or fails the reservation when the stock is short. Every error has the shape `{\"error\": {\"code\", \"message\"}}`."),
     tags(
         (name = "products", description = "The product catalog, for administrators"),
+        (name = "reservations", description = "Orders' reservations, for their customers"),
         (name = "operations", description = "Parked events, retries and metrics"),
         (name = "health", description = "Probes"),
     )
@@ -28,5 +30,6 @@ struct ApiDoc;
 pub fn router(state: AppState) -> OpenApiRouter {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(products::router())
+        .merge(reservations::router())
         .with_state(state)
 }

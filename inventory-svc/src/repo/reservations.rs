@@ -12,13 +12,28 @@ pub async fn find_for_update<C: ConnectionTrait>(
     db: &C,
     order_id: Uuid,
 ) -> Result<Option<Reservation>, DbErr> {
-    let Some(row) = reservation::Entity::find_by_id(order_id)
+    reservation::Entity::find_by_id(order_id)
         .lock(LockType::Update)
         .one(db)
         .await?
-    else {
-        return Ok(None);
-    };
+        .map(to_domain)
+        .transpose()
+}
+
+/// The order's reservation decision, for reading.
+pub async fn find<C: ConnectionTrait>(
+    db: &C,
+    order_id: Uuid,
+) -> Result<Option<Reservation>, DbErr> {
+    reservation::Entity::find_by_id(order_id)
+        .one(db)
+        .await?
+        .map(to_domain)
+        .transpose()
+}
+
+fn to_domain(row: reservation::Model) -> Result<Reservation, DbErr> {
+    let order_id = row.order_id;
     let status = row.status.parse::<ReservationStatus>().map_err(|_| {
         DbErr::Custom(format!(
             "order_id={order_id} reservation has unknown status {:?}",
@@ -30,13 +45,14 @@ pub async fn find_for_update<C: ConnectionTrait>(
             "order_id={order_id} reservation lines are unreadable: {e}"
         ))
     })?;
-    Ok(Some(Reservation {
+    Ok(Reservation {
         order_id,
         saga_id: row.saga_id,
+        customer_id: row.customer_id,
         status,
         lines,
         reason: row.reason,
-    }))
+    })
 }
 
 pub async fn update_status<C: ConnectionTrait>(
@@ -92,6 +108,7 @@ fn active_model(reservation: &Reservation) -> Result<reservation::ActiveModel, D
         status: Set(reservation.status.to_string()),
         lines: Set(lines),
         reason: Set(reservation.reason.clone()),
+        customer_id: Set(reservation.customer_id),
         created_at: Set(now),
         updated_at: Set(now),
     })

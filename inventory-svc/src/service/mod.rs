@@ -12,7 +12,7 @@ mod release_order;
 mod reserve_order;
 
 pub use create_product::CreateProduct;
-pub use queries::get_product;
+pub use queries::{get_product, get_reservation};
 pub use release_order::release_order;
 pub use reserve_order::reserve_order;
 

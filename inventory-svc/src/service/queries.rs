@@ -10,3 +10,11 @@ pub async fn get_product<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Product
         .await?
         .ok_or(ServiceError::NotFound("product"))
 }
+
+/// The reservation decision of `order_id`, if inventory-svc has made one.
+pub async fn get_reservation<C: ConnectionTrait>(
+    db: &C,
+    order_id: Uuid,
+) -> Result<Option<crate::domain::Reservation>, ServiceError> {
+    Ok(crate::repo::reservations::find(db, order_id).await?)
+}

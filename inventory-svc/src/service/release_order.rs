@@ -36,6 +36,7 @@ pub async fn release_order(
             let tombstone = Reservation {
                 order_id: cancelled.order_id,
                 saga_id,
+                customer_id: None,
                 status: ReservationStatus::Cancelled,
                 lines: Vec::new(),
                 reason: Some(cancelled.reason.clone()),

@@ -19,6 +19,7 @@ pub async fn reserve_order(
     let decision = |status, reason| Reservation {
         order_id: paid.order_id,
         saga_id,
+        customer_id: Some(paid.customer_id),
         status,
         lines: paid.items.clone(),
         reason,

@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(place_order))
         .routes(routes!(get_order))
+        .routes(routes!(get_order_details))
 }
 
 /// `POST /orders` body. Prices are never accepted from the client. Serialized, it is the
@@ -178,6 +179,79 @@ async fn get_order(
     let order = service::get_order(state.uow.db(), id).await?;
     caller.acts_for(order.customer_id)?;
     Ok(Json(OrderResponse::from(order)))
+}
+
+/// `GET /orders/{id}/details`: the order with its payment and its reservation, each as the
+/// service that owns it shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderDetails {
+    pub order: OrderResponse,
+    /// payments-svc's `GET /payments` entry; `null` while it has decided none, or when it did
+    /// not answer (then `missing` says so).
+    #[schema(value_type = Option<Object>)]
+    pub payment: Option<serde_json::Value>,
+    /// inventory-svc's `GET /reservations` entry; `null` likewise.
+    #[schema(value_type = Option<Object>)]
+    pub reservation: Option<serde_json::Value>,
+    /// The parts that could not be had, and why: the answer is partial, not failed.
+    pub missing: Vec<MissingPart>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MissingPart {
+    /// `payment` or `reservation`.
+    pub part: &'static str,
+    pub service: &'static str,
+    /// e.g. `did not answer in time`, `unreachable`, `answered 503 Service Unavailable`.
+    pub reason: String,
+}
+
+/// One order composed across the services: the order from here, its payment from
+/// payments-svc and its reservation from inventory-svc, asked at the same time with the
+/// caller's token and trace context. A service that is down or slow costs at most
+/// `PEER_TIMEOUT_MS`, and its part is marked missing.
+#[utoipa::path(get, path = "/orders/{id}/details", tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order's ID")),
+    responses(
+        (status = 200, description = "The order and what the other services answered in time",
+            body = OrderDetails),
+        PathRefusal,
+        (status = 404, description = "No such order", body = ErrorBody),
+        AuthRefusals,
+        Unavailable,
+    ))]
+async fn get_order_details(
+    caller: Caller,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<Json<OrderDetails>, ApiError> {
+    let order = service::get_order(state.uow.db(), id).await?;
+    caller.acts_for(order.customer_id)?;
+    let authorization = caller.bearer();
+    let (payment, reservation) = tokio::join!(
+        state.peers.payment_of(id, &authorization),
+        state.peers.reservation_of(id, &authorization),
+    );
+    let mut missing = Vec::new();
+    let mut part = |answer: Result<Option<serde_json::Value>, String>, part, service| {
+        answer.unwrap_or_else(|reason| {
+            missing.push(MissingPart {
+                part,
+                service,
+                reason,
+            });
+            None
+        })
+    };
+    let payment = part(payment, "payment", "payments-svc");
+    let reservation = part(reservation, "reservation", "inventory-svc");
+    Ok(Json(OrderDetails {
+        order: OrderResponse::from(order),
+        payment,
+        reservation,
+        missing,
+    }))
 }
 
 impl From<Order> for OrderResponse {

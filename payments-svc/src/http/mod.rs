@@ -3,6 +3,7 @@
 
 mod accounts;
 mod error;
+mod payments;
 
 use saga_runtime::auth::BearerScheme;
 use saga_runtime::unit_of_work::UnitOfWork;
@@ -19,6 +20,7 @@ pub type AppState = UnitOfWork;
     info(title = "payments-svc", description = "Holds the customers' balances. In the saga it charges an order (or declines it), and refunds the charge when the stock is short. Every error has the shape `{\"error\": {\"code\", \"message\"}}`."),
     tags(
         (name = "accounts", description = "Customer accounts, for administrators"),
+        (name = "payments", description = "Orders' payments, for their customers"),
         (name = "operations", description = "Parked events, retries and metrics"),
         (name = "health", description = "Probes"),
     )
@@ -28,5 +30,6 @@ struct ApiDoc;
 pub fn router(state: AppState) -> OpenApiRouter {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::router())
+        .merge(payments::router())
         .with_state(state)
 }

@@ -23,6 +23,19 @@ pub async fn find_by_order_for_update<C: ConnectionTrait>(
         .transpose()
 }
 
+/// The order's payment, for reading.
+pub async fn find_by_order<C: ConnectionTrait>(
+    db: &C,
+    order_id: Uuid,
+) -> Result<Option<Payment>, DbErr> {
+    payment::Entity::find()
+        .filter(payment::Column::OrderId.eq(order_id))
+        .one(db)
+        .await?
+        .map(to_domain)
+        .transpose()
+}
+
 /// Inserts `payment`. An order that has one already fails with the unique violation.
 pub async fn insert<C: ConnectionTrait>(db: &C, payment: &Payment) -> Result<(), DbErr> {
     payment::Entity::insert(active_model(payment))

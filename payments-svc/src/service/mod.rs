@@ -15,7 +15,7 @@ mod refund_order;
 pub use cancel_order::cancel_order;
 pub use charge_order::charge_order;
 pub use create_account::CreateAccount;
-pub use queries::get_account;
+pub use queries::{get_account, get_payment_of_order};
 pub use refund_order::refund_order;
 
 use saga_runtime::outbox::OutboxError;

@@ -13,3 +13,11 @@ pub async fn get_account<C: ConnectionTrait>(
         .await?
         .ok_or(ServiceError::NotFound("account"))
 }
+
+/// The payment of `order_id`, if payments-svc has decided one.
+pub async fn get_payment_of_order<C: ConnectionTrait>(
+    db: &C,
+    order_id: Uuid,
+) -> Result<Option<crate::domain::Payment>, ServiceError> {
+    Ok(crate::repo::payments::find_by_order(db, order_id).await?)
+}

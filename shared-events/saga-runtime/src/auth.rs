@@ -278,6 +278,15 @@ impl Caller {
         }
     }
 
+    /// The caller may see a record of `customer`'s: it is that customer or an admin; a record
+    /// whose customer is not known, only an admin.
+    pub fn may_see(&self, customer: Option<impl std::fmt::Display>) -> Result<(), AuthError> {
+        match customer {
+            Some(customer) => self.acts_for(customer),
+            None => self.require(Scope::Admin),
+        }
+    }
+
     /// `Authorization` for a call made on the caller's behalf.
     pub fn bearer(&self) -> String {
         format!("Bearer {}", self.token)

@@ -23,7 +23,16 @@ fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
         // Nagle's algorithm holds small writes back for up to ~40 ms (delayed ACKs); a saga is a
         // chain of small records, so every hop would pay it.
         .set("socket.nagle.disable", "true");
+    with_client_properties(&mut config, settings);
     config
+}
+
+/// Adds the operator's `KAFKA_CLIENT_*` properties (SASL, TLS, …) to `config`, last, so they
+/// win over the defaults above.
+pub fn with_client_properties(config: &mut ClientConfig, settings: &KafkaSettings) {
+    for (property, value) in &settings.client {
+        config.set(property, value);
+    }
 }
 
 fn millis(duration: Duration) -> String {

@@ -80,13 +80,13 @@ async fn topic_retentions(
     kafka: &KafkaSettings,
     topics: &[String],
 ) -> Result<Vec<(String, i64)>, Box<dyn std::error::Error + Send + Sync>> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set(
-            "socket.timeout.ms",
-            kafka.metadata_timeout.as_millis().to_string(),
-        )
-        .create()?;
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers).set(
+        "socket.timeout.ms",
+        kafka.metadata_timeout.as_millis().to_string(),
+    );
+    crate::kafka::with_client_properties(&mut config, kafka);
+    let admin: AdminClient<DefaultClientContext> = config.create()?;
     let options = AdminOptions::new().request_timeout(Some(kafka.metadata_timeout));
     let specifiers: Vec<ResourceSpecifier<'_>> = topics
         .iter()

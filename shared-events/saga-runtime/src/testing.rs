@@ -43,8 +43,22 @@ pub fn database_url(port: u16, role: &str, database: &str) -> String {
     format!("postgres://{role}:{role}@{}:{port}/{database}", pg_host())
 }
 
+/// The role the tests create and drop their databases as: `saga_test` (from
+/// `deploy/postgres/test-role.sql`, which `deploy/stack test` runs), or `TEST_PG_ROLE`. It may
+/// create databases and act as the service roles; the service roles may do neither.
+pub fn test_role() -> String {
+    std::env::var("TEST_PG_ROLE").unwrap_or_else(|_| "saga_test".to_owned())
+}
+
+/// The test role's connection to the server at `port` (its `postgres` database).
+async fn as_test_role(port: u16) -> Result<DatabaseConnection, DbErr> {
+    let role = test_role();
+    Database::connect(database_url(port, &role, "postgres")).await
+}
+
 /// Creates an empty database owned by `role` (e.g. `orders_svc`), named after the role's own
-/// database `home` with `kind` (`it` or `e2e`) and a random suffix, and returns its URL.
+/// database `home` with `kind` (`it` or `e2e`) and a random suffix, and returns its URL for
+/// `role`.
 pub async fn fresh_database(role: &str, home: &str, kind: &str) -> Result<String, DbErr> {
     fresh_database_on(pg_port_of(home), role, home, kind).await
 }
@@ -57,9 +71,9 @@ pub async fn fresh_database_on(
     kind: &str,
 ) -> Result<String, DbErr> {
     let name = format!("{home}_{kind}_{}", Uuid::new_v4().simple());
-    let admin = Database::connect(database_url(port, role, home)).await?;
+    let admin = as_test_role(port).await?;
     admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\" OWNER \"{role}\""))
         .await?;
     admin
         .execute_unprepared(&format!(
@@ -70,15 +84,10 @@ pub async fn fresh_database_on(
     Ok(database_url(port, role, &name))
 }
 
-/// Drops the databases of `kind` that `role` made from `home` on the server at `port`: what
-/// earlier runs left behind, on a server that only one test run uses at a time.
-pub async fn drop_stale_databases_on(
-    port: u16,
-    role: &str,
-    home: &str,
-    kind: &str,
-) -> Result<(), DbErr> {
-    let admin = Database::connect(database_url(port, role, home)).await?;
+/// Drops the databases of `kind` made from `home` on the server at `port`: what earlier runs
+/// left behind, on a server that only one test run uses at a time.
+pub async fn drop_stale_databases_on(port: u16, home: &str, kind: &str) -> Result<(), DbErr> {
+    let admin = as_test_role(port).await?;
     let rows = admin
         .query_all_raw(sea_orm::Statement::from_sql_and_values(
             sea_orm::DbBackend::Postgres,
@@ -183,6 +192,7 @@ pub fn kafka_settings(topic_prefix: &str, group_id: &str) -> KafkaSettings {
         fetch_min_bytes: 1,
         fetch_wait_max: Duration::from_millis(500),
         producer_linger: Duration::from_millis(2),
+        client: Vec::new(),
     }
 }
 
@@ -695,4 +705,57 @@ fn concrete(path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// Checks a read of an order's part (`GET /payments?order_id=`, `GET /reservations?order_id=`)
+/// at `path`: the order's customer and an admin see its one entry in `list`, another
+/// customer gets 403, and an order with nothing yet is an empty list.
+pub async fn check_order_part_is_its_customers(
+    app: &axum::Router,
+    path: &str,
+    list: &str,
+    order_id: Uuid,
+    customer: Uuid,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use crate::auth::Scope;
+    let read = |order: Uuid, bearer: String| async move {
+        let uri = format!("{path}?order_id={order}");
+        let bearer = format!("Bearer {bearer}");
+        send(
+            app,
+            "GET",
+            &uri,
+            &[("authorization", bearer.as_str())],
+            &serde_json::Value::Null,
+        )
+        .await
+    };
+    let own = read(order_id, token(&customer.to_string(), &[])).await?;
+    let admin = read(order_id, token("support", &[Scope::Admin])).await?;
+    let other = read(order_id, token(&Uuid::now_v7().to_string(), &[])).await?;
+    let none = read(Uuid::now_v7(), token(&customer.to_string(), &[])).await?;
+    let entries = |answer: &Answer| answer.body[list].as_array().map(Vec::len);
+    let checks = [
+        (
+            own.status == 200 && entries(&own) == Some(1),
+            format!("its customer: {own:?}"),
+        ),
+        (
+            own.body[list][0]["order_id"] == order_id.to_string(),
+            format!("{own:?}"),
+        ),
+        (
+            admin.status == 200 && entries(&admin) == Some(1),
+            format!("an admin: {admin:?}"),
+        ),
+        (other.status == 403, format!("another customer: {other:?}")),
+        (
+            none.status == 200 && entries(&none) == Some(0),
+            format!("no such order: {none:?}"),
+        ),
+    ];
+    match checks.into_iter().find(|(ok, _)| !ok) {
+        Some((_, failed)) => Err(failed.into()),
+        None => Ok(()),
+    }
 }

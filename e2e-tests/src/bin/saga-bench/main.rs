@@ -108,12 +108,14 @@ struct Args {
     /// How long each ceiling is measured.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     ceilings_duration: Duration,
-    /// A database URL of the stack's PostgreSQL, to read its commit counter and (with
-    /// `--ceilings`) to create pgbench's scratch database.
+    /// A database URL of the stack's PostgreSQL, as a role that may create databases (the
+    /// service roles may not: `deploy/stack bench` makes the test role `saga_test`), where
+    /// `--ceilings` creates pgbench's scratch database. Each service's database is read as
+    /// its own role on the same host.
     #[arg(
         long,
         env = "BENCH_DATABASE_URL",
-        default_value = "postgres://orders_svc:orders_svc@127.0.0.1:5432/orders"
+        default_value = "postgres://saga_test:saga_test@127.0.0.1:5432/postgres"
     )]
     database_url: String,
     /// The services' databases, whose commits are counted.

@@ -10,6 +10,7 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary")]
     pub lines: Json,
     pub reason: Option<String>,
+    pub customer_id: Option<Uuid>,
     pub created_at: DateTimeWithTimeZone,
     pub updated_at: DateTimeWithTimeZone,
 }
