@@ -27,6 +27,7 @@ async fn product(uow: &UnitOfWork, stock: i64) -> Result<Product, ServiceError> 
         name: "Widget".into(),
         price_cents: 100,
         stock,
+        category: None,
         attributes: None,
     }))
     .await
@@ -70,6 +71,7 @@ async fn creating_a_product_announces_it_on_the_catalog_in_the_same_transaction(
             name: "Other".into(),
             price_cents: 1,
             stock: 1,
+            category: None,
             attributes: None,
         }))
         .await;
@@ -237,4 +239,211 @@ async fn an_orders_reservation_is_shown_to_its_customer_and_to_admins() -> TestR
         payment.customer_id,
     )
     .await
+}
+
+/// `method uri` with `body` through `app`, as an admin; the status and the body.
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: serde_json::Value,
+) -> Result<(u16, serde_json::Value), Box<dyn std::error::Error>> {
+    let answer = testing::send(app, method, uri, &[], &body).await?;
+    Ok((answer.status, answer.body))
+}
+
+fn shoes_schema(level: &str, action: &str) -> serde_json::Value {
+    serde_json::json!({
+        "schema": {
+            "type": "object",
+            "required": ["size"],
+            "properties": {
+                "size": {"type": "integer", "minimum": 30, "maximum": 50},
+                "colour": {"type": "string"},
+            },
+        },
+        "validation_level": level,
+        "validation_action": action,
+    })
+}
+
+fn shoe(sku: &str, attributes: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"sku": sku, "name": "Shoe", "price_cents": 5000, "stock": 3,
+        "category": "shoes", "attributes": attributes})
+}
+
+#[tokio::test]
+async fn a_categorys_schema_judges_its_products_attributes_on_create_and_update() -> TestResult {
+    let (db, uow) = service().await?;
+    let app = testing::authorized(inventory_svc::http::router(uow).into());
+    // A product made before its category has a schema: free-form, and invalid later.
+    let (status, early) = call(
+        &app,
+        "POST",
+        "/products",
+        shoe("EARLY-1", serde_json::json!({"colour": "red"})),
+    )
+    .await?;
+    assert_eq!(status, 201, "{early}");
+    let early_uri = format!("/products/{}", early["id"].as_str().unwrap_or_default());
+
+    let (status, set) = call(
+        &app,
+        "POST",
+        "/categories/shoes/schema",
+        shoes_schema("strict", "error"),
+    )
+    .await?;
+    assert_eq!(status, 200, "{set}");
+    let (status, read) = call(
+        &app,
+        "GET",
+        "/categories/shoes/schema",
+        serde_json::Value::Null,
+    )
+    .await?;
+    assert_eq!((status, &read), (200, &set));
+
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/products",
+        shoe("OK-42", serde_json::json!({"size": 42, "colour": "red"})),
+    )
+    .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/products",
+        shoe("BAD-60", serde_json::json!({"size": 60})),
+    )
+    .await?;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["code"], "attributes_refused");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/size"),
+        "{body}"
+    );
+
+    // strict: the early product cannot be updated while it stays invalid...
+    let rename = serde_json::json!({"name": "Old shoe"});
+    let (status, _) = call(&app, "PATCH", &early_uri, rename.clone()).await?;
+    assert_eq!(status, 422, "strict checks every update");
+    // ...moderate lets it be, and still checks a product that was valid;
+    call(
+        &app,
+        "POST",
+        "/categories/shoes/schema",
+        shoes_schema("moderate", "error"),
+    )
+    .await?;
+    let (status, renamed) = call(&app, "PATCH", &early_uri, rename).await?;
+    assert_eq!((status, renamed["name"].as_str()), (200, Some("Old shoe")));
+    // ...and warn accepts what breaks the schema.
+    call(
+        &app,
+        "POST",
+        "/categories/shoes/schema",
+        shoes_schema("strict", "warn"),
+    )
+    .await?;
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/products",
+        shoe("WARNED-1", serde_json::json!({"size": "big"})),
+    )
+    .await?;
+    assert_eq!(status, 201);
+
+    // A schema that does not compile, or fetches a remote one, is refused.
+    for schema in [
+        serde_json::json!({"type": 12}),
+        serde_json::json!({"$ref": "https://example.com/s.json"}),
+    ] {
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/categories/shoes/schema",
+            serde_json::json!({"schema": schema}),
+        )
+        .await?;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("invalid_schema")),
+            "{body}"
+        );
+    }
+    // Every version went to the catalog with its category and attributes.
+    let published = testing::outbox_payloads(&db).await?;
+    let last = published.last().ok_or("no catalog event")?;
+    assert_eq!(last["data"]["category"], "shoes");
+    assert_eq!(last["data"]["attributes"]["size"], "big");
+    Ok(())
+}
+
+#[tokio::test]
+async fn products_are_filtered_by_category_and_by_attributes() -> TestResult {
+    let (_db, uow) = service().await?;
+    let app = testing::authorized(inventory_svc::http::router(uow).into());
+    for (sku, attributes) in [
+        ("F-1", serde_json::json!({"size": 42, "colour": "red"})),
+        ("F-2", serde_json::json!({"size": 43, "colour": "red"})),
+        ("F-3", serde_json::json!({"size": "42", "colour": "blue"})),
+    ] {
+        let (status, body) = call(&app, "POST", "/products", shoe(sku, attributes)).await?;
+        assert_eq!(status, 201, "{body}");
+    }
+    let skus = |body: &serde_json::Value| -> Vec<String> {
+        let mut skus: Vec<String> = body["products"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["sku"].as_str().map(str::to_owned))
+            .collect();
+        skus.sort();
+        skus
+    };
+    let (_, red) = call(
+        &app,
+        "GET",
+        "/products?category=shoes&attr.colour=red",
+        serde_json::Value::Null,
+    )
+    .await?;
+    assert_eq!(skus(&red), ["F-1", "F-2"], "{red}");
+    // 42 matches the number and the text "42".
+    let (_, size) = call(
+        &app,
+        "GET",
+        "/products?attr.size=42",
+        serde_json::Value::Null,
+    )
+    .await?;
+    assert_eq!(skus(&size), ["F-1", "F-3"]);
+    let (_, both) = call(
+        &app,
+        "GET",
+        "/products?attr.size=42&attr.colour=blue&limit=5",
+        serde_json::Value::Null,
+    )
+    .await?;
+    assert_eq!(skus(&both), ["F-3"]);
+    let (_, none) = call(
+        &app,
+        "GET",
+        "/products?category=hats",
+        serde_json::Value::Null,
+    )
+    .await?;
+    assert_eq!(none["count"], 0);
+    let (status, _) = call(&app, "GET", "/products?colour=red", serde_json::Value::Null).await?;
+    assert_eq!(status, 400, "an unknown parameter is refused, not ignored");
+    let (status, _) = call(&app, "GET", "/products?limit=0", serde_json::Value::Null).await?;
+    assert_eq!(status, 422);
+    Ok(())
 }

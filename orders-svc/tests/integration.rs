@@ -38,6 +38,8 @@ async fn seed_product(db: &DatabaseConnection, price_cents: i64) -> Result<Uuid,
             sku: format!("SKU-{product_id}"),
             name: "Widget".into(),
             price_cents,
+            category: None,
+            attributes: serde_json::json!({}),
             source_time: Utc::now(),
         },
     )
@@ -262,6 +264,8 @@ async fn the_catalog_replica_keeps_the_newest_product_version() -> TestResult {
                 sku: "SKU-1".into(),
                 name: "Widget".into(),
                 price_cents,
+                category: None,
+                attributes: serde_json::json!({}),
             }),
         )
     };
@@ -540,6 +544,8 @@ async fn a_refused_order_leaves_no_key_so_its_retry_is_judged_again() -> TestRes
             sku: "LATE-1".into(),
             name: "Late".into(),
             price_cents: 10,
+            category: None,
+            attributes: serde_json::json!({}),
             source_time: Utc::now(),
         },
     )
@@ -697,6 +703,51 @@ async fn the_explorer_login_keeps_an_operators_token_in_a_cookie_and_goes_on_onl
             .await?
             .status,
         401
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_products_attributes_reach_the_replica_and_the_orders_that_contain_it() -> TestResult {
+    let db = database().await?;
+    let product_id = Uuid::now_v7();
+    let upserted = Envelope::new(
+        "inventory-svc",
+        None,
+        SagaEvent::ProductUpserted(ProductUpserted {
+            product_id,
+            sku: "SHOE-42".into(),
+            name: "Shoe".into(),
+            price_cents: 5000,
+            category: Some("shoes".into()),
+            attributes: serde_json::json!({"size": 42, "colour": "red"}),
+        }),
+    );
+    uow(&db)
+        .apply(&OrdersEventHandler::default(), &upserted)
+        .await?;
+    let (app, _) = admitting(&db, 10, std::time::Duration::from_secs(1));
+    let catalog = testing::send(
+        &app,
+        "GET",
+        &format!("/catalog/{product_id}"),
+        &[],
+        &serde_json::Value::Null,
+    )
+    .await?;
+    assert_eq!(catalog.body["category"], "shoes");
+    assert_eq!(catalog.body["attributes"]["size"], 42);
+
+    let placed = post_order(&app, Uuid::now_v7(), product_id).await?;
+    assert_eq!(placed.status(), 202);
+    let bytes = axum::body::to_bytes(placed.into_body(), 1 << 16).await?;
+    let placed: serde_json::Value = serde_json::from_slice(&bytes)?;
+    let order_uri = format!("/orders/{}", placed["id"].as_str().unwrap_or_default());
+    let order = testing::send(&app, "GET", &order_uri, &[], &serde_json::Value::Null).await?;
+    assert_eq!(
+        order.body["items"][0]["attributes"]["colour"], "red",
+        "{:?}",
+        order.body
     );
     Ok(())
 }

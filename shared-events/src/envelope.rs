@@ -355,6 +355,8 @@ mod tests {
                 sku: "SKU-1".into(),
                 name: "Widget".into(),
                 price_cents: 100,
+                category: None,
+                attributes: serde_json::json!({}),
             }),
         );
         assert_eq!(envelope.key(), product_id.to_string());

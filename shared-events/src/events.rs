@@ -111,6 +111,17 @@ pub struct ProductUpserted {
     pub sku: String,
     pub name: String,
     pub price_cents: i64,
+    /// The product's category, which names the JSON Schema its attributes follow. Optional:
+    /// earlier records have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// The flexible attributes, a JSON object; `{}` when a record has none.
+    #[serde(default = "empty_object")]
+    pub attributes: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
 }
 
 /// The `type`s of the events that undo an earlier step of their saga, for code that sees the
@@ -230,6 +241,8 @@ pub fn examples() -> Vec<SagaEvent> {
             sku: "SKU".into(),
             name: "Widget".into(),
             price_cents: 5,
+            category: Some("widgets".into()),
+            attributes: serde_json::json!({"colour": "blue"}),
         }),
     ]
 }

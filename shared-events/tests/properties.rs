@@ -100,14 +100,26 @@ fn saga_event() -> impl Strategy<Value = SagaEvent> {
         (uuid(), text()).prop_map(|(order_id, reason)| {
             SagaEvent::OrderCancelled(OrderCancelled { order_id, reason })
         }),
-        (uuid(), text(), text(), any::<i64>()).prop_map(|(product_id, sku, name, price_cents)| {
-            SagaEvent::ProductUpserted(ProductUpserted {
-                product_id,
-                sku,
-                name,
-                price_cents,
-            })
-        }),
+        (
+            uuid(),
+            text(),
+            text(),
+            any::<i64>(),
+            prop::option::of(text()),
+            text()
+        )
+            .prop_map(|(product_id, sku, name, price_cents, category, value)| {
+                let mut attributes = serde_json::Map::new();
+                attributes.insert("a".to_owned(), serde_json::Value::from(value));
+                SagaEvent::ProductUpserted(ProductUpserted {
+                    product_id,
+                    sku,
+                    name,
+                    price_cents,
+                    category,
+                    attributes: serde_json::Value::Object(attributes),
+                })
+            }),
     ]
 }
 

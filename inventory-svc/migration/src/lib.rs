@@ -7,6 +7,7 @@ mod m20261128_000002_create_products_and_reservations;
 mod m20261128_000003_create_parked_events;
 mod m20261128_000004_allow_cancelled_reservations;
 mod m20261129_000005_name_the_customer_of_a_reservation;
+mod m20261129_000006_create_categories;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(saga_schema::StoreOutboxPayloadAsWritten),
             Box::new(saga_schema::CreateIdempotencyKeys),
             Box::new(m20261129_000005_name_the_customer_of_a_reservation::Migration),
+            Box::new(m20261129_000006_create_categories::Migration),
         ]
     }
 }

@@ -14,6 +14,8 @@ pub struct Product {
     pub available: i64,
     /// Units held for orders.
     pub reserved: i64,
+    /// The category whose JSON Schema the attributes follow, if any.
+    pub category: Option<String>,
     /// The flexible, per-category part of the product (colour, size, voltage...): a JSON object.
     pub attributes: serde_json::Value,
 }
@@ -25,6 +27,16 @@ pub struct NewProduct {
     pub name: String,
     pub price_cents: i64,
     pub stock: i64,
+    pub category: Option<String>,
+    pub attributes: Option<serde_json::Value>,
+}
+
+/// A change to an existing product: each field given replaces the product's.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProductChanges {
+    pub name: Option<String>,
+    pub price_cents: Option<i64>,
+    pub category: Option<String>,
     pub attributes: Option<serde_json::Value>,
 }
 
@@ -43,6 +55,8 @@ pub enum ProductError {
          characters, its numbers within ±{MAX_ATTRIBUTE_NUMBER:e}"
     )]
     InvalidAttributes,
+    #[error("category must be 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter or digit")]
+    InvalidCategory,
 }
 
 /// The largest magnitude of a number in `attributes`. JSONB keeps numbers as exact
@@ -53,7 +67,7 @@ pub const MAX_ATTRIBUTE_NUMBER: f64 = 1e300;
 
 /// What PostgreSQL cannot store or give back: a NUL character (`\u0000`) anywhere, which
 /// text and JSONB cannot hold, or a number beyond [`MAX_ATTRIBUTE_NUMBER`].
-fn unstorable(value: &serde_json::Value) -> bool {
+pub(super) fn unstorable(value: &serde_json::Value) -> bool {
     use serde_json::Value;
     match value {
         Value::String(text) => text.contains('\0'),
@@ -82,34 +96,83 @@ impl NewProduct {
         if !sku_ok {
             return Err(ProductError::InvalidSku);
         }
-        // The limit counts what was sent, as the API's JSON Schema does.
-        let name = self.name.trim();
-        if name.is_empty() || self.name.chars().count() > 200 || name.contains('\0') {
-            return Err(ProductError::InvalidName);
-        }
-        if self.price_cents < 0 {
-            return Err(ProductError::NegativePrice);
-        }
         if self.stock < 0 {
             return Err(ProductError::NegativeStock);
-        }
-        let attributes = self.attributes.unwrap_or_else(|| serde_json::json!({}));
-        if !attributes.is_object()
-            || attributes.to_string().len() > MAX_ATTRIBUTES_BYTES
-            || unstorable(&attributes)
-        {
-            return Err(ProductError::InvalidAttributes);
         }
         Ok(Product {
             id: Uuid::now_v7(),
             sku: sku.to_owned(),
-            name: name.to_owned(),
-            price_cents: self.price_cents,
+            name: checked_name(&self.name)?,
+            price_cents: checked_price(self.price_cents)?,
             available: self.stock,
             reserved: 0,
-            attributes,
+            category: self.category.map(checked_category).transpose()?,
+            attributes: checked_attributes(
+                self.attributes.unwrap_or_else(|| serde_json::json!({})),
+            )?,
         })
     }
+}
+
+impl Product {
+    /// The product with `changes` made, each checked as a new product's would be.
+    pub fn changed(&self, changes: ProductChanges) -> Result<Product, ProductError> {
+        Ok(Product {
+            name: changes
+                .name
+                .as_deref()
+                .map(checked_name)
+                .transpose()?
+                .unwrap_or_else(|| self.name.clone()),
+            price_cents: changes
+                .price_cents
+                .map(checked_price)
+                .transpose()?
+                .unwrap_or(self.price_cents),
+            category: match changes.category {
+                Some(category) => Some(checked_category(category)?),
+                None => self.category.clone(),
+            },
+            attributes: match changes.attributes {
+                Some(attributes) => checked_attributes(attributes)?,
+                None => self.attributes.clone(),
+            },
+            ..self.clone()
+        })
+    }
+}
+
+/// The name trimmed; the length limit counts what was sent, as the API's JSON Schema does.
+fn checked_name(name: &str) -> Result<String, ProductError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || name.chars().count() > 200 || trimmed.contains('\0') {
+        return Err(ProductError::InvalidName);
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn checked_price(price_cents: i64) -> Result<i64, ProductError> {
+    if price_cents < 0 {
+        return Err(ProductError::NegativePrice);
+    }
+    Ok(price_cents)
+}
+
+fn checked_category(category: String) -> Result<String, ProductError> {
+    if !super::category::valid_category_name(&category) {
+        return Err(ProductError::InvalidCategory);
+    }
+    Ok(category)
+}
+
+fn checked_attributes(attributes: serde_json::Value) -> Result<serde_json::Value, ProductError> {
+    if !attributes.is_object()
+        || attributes.to_string().len() > MAX_ATTRIBUTES_BYTES
+        || unstorable(&attributes)
+    {
+        return Err(ProductError::InvalidAttributes);
+    }
+    Ok(attributes)
 }
 
 #[cfg(test)]
@@ -122,6 +185,7 @@ mod tests {
             name: "Widget".into(),
             price_cents: 1250,
             stock: 10,
+            category: None,
             attributes: Some(serde_json::json!({"colour": "blue"})),
         }
     }
@@ -146,6 +210,7 @@ mod tests {
             name: "n".repeat(200),
             price_cents: 0,
             stock: 0,
+            category: Some("c".repeat(64)),
             attributes: attributes_of(MAX_ATTRIBUTES_BYTES),
         };
         let product = at_the_bounds.clone().validate()?;
@@ -231,6 +296,13 @@ mod tests {
                     ..request()
                 },
                 ProductError::InvalidSku,
+            ),
+            (
+                NewProduct {
+                    category: Some("Shoes".into()),
+                    ..request()
+                },
+                ProductError::InvalidCategory,
             ),
             (
                 NewProduct {

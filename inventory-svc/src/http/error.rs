@@ -2,7 +2,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use saga_runtime::http::ApiError;
 
-use crate::domain::ProductError;
+use crate::domain::{CategoryError, ProductError};
 use crate::service::ServiceError;
 
 impl From<ServiceError> for ApiError {
@@ -16,6 +16,15 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::NotFound(what) => ApiError::not_found(what),
             ServiceError::KeyReused(reused) => reused.clone().into(),
+            ServiceError::InvalidCategory(CategoryError::InvalidName) => {
+                ApiError::unprocessable("invalid_category", error.to_string())
+            }
+            ServiceError::InvalidCategory(CategoryError::InvalidSchema(_)) => {
+                ApiError::unprocessable("invalid_schema", error.to_string())
+            }
+            ServiceError::AttributesRefused { .. } => {
+                ApiError::unprocessable("attributes_refused", error.to_string())
+            }
             ServiceError::Db(db) if saga_runtime::http::is_unavailable(db) => {
                 ApiError::unavailable(&error)
             }
@@ -39,5 +48,6 @@ fn rejection_code(rejection: &ProductError) -> &'static str {
         ProductError::NegativePrice => "invalid_price",
         ProductError::NegativeStock => "invalid_stock",
         ProductError::InvalidAttributes => "invalid_attributes",
+        ProductError::InvalidCategory => "invalid_category",
     }
 }

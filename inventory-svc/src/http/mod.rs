@@ -1,6 +1,7 @@
 //! inventory-svc's HTTP API. Handlers translate DTOs to use-case calls and back; `error.rs` is
 //! the only place that knows status codes.
 
+mod categories;
 mod error;
 mod products;
 mod reservations;
@@ -21,6 +22,7 @@ pub type AppState = UnitOfWork;
     tags(
         (name = "products", description = "The product catalog, for administrators"),
         (name = "reservations", description = "Orders' reservations, for their customers"),
+        (name = "categories", description = "JSON Schemas of products' attributes, per category"),
         (name = "operations", description = "Parked events, retries and metrics"),
         (name = "health", description = "Probes"),
     )
@@ -30,6 +32,7 @@ struct ApiDoc;
 pub fn router(state: AppState) -> OpenApiRouter {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(products::router())
+        .merge(categories::router())
         .merge(reservations::router())
         .with_state(state)
 }

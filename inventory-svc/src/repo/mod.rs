@@ -6,6 +6,7 @@
 //! is tested through its pure `domain` rules and, with these functions, against a real
 //! database (see ARCHITECTURE.md).
 
+pub mod categories;
 pub mod entity;
 pub mod products;
 pub mod reservations;

@@ -33,6 +33,7 @@ pub async fn insert<C: ConnectionTrait>(db: &C, product: &Product) -> Result<boo
         available: Set(product.available),
         reserved: Set(product.reserved),
         attributes: Set(product.attributes.clone()),
+        category: Set(product.category.clone()),
         created_at: Set(now),
         updated_at: Set(now),
     })
@@ -46,15 +47,107 @@ pub async fn find<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<Product
     Ok(product::Entity::find_by_id(id)
         .one(db)
         .await?
-        .map(|row| Product {
-            id: row.id,
-            sku: row.sku,
-            name: row.name,
-            price_cents: row.price_cents,
-            available: row.available,
-            reserved: row.reserved,
-            attributes: row.attributes,
-        }))
+        .map(to_domain))
+}
+
+/// The product, its row locked until the transaction ends (for an update).
+pub async fn find_for_update<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+) -> Result<Option<Product>, DbErr> {
+    use sea_orm::QuerySelect;
+    Ok(product::Entity::find_by_id(id)
+        .lock(sea_orm::sea_query::LockType::Update)
+        .one(db)
+        .await?
+        .map(to_domain))
+}
+
+fn to_domain(row: product::Model) -> Product {
+    Product {
+        id: row.id,
+        sku: row.sku,
+        name: row.name,
+        price_cents: row.price_cents,
+        available: row.available,
+        reserved: row.reserved,
+        category: row.category,
+        attributes: row.attributes,
+    }
+}
+
+/// Writes a changed product's name, price, category and attributes (stock moves apart).
+pub async fn update_description<C: ConnectionTrait>(
+    db: &C,
+    product: &Product,
+) -> Result<(), DbErr> {
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE products SET name = $2, price_cents = $3, category = $4, attributes = $5, \
+         updated_at = now() WHERE id = $1",
+        [
+            product.id.into(),
+            product.name.clone().into(),
+            product.price_cents.into(),
+            product.category.clone().into(),
+            product.attributes.clone().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// What `GET /products` filters on: a category, and attributes each equal to a value.
+#[derive(Debug, Clone, Default)]
+pub struct ProductFilter {
+    pub category: Option<String>,
+    /// `(name, value)`: the product's `attributes` hold `name` with this value, either as the
+    /// JSON the text spells (`42`, `true`) or as the text itself (`"42"`).
+    pub attributes: Vec<(String, String)>,
+    pub limit: u64,
+}
+
+/// The products that match `filter`, newest first. Each attribute is a containment test
+/// (`attributes @> {"name": value}`), which the GIN index on `attributes` serves.
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    filter: &ProductFilter,
+) -> Result<Vec<Product>, DbErr> {
+    let mut sql = String::from("SELECT * FROM products WHERE true");
+    let mut values: Vec<sea_orm::Value> = Vec::new();
+    let mut bind = |value: sea_orm::Value| {
+        values.push(value);
+        format!("${}", values.len())
+    };
+    if let Some(category) = &filter.category {
+        sql += &format!(" AND category = {}", bind(category.clone().into()));
+    }
+    for (name, value) in &filter.attributes {
+        let as_text = bind(serde_json::json!({ name.as_str(): value }).into());
+        let as_json = serde_json::from_str::<serde_json::Value>(value)
+            .ok()
+            .filter(|parsed| !parsed.is_string());
+        sql += &match as_json {
+            Some(parsed) => {
+                let as_json = bind(serde_json::json!({ name.as_str(): parsed }).into());
+                format!(" AND (attributes @> {as_text} OR attributes @> {as_json})")
+            }
+            None => format!(" AND attributes @> {as_text}"),
+        };
+    }
+    let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+    sql += &format!(" ORDER BY id DESC LIMIT {}", bind(limit.into()));
+    Ok(product::Entity::find()
+        .from_raw_sql(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect())
 }
 
 /// Locks the products' rows in ID order and returns what each has available. Products

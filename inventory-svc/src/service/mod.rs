@@ -6,20 +6,27 @@
 //! - HTTP commands: a struct implementing `Command`, run by the HTTP layer.
 //! - Reads: plain functions on the pool, in `queries.rs`.
 
+mod categories;
 mod create_product;
 mod queries;
 mod release_order;
 mod reserve_order;
+mod update_product;
 
+pub use categories::{SetCategorySchema, get_category};
 pub use create_product::CreateProduct;
-pub use queries::{get_product, get_reservation};
+pub use queries::{get_product, get_reservation, list_products};
+pub use update_product::UpdateProduct;
+
+/// What `GET /products` selects by: its query, as the read takes it.
+pub use crate::repo::products::ProductFilter;
 pub use release_order::release_order;
 pub use reserve_order::reserve_order;
 
 use saga_runtime::outbox::OutboxError;
 use sea_orm::DbErr;
 
-use crate::domain::ProductError;
+use crate::domain::{CategoryError, ProductError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -37,4 +44,11 @@ pub enum ServiceError {
     Outbox(#[from] OutboxError),
     #[error(transparent)]
     KeyReused(#[from] saga_runtime::idempotency::KeyReused),
+    #[error(transparent)]
+    InvalidCategory(#[from] CategoryError),
+    #[error("attributes break the schema of category {category}: {}", violations.join("; "))]
+    AttributesRefused {
+        category: String,
+        violations: Vec<String>,
+    },
 }

@@ -18,3 +18,11 @@ pub async fn get_reservation<C: ConnectionTrait>(
 ) -> Result<Option<crate::domain::Reservation>, ServiceError> {
     Ok(crate::repo::reservations::find(db, order_id).await?)
 }
+
+/// The products `filter` selects, newest first.
+pub async fn list_products<C: ConnectionTrait>(
+    db: &C,
+    filter: &crate::repo::products::ProductFilter,
+) -> Result<Vec<Product>, ServiceError> {
+    Ok(products::list(db, filter).await?)
+}

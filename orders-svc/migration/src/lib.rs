@@ -7,6 +7,7 @@ mod m20261128_000002_create_orders_and_catalog;
 mod m20261128_000003_create_parked_events;
 mod m20261128_000004_index_pending_orders;
 mod m20261129_000005_create_saga_view;
+mod m20261129_000006_replicate_product_attributes;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(saga_schema::StoreOutboxPayloadAsWritten),
             Box::new(m20261129_000005_create_saga_view::Migration),
             Box::new(saga_schema::CreateIdempotencyKeys),
+            Box::new(m20261129_000006_replicate_product_attributes::Migration),
         ]
     }
 }

@@ -23,6 +23,10 @@ pub struct CatalogProductResponse {
     pub sku: String,
     pub name: String,
     pub price_cents: i64,
+    pub category: Option<String>,
+    /// The product's flexible attributes, as inventory-svc last published them.
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Value,
     /// When inventory-svc produced the version shown.
     pub source_time: DateTime<Utc>,
 }
@@ -49,6 +53,8 @@ async fn get_product(
         sku: product.sku,
         name: product.name,
         price_cents: product.price_cents,
+        category: product.category,
+        attributes: product.attributes,
         source_time: product.source_time,
     }))
 }

@@ -80,6 +80,9 @@ pub struct ItemResponse {
     pub product_id: Uuid,
     pub quantity: u32,
     pub unit_price_cents: i64,
+    /// The product's attributes from orders-svc's catalog replica (`{}` if it has none).
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Value,
 }
 
 /// Places an order and starts its saga. The answer comes before the saga ends: follow
@@ -178,7 +181,7 @@ async fn get_order(
 ) -> Result<Json<OrderResponse>, ApiError> {
     let order = service::get_order(state.uow.db(), id).await?;
     caller.acts_for(order.customer_id)?;
-    Ok(Json(OrderResponse::from(order)))
+    Ok(Json(described(&state, order).await?))
 }
 
 /// `GET /orders/{id}/details`: the order with its payment and its reservation, each as the
@@ -228,6 +231,7 @@ async fn get_order_details(
 ) -> Result<Json<OrderDetails>, ApiError> {
     let order = service::get_order(state.uow.db(), id).await?;
     caller.acts_for(order.customer_id)?;
+    let order = described(&state, order).await?;
     let authorization = caller.bearer();
     let (payment, reservation) = tokio::join!(
         state.peers.payment_of(id, &authorization),
@@ -247,11 +251,24 @@ async fn get_order_details(
     let payment = part(payment, "payment", "payments-svc");
     let reservation = part(reservation, "reservation", "inventory-svc");
     Ok(Json(OrderDetails {
-        order: OrderResponse::from(order),
+        order,
         payment,
         reservation,
         missing,
     }))
+}
+
+/// The order as the API shows it, each line with its product's attributes from the replica.
+async fn described(state: &AppState, order: Order) -> Result<OrderResponse, ApiError> {
+    let product_ids: Vec<Uuid> = order.lines.iter().map(|line| line.product_id).collect();
+    let attributes = service::product_attributes(state.uow.db(), &product_ids).await?;
+    let mut response = OrderResponse::from(order);
+    for item in &mut response.items {
+        if let Some(found) = attributes.get(&item.product_id) {
+            item.attributes = found.clone();
+        }
+    }
+    Ok(response)
 }
 
 impl From<Order> for OrderResponse {
@@ -269,6 +286,7 @@ impl From<Order> for OrderResponse {
                     product_id: line.product_id,
                     quantity: line.quantity,
                     unit_price_cents: line.unit_price_cents,
+                    attributes: serde_json::json!({}),
                 })
                 .collect(),
             failure_reason: order.failure_reason,

@@ -19,6 +19,12 @@ pub async fn on_product_upserted(
             sku: product.sku.clone(),
             name: product.name.clone(),
             price_cents: product.price_cents,
+            category: product.category.clone(),
+            attributes: if product.attributes.is_object() {
+                product.attributes.clone()
+            } else {
+                serde_json::json!({})
+            },
             source_time: produced_at,
         },
     )

@@ -42,3 +42,11 @@ pub async fn get_saga<C: ConnectionTrait>(
     let timeline = saga_runtime::saga_view::timeline(db, saga_id).await?;
     Ok(SagaDetail { summary, timeline })
 }
+
+/// The replica's attributes of each of `product_ids` (a product it does not hold has none).
+pub async fn product_attributes<C: ConnectionTrait>(
+    db: &C,
+    product_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, serde_json::Value>, ServiceError> {
+    Ok(crate::repo::catalog::attributes(db, product_ids).await?)
+}

@@ -63,6 +63,10 @@ pub static SAGA_VIEW_EXPIRED: Counter = Counter::new(
     "saga_view_expired_total",
     "Saga view rows deleted by the retention job (orders-svc).",
 );
+pub static ATTRIBUTES_ACCEPTED_INVALID: Counter = Counter::new(
+    "saga_attributes_accepted_invalid_total",
+    "Product attributes that broke their category's schema and were accepted (validation_action=warn).",
+);
 pub static IDEMPOTENCY_KEYS_EXPIRED: Counter = Counter::new(
     "saga_idempotency_keys_expired_total",
     "Idempotency keys deleted by the retention job.",
@@ -106,13 +110,14 @@ pub static HTTP_REQUESTS: Counter = Counter::new(
     "HTTP requests answered, by method, route pattern and status.",
 );
 
-static COUNTERS: [&Counter; 15] = [
+static COUNTERS: [&Counter; 16] = [
     &COMPENSATIONS,
     &HTTP_REQUESTS,
     &EVENTS_APPLIED,
     &INBOX_EXPIRED,
     &SAGA_VIEW_EXPIRED,
     &IDEMPOTENCY_KEYS_EXPIRED,
+    &ATTRIBUTES_ACCEPTED_INVALID,
     &EVENTS_SKIPPED,
     &CONSUMER_TRANSACTIONS,
     &EVENTS_RETRIED,

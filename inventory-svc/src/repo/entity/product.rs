@@ -13,6 +13,7 @@ pub struct Model {
     pub reserved: i64,
     #[sea_orm(column_type = "JsonBinary")]
     pub attributes: Json,
+    pub category: Option<String>,
     pub created_at: DateTimeWithTimeZone,
     pub updated_at: DateTimeWithTimeZone,
 }

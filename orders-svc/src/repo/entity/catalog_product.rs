@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "catalog_products")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
@@ -8,6 +8,9 @@ pub struct Model {
     pub sku: String,
     pub name: String,
     pub price_cents: i64,
+    pub category: Option<String>,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub attributes: Json,
     pub source_time: DateTimeWithTimeZone,
     pub updated_at: DateTimeWithTimeZone,
 }
