@@ -750,6 +750,22 @@ async fn cli_refuses_clearly(w: &mut TraceWorld) -> TestResult {
         stderr.lines().count() == 1 && stderr.contains("unreachable"),
         "stderr: {stderr}"
     );
+    // KAFKA_CLIENT_* reach librdkafka, as the services' do: a value it refuses is named.
+    let output = saga_command(w)
+        .arg("stats")
+        .env("KAFKA_CLIENT_SECURITY_PROTOCOL", "carrier-pigeon")
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure_eq!(
+        output.status.code(),
+        Some(1),
+        "exit code for a refused client property"
+    );
+    ensure!(
+        stderr.contains("security.protocol") && stderr.contains("carrier-pigeon"),
+        "stderr: {stderr}"
+    );
     Ok(())
 }
 

@@ -555,6 +555,60 @@ async fn a_refused_order_leaves_no_key_so_its_retry_is_judged_again() -> TestRes
     Ok(())
 }
 
+/// The case idempotency keys exist for: the request times out (503 `timed_out`) while its
+/// order is being committed, and the client's retry with the same key gets that order
+/// instead of placing a second one.
+#[tokio::test]
+async fn an_order_that_timed_out_but_committed_is_not_placed_again_by_its_retry() -> TestResult {
+    let db = database().await?;
+    let product_id = seed_product(&db, 250).await?;
+    let (app, _) = admitting(&db, 10, std::time::Duration::from_secs(1));
+    let limit = std::time::Duration::from_millis(300);
+    let app = saga_runtime::http::with_api_layers(
+        app,
+        &saga_runtime::config::HttpSettings {
+            host: "127.0.0.1".to_owned(),
+            port: 0,
+            request_timeout: limit,
+            max_body_bytes: 64 * 1024,
+            shutdown_timeout: std::time::Duration::from_secs(1),
+            health_stale_after: std::time::Duration::from_secs(1),
+        },
+    );
+    let customer_id = Uuid::now_v7();
+    let key = Uuid::now_v7().to_string();
+
+    // Another session holds the orders table, so the order's batch waits on its insert
+    // past the request's time limit.
+    let holder = db.begin().await?;
+    holder
+        .execute_unprepared("LOCK TABLE orders IN EXCLUSIVE MODE")
+        .await?;
+    let (status, _, body) = post_keyed_order(&app, &key, customer_id, product_id, 1).await?;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "timed_out");
+    holder.commit().await?;
+
+    // The batch the request joined commits anyway: the timeout did not undo the order.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count(&db, "orders").await? == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the order was never committed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, replayed, body) = post_keyed_order(&app, &key, customer_id, product_id, 1).await?;
+    assert_eq!((status, replayed), (202, true), "{body}");
+    assert_eq!(
+        count(&db, "orders").await?,
+        1,
+        "the retry placed no second order"
+    );
+    assert_eq!(count(&db, "outbox").await?, 1, "and started no second saga");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_customer_orders_and_reads_only_for_themselves_and_an_admin_for_anyone() -> TestResult {
     use saga_runtime::auth::Scope;

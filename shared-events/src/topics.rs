@@ -40,6 +40,30 @@ pub fn dead_letter(topic: &str) -> String {
     format!("{topic}.dlq")
 }
 
+/// The prefix of the environment variables passed through to librdkafka by every Kafka
+/// client of this system, the services' and the `saga` CLI's alike. This is how SASL/SCRAM
+/// and TLS are turned on: `KAFKA_CLIENT_SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`.
+pub const CLIENT_PROPERTY_PREFIX: &str = "KAFKA_CLIENT_";
+
+/// `KAFKA_CLIENT_SASL_MECHANISM` → `sasl.mechanism`: librdkafka's property names are lower
+/// case with dots. `None` for a variable without the prefix or with nothing after it.
+pub fn client_property(variable: &str) -> Option<String> {
+    let name = variable.strip_prefix(CLIENT_PROPERTY_PREFIX)?;
+    (!name.is_empty()).then(|| name.to_ascii_lowercase().replace('_', "."))
+}
+
+/// The librdkafka properties `variables` (e.g. `std::env::vars()`) pass through, sorted.
+pub fn client_properties(
+    variables: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut properties: Vec<(String, String)> = variables
+        .into_iter()
+        .filter_map(|(variable, value)| Some((client_property(&variable)?, value)))
+        .collect();
+    properties.sort();
+    properties
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +75,33 @@ mod tests {
         assert_eq!(
             dead_letter("e2e-1.orders.events"),
             "e2e-1.orders.events.dlq"
+        );
+    }
+
+    #[test]
+    fn client_variables_name_librdkafka_properties() {
+        assert_eq!(
+            client_property("KAFKA_CLIENT_SECURITY_PROTOCOL").as_deref(),
+            Some("security.protocol")
+        );
+        assert_eq!(
+            client_property("KAFKA_CLIENT_SSL_CA_LOCATION").as_deref(),
+            Some("ssl.ca.location")
+        );
+        assert_eq!(client_property("KAFKA_CLIENT_"), None);
+        assert_eq!(client_property("KAFKA_BROKERS"), None);
+        let variables = [
+            ("KAFKA_CLIENT_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("PATH", "/usr/bin"),
+            ("KAFKA_CLIENT_SECURITY_PROTOCOL", "SASL_SSL"),
+        ]
+        .map(|(variable, value)| (variable.to_owned(), value.to_owned()));
+        assert_eq!(
+            client_properties(variables),
+            [
+                ("sasl.mechanism".to_owned(), "SCRAM-SHA-512".to_owned()),
+                ("security.protocol".to_owned(), "SASL_SSL".to_owned()),
+            ]
         );
     }
 }

@@ -40,21 +40,33 @@ pub struct Reader {
     consumer: BaseConsumer,
 }
 
+/// Adds the `KAFKA_CLIENT_*` properties of the environment to `config`, last, so they win
+/// over the CLI's own settings, as the services do: a broker that wants SASL or TLS from them
+/// wants it from the CLI too.
+fn with_client_properties(config: &mut ClientConfig) -> &mut ClientConfig {
+    for (property, value) in shared_events::topics::client_properties(std::env::vars()) {
+        config.set(property, value);
+    }
+    config
+}
+
 impl Reader {
     /// A client of `bootstrap`, checked by asking the broker for its topics: an unreachable
     /// broker is reported here, once, instead of as a hang.
     pub fn connect(bootstrap: &str) -> Result<Reader, CliError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            // Assigned partitions only, but librdkafka wants a group ID for a consumer.
-            .set("group.id", "saga-cli")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("socket.timeout.ms", "5000")
-            .set("log_level", "0")
-            .create()
-            .map_err(|e| CliError::Kafka(e.to_string()))?;
+        let consumer: BaseConsumer = with_client_properties(
+            ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                // Assigned partitions only, but librdkafka wants a group ID for a consumer.
+                .set("group.id", "saga-cli")
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("enable.partition.eof", "false")
+                .set("socket.timeout.ms", "5000")
+                .set("log_level", "0"),
+        )
+        .create()
+        .map_err(|e| CliError::Kafka(e.to_string()))?;
         consumer
             .fetch_metadata(None, BROKER_TIMEOUT)
             .map_err(|e| CliError::Unreachable(format!("Kafka at {bootstrap}: {e}")))?;
@@ -246,14 +258,16 @@ impl ProducerContext for Delivery {
 /// acknowledgement (idempotent producer, `acks=all`, as the services publish). Headers named
 /// `dlq_*` (added when the record was dead-lettered) are left behind.
 pub fn republish(bootstrap: &str, topic: &str, record: &Record) -> Result<(), CliError> {
-    let producer: ThreadedProducer<Delivery> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.timeout.ms", "10000")
-        .set("log_level", "0")
-        .create_with_context(Delivery::default())
-        .map_err(|e| CliError::Kafka(e.to_string()))?;
+    let producer: ThreadedProducer<Delivery> = with_client_properties(
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "10000")
+            .set("log_level", "0"),
+    )
+    .create_with_context(Delivery::default())
+    .map_err(|e| CliError::Kafka(e.to_string()))?;
     let mut headers = OwnedHeaders::new();
     for (key, value) in record
         .headers

@@ -7,7 +7,8 @@
 //! - `saga stuck` / `saga retry ID`: the services' parked events, and replaying a saga's.
 //! - `saga dlq list|redrive TOPIC [--offset N]`: dead letters, and publishing one back.
 //!
-//! Every command takes `--bootstrap` (or `KAFKA_BROKERS`) and `--json`. A bad ID or an
+//! Every command takes `--bootstrap` (or `KAFKA_BROKERS`) and `--json`; `KAFKA_CLIENT_*`
+//! variables pass SASL and TLS settings to librdkafka, as they do for the services. A bad ID or an
 //! unreachable broker or service is one line on stderr and exit code 2.
 
 mod kafka;

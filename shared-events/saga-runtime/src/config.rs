@@ -120,7 +120,7 @@ impl CommonSettings {
                 fetch_min_bytes: var("KAFKA_FETCH_MIN_BYTES", 1)?,
                 fetch_wait_max: millis("KAFKA_FETCH_WAIT_MAX_MS", Duration::from_millis(500))?,
                 producer_linger: millis("KAFKA_LINGER_MS", Duration::from_millis(2))?,
-                client: kafka_client_properties(),
+                client: shared_events::topics::client_properties(std::env::vars()),
             },
             relay: RelaySettings {
                 batch_size: var("OUTBOX_BATCH_SIZE", 256)?,
@@ -174,7 +174,8 @@ pub struct RetentionSettings {
 pub struct HttpSettings {
     pub host: String,
     pub port: u16,
-    /// Upper bound on one request, database work included; past it the client gets 408.
+    /// Upper bound on one request, database work included; past it the client gets 503
+    /// `timed_out` with `Retry-After`.
     pub request_timeout: Duration,
     /// Largest request body accepted; a larger one is refused with 413 before it is read.
     pub max_body_bytes: usize,
@@ -235,25 +236,6 @@ pub struct KafkaSettings {
     pub client: Vec<(String, String)>,
 }
 
-/// The prefix of the variables passed through to librdkafka.
-pub const KAFKA_CLIENT_PREFIX: &str = "KAFKA_CLIENT_";
-
-/// `KAFKA_CLIENT_SASL_MECHANISM` → `sasl.mechanism`: librdkafka's property names are lower
-/// case with dots. `None` for a variable without the prefix or with nothing after it.
-pub fn kafka_client_property(variable: &str) -> Option<String> {
-    let name = variable.strip_prefix(KAFKA_CLIENT_PREFIX)?;
-    (!name.is_empty()).then(|| name.to_ascii_lowercase().replace('_', "."))
-}
-
-/// Every `KAFKA_CLIENT_*` variable of the environment, as librdkafka properties, sorted.
-fn kafka_client_properties() -> Vec<(String, String)> {
-    let mut properties: Vec<(String, String)> = std::env::vars()
-        .filter_map(|(variable, value)| Some((kafka_client_property(&variable)?, value)))
-        .collect();
-    properties.sort();
-    properties
-}
-
 impl KafkaSettings {
     /// The physical topic name for a logical one from `shared_events::topics`.
     pub fn topic(&self, logical: &str) -> String {
@@ -298,20 +280,6 @@ pub struct ConsumerSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kafka_client_variables_name_librdkafka_properties() {
-        assert_eq!(
-            kafka_client_property("KAFKA_CLIENT_SECURITY_PROTOCOL").as_deref(),
-            Some("security.protocol")
-        );
-        assert_eq!(
-            kafka_client_property("KAFKA_CLIENT_SSL_CA_LOCATION").as_deref(),
-            Some("ssl.ca.location")
-        );
-        assert_eq!(kafka_client_property("KAFKA_CLIENT_"), None);
-        assert_eq!(kafka_client_property("KAFKA_BROKERS"), None);
-    }
 
     #[test]
     fn unset_variables_fall_back_to_defaults() -> Result<(), ConfigError> {

@@ -22,7 +22,6 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 use utoipa::ToSchema;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -102,6 +101,22 @@ impl ApiError {
         )
         .with_retry_after(std::time::Duration::from_secs(1))
     }
+
+    /// The request did not finish within `limit`. A write it started may still commit, so a
+    /// client that retries a create should send the same `Idempotency-Key` again: 503 rather
+    /// than 408, because the server, not the client, was too slow, and with `Retry-After`.
+    pub fn timed_out(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timed_out",
+            format!(
+                "the request did not finish within {} ms; it may still take effect, so retry \
+                 it with the same Idempotency-Key",
+                limit.as_millis()
+            ),
+        )
+        .with_retry_after(std::time::Duration::from_secs(1))
+    }
 }
 
 /// Pool exhaustion and lost connections are worth a retry (503), unlike a failed query (500).
@@ -142,13 +157,15 @@ pub enum BodyRefusals {
     NotJson(ErrorBody),
 }
 
-/// For OpenAPI documents: the database is out of reach or its pool exhausted. Any handler
-/// that reads or writes may answer this.
+/// For OpenAPI documents: the database is out of reach or its pool exhausted, or the request
+/// ran out of time. Any handler that reads or writes may answer this.
 #[derive(utoipa::IntoResponses)]
 pub enum Unavailable {
     #[response(
         status = 503,
-        description = "The database is out of reach: retry after `Retry-After` seconds",
+        description = "The database is out of reach (`unavailable`), or the request did not \
+            finish in time (`timed_out`; a create may still take effect, so retry it with the \
+            same `Idempotency-Key`): retry after `Retry-After` seconds",
         headers(("Retry-After" = u64, description = "Seconds"))
     )]
     Unavailable(ErrorBody),
@@ -553,7 +570,7 @@ pub fn documented(routes: OpenApiRouter) -> (Router, OpenApi) {
 }
 
 /// Serves `router` until `shutdown`, then lets in-flight requests finish. Every request is
-/// bounded by `settings.request_timeout` (408 past it) and `settings.max_body_bytes` (413),
+/// bounded by `settings.request_timeout` (503 `timed_out` past it) and `settings.max_body_bytes` (413),
 /// and traced.
 pub async fn serve(
     listener: TcpListener,
@@ -576,9 +593,9 @@ pub fn with_api_layers(router: Router, settings: &HttpSettings) -> Router {
         // instead of dropping the connection without a word.
         .layer(CatchPanicLayer::custom(panicked))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+        .layer(axum::middleware::from_fn_with_state(
             settings.request_timeout,
+            finish_within,
         ))
         // Request spans at INFO, so a trace (and the saga's `traceparent`) starts at the HTTP call.
         // Failed responses are not logged again here: the error path already logs an internal
@@ -600,6 +617,24 @@ pub fn with_api_layers(router: Router, settings: &HttpSettings) -> Router {
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         .layer(axum::middleware::from_fn(count_request))
+}
+
+/// Answers 503 `timed_out` with `Retry-After` when the request takes longer than `limit`,
+/// in the one error shape. The handler's future is dropped: a transaction it had open rolls
+/// back, but a command already handed to a [`crate::group_commit::CommandQueue`] batch
+/// commits anyway, which is why the answer points to the idempotency key.
+async fn finish_within(
+    State(limit): State<Duration>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_elapsed) => {
+            tracing::warn!(limit_ms = limit.as_millis(), "request timed out");
+            ApiError::timed_out(limit).into_response()
+        }
+    }
 }
 
 /// Counts and times every request by method, route pattern and status. The pattern
@@ -714,15 +749,49 @@ mod tests {
         let settings = HttpSettings {
             host: "127.0.0.1".to_owned(),
             port: 0,
-            request_timeout: std::time::Duration::from_secs(5),
+            request_timeout: std::time::Duration::from_millis(200),
             max_body_bytes: 64,
             shutdown_timeout: std::time::Duration::from_secs(1),
             health_stale_after: std::time::Duration::from_secs(1),
         };
         let routes = Router::new()
             .route("/things", post(echo))
-            .route("/panics", axum::routing::get(panics));
+            .route("/panics", axum::routing::get(panics))
+            .route("/slow", axum::routing::get(slow));
         with_api_layers(routes, &settings)
+    }
+
+    async fn slow() -> &'static str {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        "too late"
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_time_limit_answers_503_timed_out_with_retry_after()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let started = std::time::Instant::now();
+        let response = app()
+            .oneshot(Request::get("/slow").body(Body::empty())?)
+            .await?;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "answered at the limit, not when the handler finished: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(axum::http::header::RETRY_AFTER),
+            Some(&axum::http::HeaderValue::from_static("1"))
+        );
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await?;
+        let body: ErrorBody = serde_json::from_slice(&bytes)?;
+        assert_eq!(body.error.code, "timed_out");
+        assert!(
+            body.error.message.contains("200 ms"),
+            "{}",
+            body.error.message
+        );
+        Ok(())
     }
 
     async fn panics() -> &'static str {
