@@ -50,6 +50,15 @@ impl EventHandler for OrdersEventHandler {
         )
     }
 
+    /// The two steps orders-svc takes only for its saga view: each is soon followed by the
+    /// event it acts on (`InventoryReserved`, `PaymentRefunded`), and shares its transaction.
+    fn only_records(&self, event_type: &str) -> bool {
+        matches!(
+            event_type,
+            "PaymentSucceeded" | "InventoryReservationFailed"
+        )
+    }
+
     async fn handle(&self, tx: &Tx, event: &Envelope) -> Result<Reaction, HandlerError> {
         let finishing = match &event.event {
             SagaEvent::InventoryReserved(e) => service::on_inventory_reserved(tx, e.order_id).await,
@@ -77,5 +86,30 @@ impl EventHandler for OrdersEventHandler {
             self.in_flight.finished(1);
         }
         Ok(reaction)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `only_records` names event types by their header's text: every name it takes must be
+    /// a real event type, and one the handler accepts.
+    #[test]
+    fn only_the_saga_view_steps_wait_to_share_a_transaction() {
+        let handler = OrdersEventHandler::default();
+        let mut waiting = Vec::new();
+        for event in shared_events::events::examples() {
+            let event_type = event.event_type();
+            if handler.only_records(event_type) {
+                assert!(
+                    handler.accepts(&Envelope::new("test", Some(uuid::Uuid::nil()), event)),
+                    "{event_type} waits but is not accepted"
+                );
+                waiting.push(event_type);
+            }
+        }
+        waiting.sort_unstable();
+        assert_eq!(waiting, ["InventoryReservationFailed", "PaymentSucceeded"]);
     }
 }

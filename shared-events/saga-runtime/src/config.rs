@@ -138,6 +138,10 @@ impl CommonSettings {
                 max_attempts: var("CONSUMER_MAX_ATTEMPTS", 8)?,
                 max_transient_attempts: var("CONSUMER_MAX_TRANSIENT_ATTEMPTS", 40)?,
                 max_record_bytes: var("CONSUMER_MAX_RECORD_BYTES", 256 * 1024)?,
+                record_only_wait: millis(
+                    "CONSUMER_RECORD_ONLY_WAIT_MS",
+                    Duration::from_millis(200),
+                )?,
             },
             retention: RetentionSettings {
                 inbox: millis("INBOX_RETENTION_MS", DEFAULT_INBOX_RETENTION)?,
@@ -275,6 +279,11 @@ pub struct ConsumerSettings {
     pub max_transient_attempts: u32,
     /// Larger records go to the dead-letter topic unread.
     pub max_record_bytes: usize,
+    /// How long a lane that holds only events its service merely records
+    /// ([`crate::consumer::EventHandler::only_records`], such as the steps orders-svc's saga
+    /// view shows) waits for an event it acts on, so that both share one transaction. Nobody
+    /// waits for such an event, so holding it delays no saga; zero applies it at once.
+    pub record_only_wait: Duration,
 }
 
 #[cfg(test)]

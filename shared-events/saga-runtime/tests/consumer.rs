@@ -86,10 +86,47 @@ fn consumer_settings(lanes: usize) -> ConsumerSettings {
         max_attempts: 3,
         max_transient_attempts: 3,
         max_record_bytes: 64 * 1024,
+        record_only_wait: Duration::ZERO,
     }
 }
 
-/// Sends `event` to `partition` of `topic` and returns its ID.
+/// A consumer of the orders topic running `handler` with `settings`, and a producer to feed
+/// it; cancel the token to stop it.
+fn start_consumer<H: EventHandler>(
+    db: &sea_orm::DatabaseConnection,
+    kafka: &saga_runtime::config::KafkaSettings,
+    handler: Arc<H>,
+    settings: ConsumerSettings,
+) -> Result<
+    (
+        SharedProducer,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ),
+    Box<dyn Error>,
+> {
+    let applier = Applier {
+        handler,
+        uow: UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc"),
+        parking: Parking::new(db.clone()),
+    };
+    let producer = SharedProducer::new(kafka, "consumer-test")?;
+    let consumer = EventConsumer::subscribe(
+        kafka,
+        settings,
+        "consumer-test",
+        &[topics::ORDERS_EVENTS],
+        applier,
+        producer.clone(),
+        Health::default(),
+    )?;
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(stop.clone()));
+    Ok((producer, stop, running))
+}
+
+/// Sends `event` to `partition` of `topic`, with its `event_type` header as the relay sends
+/// it, and returns its ID.
 async fn send(
     producer: &SharedProducer,
     topic: &str,
@@ -104,7 +141,13 @@ async fn send(
             FutureRecord::to(topic)
                 .partition(partition)
                 .key(&key)
-                .payload(&payload),
+                .payload(&payload)
+                .headers(
+                    rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                        key: shared_events::envelope::headers::EVENT_TYPE,
+                        value: Some(event.event_type()),
+                    }),
+                ),
             Duration::from_secs(10),
         )
         .await
@@ -131,30 +174,15 @@ async fn a_stuck_lane_does_not_stop_the_other_lanes_partitions() -> TestResult {
         gate,
         applied: Mutex::new(Vec::new()),
     });
-    let applier = Applier {
-        handler: Arc::clone(&handler),
-        uow: UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc"),
-        parking: Parking::new(db.clone()),
-    };
-    let producer = SharedProducer::new(&kafka, "consumer-test")?;
-    let consumer = EventConsumer::subscribe(
-        &kafka,
-        consumer_settings(lanes),
-        "consumer-test",
-        &[topics::ORDERS_EVENTS],
-        applier,
-        producer.clone(),
-        Health::default(),
-    )?;
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(consumer.run(stop.clone()));
+    let (producer, stop, running) =
+        start_consumer(&db, &kafka, Arc::clone(&handler), consumer_settings(lanes))?;
 
     // The stuck saga first, then more records behind it on its partition than its lane's
-    // queue and the dispatcher's allowance hold (so the partition is paused), then records on
-    // the other lane's partition.
+    // queue (64) and the dispatcher's allowance (1,024) hold, so the partition is paused, then
+    // records on the other lane's partition.
     let send = |partition: i32, event: Envelope| send(&producer, &topic, partition, event);
     let mut behind = vec![send(stuck_partition, confirmed(handler.stuck_saga)).await?];
-    for _ in 0..600 {
+    for _ in 0..1200 {
         behind.push(send(stuck_partition, confirmed(Uuid::now_v7())).await?);
     }
     let mut elsewhere = Vec::new();
@@ -205,6 +233,120 @@ async fn a_stuck_lane_does_not_stop_the_other_lanes_partitions() -> TestResult {
     stop.cancel();
     running.await?;
     Ok(())
+}
+
+/// Records, for every event it handles, the transaction it ran in and when. It takes
+/// `OrderConfirmed` as an event it only records, and acts on everything else.
+#[derive(Default)]
+struct RecordingHandler {
+    handled: Mutex<Vec<(Uuid, i64, std::time::Instant)>>,
+}
+
+impl RecordingHandler {
+    fn of(&self, id: Uuid) -> Option<(i64, std::time::Instant)> {
+        let handled = self.handled.lock().ok()?;
+        handled
+            .iter()
+            .find(|(event, _, _)| *event == id)
+            .map(|(_, tx, at)| (*tx, *at))
+    }
+}
+
+impl EventHandler for RecordingHandler {
+    fn only_records(&self, event_type: &str) -> bool {
+        event_type == "OrderConfirmed"
+    }
+
+    async fn handle(&self, tx: &Tx, event: &Envelope) -> Result<Reaction, HandlerError> {
+        use sea_orm::ConnectionTrait as _;
+        let row = tx
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT txid_current()::bigint AS tx",
+            ))
+            .await
+            .map_err(HandlerError::new)?
+            .ok_or_else(|| HandlerError::new(std::io::Error::other("no txid")))?;
+        let txid: i64 = row.try_get("", "tx").map_err(HandlerError::new)?;
+        if let Ok(mut handled) = self.handled.lock() {
+            handled.push((event.id, txid, std::time::Instant::now()));
+        }
+        Ok(Reaction::none())
+    }
+}
+
+async fn handled_within(
+    handler: &RecordingHandler,
+    id: Uuid,
+    within: Duration,
+) -> Result<(i64, std::time::Instant), Box<dyn Error>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(handled) = handler.of(id) {
+            return Ok(handled);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("event {id} not handled within {within:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_event_only_recorded_waits_for_one_acted_on_and_shares_its_transaction() -> TestResult {
+    let (db, prefix) = database_and_topic().await?;
+    let kafka = testing::kafka_settings(&prefix, &format!("{prefix}group"));
+    let topic = kafka.topic(topics::ORDERS_EVENTS);
+    let handler = Arc::new(RecordingHandler::default());
+    let wait = Duration::from_secs(2);
+    let settings = ConsumerSettings {
+        record_only_wait: wait,
+        ..consumer_settings(1)
+    };
+    let (producer, stop, running) = start_consumer(&db, &kafka, Arc::clone(&handler), settings)?;
+    let saga = Uuid::now_v7();
+
+    // A first event acted on, so that the consumer has its partitions before the timing
+    // below begins.
+    let warm_up = send(&producer, &topic, 0, reserved(saga)).await?;
+    handled_within(&handler, warm_up, Duration::from_secs(30)).await?;
+
+    // Only recorded: held while nothing else comes.
+    let recorded = send(&producer, &topic, 0, confirmed(saga)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        handler.of(recorded),
+        None,
+        "held, waiting for an event acted on"
+    );
+    // One acted on arrives: both commit in one transaction, in their order.
+    let acted_on = send(&producer, &topic, 0, reserved(saga)).await?;
+    let (recorded_tx, _) = handled_within(&handler, recorded, Duration::from_secs(10)).await?;
+    let (acted_on_tx, _) = handled_within(&handler, acted_on, Duration::from_secs(10)).await?;
+    assert_eq!(recorded_tx, acted_on_tx, "one transaction for both");
+
+    // Alone, it is applied once the wait is over, not before.
+    let sent = std::time::Instant::now();
+    let alone = send(&producer, &topic, 0, confirmed(saga)).await?;
+    let (_, at) = handled_within(&handler, alone, Duration::from_secs(10)).await?;
+    assert!(
+        at.duration_since(sent) >= wait - Duration::from_millis(200),
+        "applied after {:?}, before the wait of {wait:?} was over",
+        at.duration_since(sent)
+    );
+    stop.cancel();
+    running.await?;
+    Ok(())
+}
+
+fn reserved(saga: Uuid) -> Envelope {
+    Envelope::new(
+        "inventory-svc",
+        Some(saga),
+        SagaEvent::InventoryReserved(shared_events::InventoryReserved {
+            order_id: Uuid::now_v7(),
+        }),
+    )
 }
 
 /// Relays TCP connections from `listener` to `target`, as if a broker had come up there.
