@@ -383,8 +383,9 @@ const HELD_RECHECK: Duration = Duration::from_millis(10);
 /// would only cost a refetch, measured as a stall of up to a second per resumed partition.
 /// Only a lane that stays stuck should get this far. At 1,500 orders/s offered (twice what
 /// the machine completes), a lane of payments-svc held more than 4 × 64 records for moments
-/// (the events it ignores, such as each saga's end, pass through its lane too), and the resumes' stalls made
-/// the p99 of accepted orders 1.08 s; a few hundred small records are cheap to hold.
+/// (the events it ignores, such as each saga's end, pass through its lane too), and the
+/// resumes' stalls made the p99 of accepted orders 1.08 s; a thousand small records are cheap
+/// to hold.
 const PAUSE_AFTER_HELD: usize = 16 * LANE_QUEUE_CAPACITY;
 
 /// A lane's queue was closed: its worker has stopped.
@@ -561,8 +562,8 @@ impl<H: EventHandler> Lane<H> {
     /// Holds `pending`, which only needs recording, until a record arrives that the service
     /// acts on, the lane's queue is full, shutdown begins or `record_only_wait` has passed:
     /// then they all share one transaction. A saga's next step usually comes within a hop, so
-    /// at light load this halves the transactions of a service that records other services'
-    /// steps; under load batches fill up by themselves and nothing waits.
+    /// at light load this saves the service a transaction per recorded step; under load
+    /// batches fill up by themselves and nothing waits.
     async fn wait_for_action(
         &self,
         records: &mut mpsc::Receiver<OwnedMessage>,
