@@ -213,6 +213,19 @@ impl Api {
         })
     }
 
+    /// Seeds a product at `price_cents` (10 in stock) and a customer with 10,000 cents,
+    /// places an order of 2, and checks that its saga confirms it within 30 s.
+    pub async fn confirmed_order(&self, price_cents: i64) -> TestResult<PlacedOrder> {
+        let product = self.product(price_cents, 10).await?;
+        let customer = self.customer(10_000).await?;
+        let order = self.place_order(customer, &[(product, 2)]).await?;
+        let done = self
+            .wait_terminal(order.id, Duration::from_secs(30))
+            .await?;
+        ensure_eq!(done["status"], "CONFIRMED", "order {}: {done}", order.id);
+        Ok(order)
+    }
+
     pub async fn order(&self, id: Uuid) -> TestResult<Value> {
         self.get(format!("{}/orders/{id}", self.orders)).await
     }

@@ -8,7 +8,6 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use e2e_tests::runner::{self, World, scenario};
 use e2e_tests::stack::ServiceName;
@@ -83,18 +82,7 @@ async fn schemathesis_finds_nothing(w: &mut ContractWorld) -> TestResult {
     println!("schemathesis: {}", summaries.join(" | "));
 
     // The services took all of that and still run a saga to its end.
-    let product = w.api.product(500, 10).await?;
-    let customer = w.api.customer(10_000).await?;
-    let order = w.api.place_order(customer, &[(product, 2)]).await?;
-    let done = w
-        .api
-        .wait_terminal(order.id, Duration::from_secs(30))
-        .await?;
-    ensure_eq!(
-        done["status"],
-        "CONFIRMED",
-        "an order placed after schemathesis"
-    );
+    w.api.confirmed_order(500).await?;
     for service in services {
         let log =
             std::fs::read_to_string(w.stack.log_dir.join(format!("{}.log", service.binary())))?;

@@ -510,14 +510,7 @@ async fn record_headers(api: &Api, log: &EventLog) -> TestResult {
 /// never answers) and then inventory-svc killed, the answer still comes within the peer
 /// timeout, with the part that could not be had marked missing.
 async fn order_details(w: &mut SagaWorld) -> TestResult {
-    let product = w.api.product(700, 10).await?;
-    let customer = w.api.customer(10_000).await?;
-    let order = w.api.place_order(customer, &[(product, 2)]).await?;
-    let done = w
-        .api
-        .wait_terminal(order.id, Duration::from_secs(30))
-        .await?;
-    ensure_eq!(done["status"], "CONFIRMED", "the order");
+    let order = w.api.confirmed_order(700).await?;
     let url = format!("{}/orders/{}/details", w.api.orders_url(), order.id);
 
     let whole = w.api.get(url.clone()).await?;

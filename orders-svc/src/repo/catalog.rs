@@ -30,11 +30,8 @@ pub async fn prices<C: ConnectionTrait>(
     db: &C,
     product_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, PricedProduct>, DbErr> {
-    let rows = catalog_product::Entity::find()
-        .filter(catalog_product::Column::ProductId.is_in(product_ids.iter().copied()))
-        .all(db)
-        .await?;
-    Ok(rows
+    Ok(rows_of(db, product_ids)
+        .await?
         .into_iter()
         .map(|row| {
             (
@@ -97,12 +94,20 @@ pub async fn attributes<C: ConnectionTrait>(
     db: &C,
     product_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, serde_json::Value>, DbErr> {
-    let rows = catalog_product::Entity::find()
-        .filter(catalog_product::Column::ProductId.is_in(product_ids.iter().copied()))
-        .all(db)
-        .await?;
-    Ok(rows
+    Ok(rows_of(db, product_ids)
+        .await?
         .into_iter()
         .map(|row| (row.product_id, row.attributes))
         .collect())
+}
+
+/// The replica's rows of `product_ids` (those it holds).
+async fn rows_of<C: ConnectionTrait>(
+    db: &C,
+    product_ids: &[Uuid],
+) -> Result<Vec<catalog_product::Model>, DbErr> {
+    catalog_product::Entity::find()
+        .filter(catalog_product::Column::ProductId.is_in(product_ids.iter().copied()))
+        .all(db)
+        .await
 }
