@@ -287,3 +287,49 @@ async fn an_orders_payment_is_shown_to_its_customer_and_to_admins() -> TestResul
     )
     .await
 }
+
+/// A pooled connection the server ended, as every one is after a PostgreSQL restart, fails
+/// its first statement with SQLSTATE 57P01. The request that meets it is told to come back
+/// (503 `unavailable` with `Retry-After`), not that the service is broken (500), and the
+/// next request runs on a new connection.
+#[tokio::test]
+async fn a_request_on_a_connection_the_server_ended_is_told_to_retry() -> TestResult {
+    use payments_migration::MigratorTrait;
+    use sea_orm::ConnectionTrait;
+
+    let url = testing::fresh_database("payments_svc", "payments", "it").await?;
+    let mut settings = testing::database_settings(url.clone());
+    // One connection, so the request below gets the one that was ended.
+    settings.max_connections = 1;
+    let db = saga_runtime::db::connect(&settings).await?;
+    Migrator::up(&db, None).await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "payments-svc");
+    let customer = Uuid::now_v7();
+    open_account(&uow, customer, 500).await?;
+    let app = testing::authorized(payments_svc::http::router(uow).into());
+    let uri = format!("/accounts/{customer}");
+    let null = serde_json::Value::Null;
+
+    // Waits (up to 5 s) until the backend has gone, its goodbye (57P01) left on the socket.
+    let other_session = sea_orm::Database::connect(&url).await?;
+    let ended = other_session
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(pg_terminate_backend(pid, 5000)) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ))
+        .await?
+        .ok_or("no row")?
+        .try_get::<i64>("", "n")?;
+    assert_eq!(ended, 1, "the pool's one connection");
+
+    let refused = testing::send(&app, "GET", &uri, &[], &null).await?;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.body["error"]["code"], "unavailable", "{refused:?}");
+    assert!(refused.headers.contains_key("retry-after"), "{refused:?}");
+
+    let served = testing::send(&app, "GET", &uri, &[], &null).await?;
+    assert_eq!(served.status, 200, "{served:?}");
+    assert_eq!(served.body["balance_cents"], 500, "{served:?}");
+    Ok(())
+}

@@ -1206,6 +1206,12 @@ mod tests {
         ];
         for (code, class) in cases {
             assert_eq!(classify_db(&failed_statement(code)), class, "{code}");
+            // An HTTP request that meets it is told to retry exactly when the consumer would.
+            assert_eq!(
+                crate::http::is_unavailable(&failed_statement(code)),
+                class != FailureClass::Permanent,
+                "{code} over HTTP"
+            );
             // Wrapped as the unit of work wraps it, the class survives.
             let wrapped = HandlerError::new(crate::outbox::OutboxError::Db(failed_statement(code)));
             assert_eq!(wrapped.class(), class, "{code} inside OutboxError");

@@ -119,12 +119,13 @@ impl ApiError {
     }
 }
 
-/// Pool exhaustion and lost connections are worth a retry (503), unlike a failed query (500).
+/// Whether a request that met `error` is worth a retry (503), unlike a failed query (500):
+/// pool exhaustion, a lost connection, and the SQLSTATEs the consumer also retries (a
+/// deadlock, a statement timeout, a server that is shutting down or restarting). After a
+/// PostgreSQL restart a pooled connection answers its first statement with `57P01`; the
+/// client should be told to come back, not that the service is broken.
 pub fn is_unavailable(error: &sea_orm::DbErr) -> bool {
-    matches!(
-        error,
-        sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_)
-    )
+    crate::consumer::classify_db(error) != crate::consumer::FailureClass::Permanent
 }
 
 /// The one error shape every 4xx and 5xx has: `{"error": {"code": "...", "message": "..."}}`.
