@@ -47,6 +47,29 @@ pub fn millis(name: &str, default: Duration) -> Result<Duration, ConfigError> {
     var(name, default_ms).map(Duration::from_millis)
 }
 
+/// Reads a duration in milliseconds from `name`, fractions allowed (`0.5` is 500 µs), for the
+/// settings whose useful values are below a millisecond.
+pub fn fractional_millis(name: &str, default: Duration) -> Result<Duration, ConfigError> {
+    fractional_millis_or(name, std::env::var(name).ok(), default)
+}
+
+/// `fractional_millis` without the environment.
+fn fractional_millis_or(
+    name: &str,
+    raw: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let ms: f64 = parse_or(name, raw, default.as_secs_f64() * 1000.0)?;
+    if !ms.is_finite() || ms < 0.0 {
+        return Err(ConfigError {
+            name: name.to_owned(),
+            value: ms.to_string(),
+            reason: "must be a number of milliseconds, 0 or more".to_owned(),
+        });
+    }
+    Ok(Duration::from_secs_f64(ms / 1000.0))
+}
+
 /// Settings every service has. Each service adds its own port, database and group defaults.
 #[derive(Debug, Clone)]
 pub struct CommonSettings {
@@ -119,7 +142,7 @@ impl CommonSettings {
                 metadata_timeout: millis("KAFKA_METADATA_TIMEOUT_MS", Duration::from_secs(3))?,
                 fetch_min_bytes: var("KAFKA_FETCH_MIN_BYTES", 1)?,
                 fetch_wait_max: millis("KAFKA_FETCH_WAIT_MAX_MS", Duration::from_millis(500))?,
-                producer_linger: millis("KAFKA_LINGER_MS", Duration::from_millis(2))?,
+                producer_linger: fractional_millis("KAFKA_LINGER_MS", Duration::from_millis(2))?,
                 client: shared_events::topics::client_properties(std::env::vars()),
             },
             relay: RelaySettings {
@@ -309,6 +332,21 @@ mod tests {
         assert_eq!(parse_or("X", Some("   ".to_owned()), 7u32)?, 7);
         assert_eq!(parse_or("X", Some(" 12 ".to_owned()), 7u32)?, 12);
         assert_eq!(parse_or("X", None, 7u32)?, 7);
+        Ok(())
+    }
+
+    #[test]
+    fn fractional_milliseconds_keep_their_fraction_and_refuse_what_is_no_duration()
+    -> Result<(), ConfigError> {
+        let two = Duration::from_millis(2);
+        let read = |raw: &str| fractional_millis_or("KAFKA_LINGER_MS", Some(raw.to_owned()), two);
+        assert_eq!(read("0.25")?, Duration::from_micros(250));
+        assert_eq!(read("5")?, Duration::from_millis(5));
+        assert_eq!(read("0")?, Duration::ZERO);
+        assert_eq!(fractional_millis_or("KAFKA_LINGER_MS", None, two)?, two);
+        for bad in ["-1", "NaN", "inf", "soon"] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
         Ok(())
     }
 

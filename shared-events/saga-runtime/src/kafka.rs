@@ -52,7 +52,11 @@ pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<SagaProduce
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", millis(settings.message_timeout))
-        .set("linger.ms", millis(settings.producer_linger))
+        // A float in librdkafka: sub-millisecond lingers are kept, not rounded to 0.
+        .set(
+            "linger.ms",
+            format!("{:.3}", settings.producer_linger.as_secs_f64() * 1000.0),
+        )
         .set("compression.type", "none")
         .create_with_context(QuietErrors::default())
 }
