@@ -11,8 +11,9 @@ pub const SERVICES: [&str; 3] = ["orders-svc", "payments-svc", "inventory-svc"];
 
 /// CPU seconds (user + system) used so far by each part of the stack, read from /proc:
 /// the three services, Kafka, PostgreSQL's processes together, and the bench itself (its
-/// client shares the machine's two cores with the stack, so its cost belongs in the picture). A process that exits
-/// between two samples takes its share with it, so this is a lower bound.
+/// client shares the machine's two cores with the stack, so its cost belongs in the
+/// picture). A process that exits between two samples takes its share with it, so this is a
+/// lower bound.
 pub struct CpuSample(HashMap<String, f64>);
 
 impl CpuSample {
