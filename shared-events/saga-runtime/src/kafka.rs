@@ -140,6 +140,16 @@ impl SharedProducer {
         })
     }
 
+    /// A second producer like this one, but without linger: for records that should leave
+    /// at once rather than wait for company.
+    pub fn without_linger(&self) -> Result<Self, KafkaError> {
+        let settings = KafkaSettings {
+            producer_linger: Duration::ZERO,
+            ..self.settings.clone()
+        };
+        Self::new(&settings, &self.client_id)
+    }
+
     /// The current producer, failed or not: for requests that only read (metadata).
     pub fn current(&self) -> SagaProducer {
         self.current

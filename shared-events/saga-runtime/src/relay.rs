@@ -30,6 +30,9 @@ use crate::telemetry;
 pub struct Relay {
     db: DatabaseConnection,
     producer: SharedProducer,
+    /// The same producer without linger, made at the first small batch: see
+    /// [`SENT_WITHOUT_LINGER`].
+    without_linger: tokio::sync::OnceCell<SharedProducer>,
     signal: OutboxSignal,
     settings: RelaySettings,
     kafka: KafkaSettings,
@@ -57,6 +60,14 @@ pub struct Published {
     /// Rows are known to be waiting: the batch was full, or held back a key's later rows.
     pub more_waiting: bool,
 }
+
+/// Batches of at most this many rows go out through a producer without linger. A small
+/// batch is light load: the linger (`KAFKA_LINGER_MS`) would only delay it, and every hop of
+/// a saga would pay it. A larger batch waits for the linger, so that all its records, queued
+/// one after another, leave in one produce request instead of the first ones alone. Order
+/// holds across the two producers because the relay claims a batch only once the previous
+/// one is acknowledged.
+pub const SENT_WITHOUT_LINGER: usize = 2;
 
 /// One outbox row as the relay reads it.
 #[derive(Debug, FromQueryResult)]
@@ -117,6 +128,7 @@ impl Relay {
         Self {
             db,
             producer,
+            without_linger: tokio::sync::OnceCell::new(),
             signal,
             settings,
             kafka,
@@ -191,6 +203,19 @@ impl Relay {
         }
     }
 
+    /// The producer for small batches, made the first time one is published.
+    async fn without_linger(&self) -> Result<&SharedProducer, RelayError> {
+        self.without_linger
+            .get_or_try_init(|| async { self.producer.without_linger() })
+            .await
+            .map_err(RelayError::Producer)
+    }
+
+    /// Whether the configured linger is 0 already, so one producer serves every batch.
+    fn settings_linger_is_zero(&self) -> bool {
+        self.kafka.producer_linger.is_zero()
+    }
+
     /// Publishes one batch: how many rows it published and deleted, and whether more wait.
     /// The rows' deletion commits only if Kafka acknowledged every one of them; otherwise it
     /// rolls back and the whole batch is published again later (consumers' inboxes absorb the
@@ -211,6 +236,14 @@ impl Relay {
             return Ok(Published::default());
         }
         rows.sort_unstable_by_key(|row| row.id);
+        let producer = if rows.len() <= SENT_WITHOUT_LINGER && !self.settings_linger_is_zero() {
+            self.without_linger()
+                .await?
+                .usable()
+                .map_err(RelayError::Producer)?
+        } else {
+            producer
+        };
         let more_waiting = rows.len() as u64 >= self.settings.batch_size
             || rows.iter().any(|row| row.has_successor);
 

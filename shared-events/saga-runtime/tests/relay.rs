@@ -88,6 +88,45 @@ async fn the_relay_publishes_each_sagas_events_in_order_and_deletes_them() -> Te
     Ok(())
 }
 
+/// A large batch leaves through the lingering producer, a small one through the producer
+/// without linger; a saga whose events are split between them still reads back in order.
+#[tokio::test]
+async fn small_and_large_batches_keep_each_sagas_order_across_the_two_producers() -> TestResult {
+    let db = outbox_database().await?;
+    let (prefix, kafka_settings) = fresh_topic().await?;
+    let long = Uuid::now_v7();
+    let others: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let mut written: HashMap<String, Vec<Uuid>> = HashMap::new();
+    let mut write = async |saga: Uuid| -> TestResult {
+        let event = event(saga);
+        outbox::enqueue(&db, &event).await?;
+        written.entry(saga.to_string()).or_default().push(event.id);
+        Ok(())
+    };
+    write(long).await?;
+    for saga in &others {
+        write(*saga).await?;
+    }
+    for _ in 0..4 {
+        write(long).await?;
+    }
+
+    let relay = relay(&db, &kafka_settings, Health::default())?;
+    let mut batches = Vec::new();
+    while outbox::backlog_and_age(&db).await?.0 > 0 && batches.len() < 10 {
+        batches.push(relay.publish_batch().await?.rows);
+    }
+    // The oldest event of each of the four sagas, then the long saga's other four, one by one.
+    assert_eq!(batches, [4, 1, 1, 1, 1]);
+    assert!(batches[0] > saga_runtime::relay::SENT_WITHOUT_LINGER);
+    assert!(batches[1] <= saga_runtime::relay::SENT_WITHOUT_LINGER);
+
+    let topic = kafka_settings.topic(topics::INVENTORY_EVENTS);
+    let read = read_back(&topic, &format!("{prefix}reader"), 8).await?;
+    assert_eq!(read, written, "each saga's events, once, in order");
+    Ok(())
+}
+
 /// Reads `count` records of `topic` from the beginning: each key's event IDs, in order.
 async fn read_back(
     topic: &str,
