@@ -140,6 +140,14 @@ impl Relay {
     /// producer's message timeout) so a clean stop leaves the outbox drained.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!("outbox relay started");
+        // The producer for small batches is made now rather than at the first one: a new
+        // idempotent producer first connects and obtains its producer ID, and the first saga
+        // would wait for that at every hop (more than a second in all, seen in the e2e suite).
+        if !self.settings_linger_is_zero()
+            && let Err(error) = self.without_linger().await
+        {
+            tracing::warn!(%error, "no producer without linger yet; made at the first small batch");
+        }
         loop {
             match self.publish_batch().await {
                 // More is waiting: a full batch's remainder, or a saga's next event, which the
