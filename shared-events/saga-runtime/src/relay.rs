@@ -30,8 +30,8 @@ use crate::telemetry;
 pub struct Relay {
     db: DatabaseConnection,
     producer: SharedProducer,
-    /// The same producer without linger, made at the first small batch: see
-    /// [`SENT_WITHOUT_LINGER`].
+    /// The same producer without linger, made when the relay starts (or, if that failed, at
+    /// the first small batch): see [`SENT_WITHOUT_LINGER`].
     without_linger: tokio::sync::OnceCell<SharedProducer>,
     signal: OutboxSignal,
     settings: RelaySettings,
@@ -211,7 +211,7 @@ impl Relay {
         }
     }
 
-    /// The producer for small batches, made the first time one is published.
+    /// The producer for small batches, made the first time it is asked for.
     async fn without_linger(&self) -> Result<&SharedProducer, RelayError> {
         self.without_linger
             .get_or_try_init(|| async { self.producer.without_linger() })
