@@ -16,7 +16,6 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use rdkafka::producer::Producer;
 use sea_orm::DatabaseConnection;
 use serde::Serialize;
 use tokio::net::TcpListener;

@@ -8,9 +8,9 @@ use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, Producer};
 
 use crate::config::KafkaSettings;
+pub use crate::producer::SagaProducer;
 use crate::{fault, metrics};
 
 fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
@@ -48,7 +48,8 @@ fn millis(duration: Duration) -> String {
 /// `lz4` was within the benchmark's noise at 500 sagas/s (broker CPU 0.73 against 0.74 ms per
 /// saga); this setting is the one with less work in it.
 pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<SagaProducer, KafkaError> {
-    base_config(settings, client_id)
+    let mut config = base_config(settings, client_id);
+    config
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", millis(settings.message_timeout))
@@ -57,12 +58,9 @@ pub fn producer(settings: &KafkaSettings, client_id: &str) -> Result<SagaProduce
             "linger.ms",
             format!("{:.3}", settings.producer_linger.as_secs_f64() * 1000.0),
         )
-        .set("compression.type", "none")
-        .create_with_context(QuietErrors::default())
+        .set("compression.type", "none");
+    SagaProducer::new(&config, QuietErrors::default())
 }
-
-/// The services' producer.
-pub type SagaProducer = FutureProducer<QuietErrors>;
 
 /// How often a client logs librdkafka's errors that are not fatal.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);

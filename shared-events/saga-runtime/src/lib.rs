@@ -19,6 +19,7 @@
 //!   `fault-injection` feature.
 //! - [`metrics`]: counters and gauges for `GET /metrics`.
 //! - [`kafka`]: librdkafka client configuration shared by producer and consumer.
+//! - [`producer`]: the producer, with the thread that serves its delivery reports.
 //! - [`http`]: the one JSON error shape, the JSON extractor, `/health`, and serving with shutdown.
 //! - [`service`]: [`service::Infrastructure`] (pool, producer, signal) and [`service::run`].
 
@@ -37,6 +38,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod outbox;
 pub mod parking;
+pub mod producer;
 pub mod relay;
 pub mod retention;
 pub mod saga_view;
