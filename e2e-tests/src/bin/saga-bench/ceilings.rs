@@ -3,7 +3,8 @@
 //! against them.
 //!
 //! - PostgreSQL: pgbench, 32 clients, each transaction the shape of one saga step: a business
-//!   row and an outbox row (the real outbox table) in one durable commit.
+//!   row and an outbox row (the real outbox table) in one durable commit. The best of three
+//!   rounds counts.
 //! - Kafka: Kafka's own `ProducerPerformance`, 600-byte records (about one event), `acks=all`
 //!   and idempotent, as the relays produce.
 
@@ -26,10 +27,17 @@ pub const BUSINESS_TRANSACTIONS_PER_SAGA: f64 = 4.0;
 const SCRATCH_DATABASE: &str = "saga_bench_ceiling";
 const SCRATCH_TOPIC: &str = "saga-bench-ceiling";
 const PGBENCH_CLIENTS: u32 = 32;
+/// pgbench runs this many times, each for a share of the ceiling's duration, and the best
+/// counts. On this machine one run moved by a quarter from one minute to the next (5.5k to
+/// 8.3k TPS), which moved the ratio as much; the best of three is the machine's ceiling at
+/// that moment, and the ratio against it can only come out lower, never luckier.
+const PGBENCH_ROUNDS: u32 = 3;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Ceilings {
+    /// The best of `pgbench_rounds_tps`.
     pub pgbench_tps: f64,
+    pub pgbench_rounds_tps: Vec<f64>,
     pub kafka_records_per_second: f64,
     pub seconds_each: f64,
 }
@@ -47,18 +55,23 @@ pub struct Where<'a> {
 
 pub async fn measure(at: &Where<'_>) -> TestResult<Ceilings> {
     eprintln!("ceilings: pgbench for {:?} …", at.duration);
-    let pgbench_tps = pgbench(at).await?;
-    eprintln!("ceilings: pgbench {pgbench_tps:.0} TPS; Kafka ProducerPerformance …");
+    let pgbench_rounds_tps = pgbench(at).await?;
+    let pgbench_tps = pgbench_rounds_tps.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "ceilings: pgbench {pgbench_tps:.0} TPS (best of {pgbench_rounds_tps:.0?}); Kafka ProducerPerformance …"
+    );
     let kafka_records_per_second = producer_performance(at).await?;
     eprintln!("ceilings: Kafka {kafka_records_per_second:.0} records/s");
     Ok(Ceilings {
         pgbench_tps,
+        pgbench_rounds_tps,
         kafka_records_per_second,
         seconds_each: at.duration.as_secs_f64(),
     })
 }
 
-async fn pgbench(at: &Where<'_>) -> TestResult<f64> {
+/// The TPS of each of pgbench's rounds.
+async fn pgbench(at: &Where<'_>) -> TestResult<Vec<f64>> {
     let url = reqwest::Url::parse(at.database_url)?;
     let admin = Database::connect(at.database_url).await?;
     let drop = format!("DROP DATABASE IF EXISTS {SCRATCH_DATABASE} WITH (FORCE)");
@@ -100,31 +113,51 @@ async fn pgbench(at: &Where<'_>) -> TestResult<f64> {
         Some(path) => path.to_path_buf(),
         None => find_pgbench(),
     };
-    let output = Command::new(&program)
-        .args(["-n", "-c", &PGBENCH_CLIENTS.to_string(), "-j", "2"])
-        .args(["-T", &at.duration.as_secs().max(1).to_string()])
-        .arg("-f")
-        .arg(&script)
-        .args(["-h", url.host_str().unwrap_or("127.0.0.1")])
-        .args(["-p", &url.port().unwrap_or(5432).to_string()])
-        .args(["-U", url.username(), SCRATCH_DATABASE])
-        .env("PGPASSWORD", url.password().unwrap_or_default())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let seconds_each = (at.duration.as_secs() / u64::from(PGBENCH_ROUNDS)).max(1);
+    let mut rounds = Vec::new();
+    let mut failure = None;
+    for _ in 0..PGBENCH_ROUNDS {
+        let round = Command::new(&program)
+            .args(["-n", "-c", &PGBENCH_CLIENTS.to_string(), "-j", "2"])
+            .args(["-T", &seconds_each.to_string()])
+            .arg("-f")
+            .arg(&script)
+            .args(["-h", url.host_str().unwrap_or("127.0.0.1")])
+            .args(["-p", &url.port().unwrap_or(5432).to_string()])
+            .args(["-U", url.username(), SCRATCH_DATABASE])
+            .env("PGPASSWORD", url.password().unwrap_or_default())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))
+            .and_then(|output| tps_of(&output));
+        match round {
+            Ok(tps) => rounds.push(tps),
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
     let _ = std::fs::remove_file(&script);
     admin.execute_unprepared(&drop).await?;
+    match failure {
+        Some(error) => Err(error.into()),
+        None => Ok(rounds),
+    }
+}
+
+/// pgbench's TPS from its output: "tps = 6952.123456 (without initial connection time)".
+fn tps_of(output: &std::process::Output) -> Result<f64, String> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!("pgbench failed ({}): {stderr}", output.status).into());
+        return Err(format!("pgbench failed ({}): {stderr}", output.status));
     }
-    // "tps = 6952.123456 (without initial connection time)"
     stdout
         .lines()
         .find_map(|line| line.strip_prefix("tps = "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("no tps in pgbench's output: {stdout}").into())
+        .ok_or_else(|| format!("no tps in pgbench's output: {stdout}"))
 }
 
 /// The newest pgbench of Debian's PostgreSQL packages, else whatever `PATH` has.
