@@ -175,3 +175,59 @@ where
         record.headers,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+    use rdkafka::message::Message;
+
+    use super::*;
+
+    /// A producer with room for one record, whose broker never answers (nothing listens on
+    /// the discard port), so what it queues stays queued.
+    fn producer_with_room_for_one() -> Result<SagaProducer, KafkaError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("queue.buffering.max.messages", "1")
+            .set("message.timeout.ms", "60000");
+        SagaProducer::new(&config, QuietErrors::default())
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_offered_the_record_until_the_queue_timeout_then_refuses_it()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let producer = producer_with_room_for_one()?;
+        let first = producer.send(
+            FutureRecord::<str, str>::to("saga-test").payload("first"),
+            Timeout::Never,
+        );
+        tokio::pin!(first);
+        // Polled once, the first record is queued, and waits for a broker that never comes.
+        assert!(first.as_mut().now_or_never().is_none());
+
+        let limit = Duration::from_millis(300);
+        let started = Instant::now();
+        let second = producer
+            .send(
+                FutureRecord::to("saga-test").key("saga").payload("second"),
+                limit,
+            )
+            .await;
+        let Err((error, refused)) = second else {
+            return Err("a full queue took the record".into());
+        };
+        assert_eq!(
+            error,
+            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+        );
+        assert!(
+            started.elapsed() >= limit,
+            "refused before its queue timeout"
+        );
+        assert_eq!(refused.topic(), "saga-test");
+        assert_eq!(refused.key(), Some(&b"saga"[..]));
+        assert_eq!(refused.payload(), Some(&b"second"[..]));
+        Ok(())
+    }
+}
