@@ -229,8 +229,6 @@ impl Relay {
     /// rolls back and the whole batch is published again later (consumers' inboxes absorb the
     /// records that had gone out).
     pub async fn publish_batch(&self) -> Result<Published, RelayError> {
-        // A producer that failed fatally would refuse every record: replace it before claiming.
-        let producer = self.producer.usable().map_err(RelayError::Producer)?;
         let txn = self.db.begin().await?;
         let mut rows = OutboxRow::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -244,14 +242,14 @@ impl Relay {
             return Ok(Published::default());
         }
         rows.sort_unstable_by_key(|row| row.id);
-        let producer = if rows.len() <= SENT_WITHOUT_LINGER && !self.settings_linger_is_zero() {
-            self.without_linger()
-                .await?
-                .usable()
-                .map_err(RelayError::Producer)?
+        let chosen = if rows.len() <= SENT_WITHOUT_LINGER && !self.settings_linger_is_zero() {
+            self.without_linger().await?
         } else {
-            producer
+            &self.producer
         };
+        // A producer that failed fatally would refuse every record: it is replaced here. If no
+        // new one can be made yet, dropping the transaction hands the rows back.
+        let producer = chosen.usable().map_err(RelayError::Producer)?;
         let more_waiting = rows.len() as u64 >= self.settings.batch_size
             || rows.iter().any(|row| row.has_successor);
 
