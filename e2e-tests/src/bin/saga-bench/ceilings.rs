@@ -114,35 +114,26 @@ async fn pgbench(at: &Where<'_>) -> TestResult<Vec<f64>> {
         None => find_pgbench(),
     };
     let seconds_each = (at.duration.as_secs() / u64::from(PGBENCH_ROUNDS)).max(1);
-    let mut rounds = Vec::new();
-    let mut failure = None;
-    for _ in 0..PGBENCH_ROUNDS {
-        let round = Command::new(&program)
-            .args(["-n", "-c", &PGBENCH_CLIENTS.to_string(), "-j", "2"])
-            .args(["-T", &seconds_each.to_string()])
-            .arg("-f")
-            .arg(&script)
-            .args(["-h", url.host_str().unwrap_or("127.0.0.1")])
-            .args(["-p", &url.port().unwrap_or(5432).to_string()])
-            .args(["-U", url.username(), SCRATCH_DATABASE])
-            .env("PGPASSWORD", url.password().unwrap_or_default())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", program.display()))
-            .and_then(|output| tps_of(&output));
-        match round {
-            Ok(tps) => rounds.push(tps),
-            Err(error) => {
-                failure = Some(error);
-                break;
-            }
-        }
-    }
+    // The rounds stop at the first failure; the scratch database goes either way.
+    let rounds: Result<Vec<f64>, String> = (0..PGBENCH_ROUNDS)
+        .map(|_| {
+            Command::new(&program)
+                .args(["-n", "-c", &PGBENCH_CLIENTS.to_string(), "-j", "2"])
+                .args(["-T", &seconds_each.to_string()])
+                .arg("-f")
+                .arg(&script)
+                .args(["-h", url.host_str().unwrap_or("127.0.0.1")])
+                .args(["-p", &url.port().unwrap_or(5432).to_string()])
+                .args(["-U", url.username(), SCRATCH_DATABASE])
+                .env("PGPASSWORD", url.password().unwrap_or_default())
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", program.display()))
+                .and_then(|output| tps_of(&output))
+        })
+        .collect();
     let _ = std::fs::remove_file(&script);
     admin.execute_unprepared(&drop).await?;
-    match failure {
-        Some(error) => Err(error.into()),
-        None => Ok(rounds),
-    }
+    Ok(rounds?)
 }
 
 /// pgbench's TPS from its output: "tps = 6952.123456 (without initial connection time)".
