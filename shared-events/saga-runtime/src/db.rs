@@ -134,20 +134,3 @@ async fn open(
         .map_err(|_| ConnectError::Timeout(settings.connect_timeout))?
         .map_err(ConnectError::Db)
 }
-
-/// The `VALUES` list of a multi-row insert: `rows` tuples of `columns` numbered placeholders
-/// (`($1, $2), ($3, $4)`), each followed by `cast(column)` when it gives one (e.g. `::json`).
-/// One statement for many rows is one round trip.
-pub fn values_list(rows: usize, columns: usize, cast: impl Fn(usize) -> &'static str) -> String {
-    (0..rows)
-        .map(|row| {
-            let first = row * columns + 1;
-            let placeholders = (0..columns)
-                .map(|column| format!("${}{}", first + column, cast(column)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("({placeholders})")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}

@@ -6,23 +6,56 @@ use std::sync::Arc;
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use shared_events::Envelope;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use crate::telemetry;
 
 /// Wakes the relay after a commit. Cloning shares the signal.
-#[derive(Debug, Clone, Default)]
-pub struct OutboxSignal(Arc<Notify>);
+///
+/// It counts announced commits rather than holding a single wake-up, so that the relay can
+/// tell the commits its last claim already covered from those that came after. A wake-up
+/// kept from a commit whose rows the relay has just published would cost a claim that finds
+/// nothing: three round trips and a transaction, several times a second under load.
+#[derive(Debug, Clone)]
+pub struct OutboxSignal(Arc<watch::Sender<u64>>);
+
+impl Default for OutboxSignal {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(0)))
+    }
+}
 
 impl OutboxSignal {
     /// Call after the transaction that wrote outbox rows has committed. If the relay is busy,
-    /// the wake-up is kept for its next wait, so no commit goes unannounced.
+    /// the announcement waits for it, so no commit goes unannounced.
     pub(crate) fn notify(&self) {
-        self.0.notify_one();
+        self.0
+            .send_modify(|announced| *announced = announced.wrapping_add(1));
     }
 
-    pub(crate) async fn notified(&self) {
-        self.0.notified().await;
+    /// A relay's view of the announcements, every one made so far counted as seen.
+    pub(crate) fn commits(&self) -> AnnouncedCommits {
+        AnnouncedCommits(self.0.subscribe())
+    }
+}
+
+/// The commits announced on an [`OutboxSignal`], as one relay has seen them.
+#[derive(Debug)]
+pub(crate) struct AnnouncedCommits(watch::Receiver<u64>);
+
+impl AnnouncedCommits {
+    /// Counts every commit announced so far as seen. Call it just before a claim: a commit
+    /// announced by then is visible to the claim's snapshot, so its rows need no other claim.
+    pub(crate) fn see_all(&mut self) {
+        self.0.borrow_and_update();
+    }
+
+    /// Returns once a commit not yet seen is announced, at once if one already was.
+    pub(crate) async fn next(&mut self) {
+        if self.0.changed().await.is_err() {
+            // Every signal is gone, so no commit can be announced any more.
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -64,10 +97,6 @@ impl OutboxEntry {
     }
 }
 
-const OUTBOX_COLUMNS: usize = 7;
-/// The payload's position among the columns below, counting from 0.
-const PAYLOAD_COLUMN: usize = 5;
-
 /// Adds `event` to the outbox through `db`, which should be the transaction that makes the
 /// change the event announces. The current trace context is stored with it.
 pub async fn enqueue<C: ConnectionTrait>(db: &C, event: &Envelope) -> Result<(), OutboxError> {
@@ -84,37 +113,71 @@ pub async fn enqueue_all<C: ConnectionTrait>(
     if entries.is_empty() {
         return Ok(());
     }
-    // The payload is bound as text and cast, so that the `json` column keeps it as written.
-    let rows = crate::db::values_list(entries.len(), OUTBOX_COLUMNS, |column| {
-        if column == PAYLOAD_COLUMN {
-            "::json"
-        } else {
-            ""
-        }
-    });
-    let sql = format!(
-        "INSERT INTO outbox (event_id, saga_id, topic, message_key, event_type, payload, traceparent) \
-         VALUES {rows}"
-    );
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(entries.len() * OUTBOX_COLUMNS);
-    for entry in entries {
-        values.extend([
-            entry.event_id.into(),
-            entry.saga_id.into(),
-            entry.topic.into(),
-            entry.message_key.into(),
-            entry.event_type.into(),
-            entry.payload.into(),
-            entry.traceparent.into(),
-        ]);
-    }
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        sql,
-        values,
+        insert_sql(1),
+        columns(entries),
     ))
     .await?;
     Ok(())
+}
+
+/// How many placeholders [`insert_sql`] takes: one array per column.
+pub(crate) const COLUMNS: usize = 7;
+
+/// The statement that inserts the rows [`columns`] gives, bound from placeholder `$first` on.
+/// Its text is the same for any number of rows, so each connection prepares it once (a
+/// `VALUES` list would be a new statement for every batch size, and a batch of answers can
+/// have any). `unnest` yields the arrays' elements in order, so the IDs rise in that order.
+/// The payload is bound as text and cast, so that the `json` column keeps it as written; a
+/// nil saga ID and an empty traceparent stand for none (saga IDs are v7 UUIDs, never nil).
+pub(crate) fn insert_sql(first: usize) -> String {
+    let [
+        event_id,
+        saga_id,
+        topic,
+        key,
+        event_type,
+        payload,
+        traceparent,
+    ] = std::array::from_fn(|column| first + column);
+    format!(
+        "INSERT INTO outbox (event_id, saga_id, topic, message_key, event_type, payload, traceparent) \
+         SELECT event_id, NULLIF(saga_id, '00000000-0000-0000-0000-000000000000'::uuid), topic, \
+                message_key, event_type, payload::json, NULLIF(traceparent, '') \
+         FROM unnest(${event_id}::uuid[], ${saga_id}::uuid[], ${topic}::text[], ${key}::text[], \
+                     ${event_type}::text[], ${payload}::text[], ${traceparent}::text[]) \
+              AS entry (event_id, saga_id, topic, message_key, event_type, payload, traceparent)"
+    )
+}
+
+/// The arrays [`insert_sql`] binds, [`COLUMNS`] of them.
+pub(crate) fn columns(entries: Vec<OutboxEntry>) -> Vec<sea_orm::Value> {
+    let mut event_ids = Vec::with_capacity(entries.len());
+    let mut saga_ids = Vec::with_capacity(entries.len());
+    let mut topics = Vec::with_capacity(entries.len());
+    let mut keys = Vec::with_capacity(entries.len());
+    let mut event_types = Vec::with_capacity(entries.len());
+    let mut payloads = Vec::with_capacity(entries.len());
+    let mut traceparents = Vec::with_capacity(entries.len());
+    for entry in entries {
+        event_ids.push(entry.event_id);
+        saga_ids.push(entry.saga_id.unwrap_or(uuid::Uuid::nil()));
+        topics.push(entry.topic.to_owned());
+        keys.push(entry.message_key);
+        event_types.push(entry.event_type.to_owned());
+        payloads.push(entry.payload);
+        traceparents.push(entry.traceparent.unwrap_or_default());
+    }
+    vec![
+        event_ids.into(),
+        saga_ids.into(),
+        topics.into(),
+        keys.into(),
+        event_types.into(),
+        payloads.into(),
+        traceparents.into(),
+    ]
 }
 
 /// Rows waiting to be published, and the age in seconds of the oldest (0 when none).
@@ -128,5 +191,47 @@ pub async fn backlog_and_age<C: ConnectionTrait>(db: &C) -> Result<(i64, f64), D
     match row {
         Some(row) => Ok((row.try_get("", "n")?, row.try_get("", "age")?)),
         None => Ok((0, 0.0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::OutboxSignal;
+
+    /// Long enough for a ready future to resolve on any machine; a pending one is not expected
+    /// to resolve at all.
+    const WAKE: Duration = Duration::from_millis(200);
+
+    #[tokio::test]
+    async fn a_relay_that_has_seen_every_commit_waits_for_the_next_one() {
+        let signal = OutboxSignal::default();
+        let mut commits = signal.commits();
+        signal.notify();
+        signal.notify();
+        commits.see_all();
+        assert!(
+            tokio::time::timeout(WAKE, commits.next()).await.is_err(),
+            "commits seen before the claim are no reason to claim again"
+        );
+        signal.clone().notify();
+        assert!(
+            tokio::time::timeout(WAKE, commits.next()).await.is_ok(),
+            "a commit after the claim wakes the relay, through any clone of the signal"
+        );
+    }
+
+    #[tokio::test]
+    async fn commits_announced_while_the_relay_was_busy_wake_it_once() {
+        let signal = OutboxSignal::default();
+        let mut commits = signal.commits();
+        signal.notify();
+        signal.notify();
+        assert!(tokio::time::timeout(WAKE, commits.next()).await.is_ok());
+        assert!(
+            tokio::time::timeout(WAKE, commits.next()).await.is_err(),
+            "two announcements before one wait are one reason to claim, not two"
+        );
     }
 }

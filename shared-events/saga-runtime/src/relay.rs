@@ -22,7 +22,7 @@ use crate::fault::{self, CrashPoint};
 use crate::health::{BEAT_INTERVAL, Health, Loop};
 use crate::kafka::SharedProducer;
 use crate::metrics;
-use crate::outbox::OutboxSignal;
+use crate::outbox::{AnnouncedCommits, OutboxSignal};
 use crate::telemetry;
 
 /// Publishes one service's outbox. Several relays (several instances of a service) may run
@@ -148,18 +148,22 @@ impl Relay {
         {
             tracing::warn!(%error, "no producer without linger yet; made at the first small batch");
         }
+        let mut commits = self.signal.commits();
         loop {
+            // The claim below sees every commit announced until now; only a later one is a
+            // reason to claim again.
+            commits.see_all();
             match self.publish_batch().await {
                 // More is waiting: a full batch's remainder, or a saga's next event, which the
-                // claim held back until its predecessor was out. Anything committed since the
-                // claim has left a wake-up in the signal, so otherwise the relay may wait.
+                // claim held back until its predecessor was out. A commit announced since the
+                // claim wakes the wait at once, so otherwise the relay may wait.
                 Ok(Published {
                     more_waiting: true, ..
                 }) => self.health.working(Loop::Relay),
                 Ok(Published { .. }) => {
                     self.health.working(Loop::Relay);
                     if !self
-                        .wait(self.settings.poll_interval, true, &shutdown)
+                        .wait(self.settings.poll_interval, Some(&mut commits), &shutdown)
                         .await
                     {
                         break;
@@ -172,7 +176,7 @@ impl Relay {
                     tracing::warn!(%error, "outbox batch failed; rows stay and are retried");
                     self.health.trouble(Loop::Relay, &error);
                     if !self
-                        .wait(self.settings.retry_backoff, false, &shutdown)
+                        .wait(self.settings.retry_backoff, None, &shutdown)
                         .await
                     {
                         break;
@@ -190,20 +194,24 @@ impl Relay {
         }
     }
 
-    /// Waits `at_most`, or (if `wake_on_commit`) until a commit wakes the relay, beating
-    /// meanwhile so that `/health/live` knows the loop runs. False on shutdown.
+    /// Waits `at_most`, or until a commit announced on `commits` (if given) wakes the relay,
+    /// beating meanwhile so that `/health/live` knows the loop runs. False on shutdown.
     async fn wait(
         &self,
         at_most: std::time::Duration,
-        wake_on_commit: bool,
+        mut commits: Option<&mut AnnouncedCommits>,
         shutdown: &CancellationToken,
     ) -> bool {
         let until = tokio::time::Instant::now() + at_most;
-        let woken = self.signal.notified();
-        tokio::pin!(woken);
         loop {
+            let woken = async {
+                match commits.as_deref_mut() {
+                    Some(commits) => commits.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                () = &mut woken, if wake_on_commit => return true,
+                () = woken => return true,
                 () = tokio::time::sleep_until(until) => return true,
                 () = shutdown.cancelled() => return false,
                 () = tokio::time::sleep(BEAT_INTERVAL) => self.health.beat(Loop::Relay),

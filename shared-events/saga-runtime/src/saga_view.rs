@@ -43,37 +43,70 @@ impl ViewRow {
     }
 }
 
-const COLUMNS: usize = 7;
-
 /// Adds `rows` in one statement; a row already there (a redelivered event) is left as it is.
 pub async fn record_all<C: ConnectionTrait>(db: &C, rows: Vec<ViewRow>) -> Result<(), DbErr> {
     if rows.is_empty() {
         return Ok(());
     }
-    let placeholders = crate::db::values_list(rows.len(), COLUMNS, |_| "");
-    let sql = format!(
-        "INSERT INTO saga_events (event_id, saga_id, event_type, source, occurred_at, outcome, terminal) \
-         VALUES {placeholders} ON CONFLICT (event_id) DO NOTHING"
-    );
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(rows.len() * COLUMNS);
-    for row in rows {
-        values.extend([
-            row.event_id.into(),
-            row.saga_id.into(),
-            row.event_type.into(),
-            row.source.into(),
-            row.occurred_at.into(),
-            row.outcome.as_str().into(),
-            row.terminal.map(str::to_owned).into(),
-        ]);
-    }
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        sql,
-        values,
+        insert_sql(1),
+        columns(rows),
     ))
     .await?;
     Ok(())
+}
+
+/// The statement that inserts the rows [`columns`] gives, bound from placeholder `$first` on;
+/// the same text for any number of rows, as [`crate::outbox::insert_sql`]. An empty terminal
+/// status stands for none.
+pub(crate) fn insert_sql(first: usize) -> String {
+    let [
+        event_id,
+        saga_id,
+        event_type,
+        source,
+        occurred_at,
+        outcome,
+        terminal,
+    ] = std::array::from_fn(|column| first + column);
+    format!(
+        "INSERT INTO saga_events (event_id, saga_id, event_type, source, occurred_at, outcome, terminal) \
+         SELECT event_id, saga_id, event_type, source, occurred_at, outcome, NULLIF(terminal, '') \
+         FROM unnest(${event_id}::uuid[], ${saga_id}::uuid[], ${event_type}::text[], ${source}::text[], \
+                     ${occurred_at}::timestamptz[], ${outcome}::text[], ${terminal}::text[]) \
+              AS row (event_id, saga_id, event_type, source, occurred_at, outcome, terminal) \
+         ON CONFLICT (event_id) DO NOTHING"
+    )
+}
+
+/// The arrays [`insert_sql`] binds, one per column.
+pub(crate) fn columns(rows: Vec<ViewRow>) -> Vec<sea_orm::Value> {
+    let mut event_ids = Vec::with_capacity(rows.len());
+    let mut saga_ids = Vec::with_capacity(rows.len());
+    let mut event_types = Vec::with_capacity(rows.len());
+    let mut sources = Vec::with_capacity(rows.len());
+    let mut times = Vec::with_capacity(rows.len());
+    let mut outcomes = Vec::with_capacity(rows.len());
+    let mut terminals = Vec::with_capacity(rows.len());
+    for row in rows {
+        event_ids.push(row.event_id);
+        saga_ids.push(row.saga_id);
+        event_types.push(row.event_type.to_owned());
+        sources.push(row.source);
+        times.push(row.occurred_at);
+        outcomes.push(row.outcome.as_str().to_owned());
+        terminals.push(row.terminal.unwrap_or_default().to_owned());
+    }
+    vec![
+        event_ids.into(),
+        saga_ids.into(),
+        event_types.into(),
+        sources.into(),
+        times.into(),
+        outcomes.into(),
+        terminals.into(),
+    ]
 }
 
 #[derive(Debug, FromQueryResult)]

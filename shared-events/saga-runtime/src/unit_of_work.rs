@@ -588,12 +588,31 @@ impl UnitOfWork {
         Ok(())
     }
 
-    /// Writes `answers` in `tx`, the outbox rows in one statement and the view rows in
-    /// another; says whether anything was published (so the relay must be woken).
+    /// Writes `answers` in `tx`, the outbox rows and the view rows in one statement; says
+    /// whether anything was published (so the relay must be woken).
     async fn write_answers(&self, tx: &Tx, answers: Answers) -> Result<bool, OutboxError> {
         let published = !answers.outbox.is_empty();
-        outbox::enqueue_all(tx, answers.outbox).await?;
-        saga_view::record_all(tx, answers.view).await?;
+        match (answers.outbox.is_empty(), answers.view.is_empty()) {
+            (_, true) => outbox::enqueue_all(tx, answers.outbox).await?,
+            (true, false) => saga_view::record_all(tx, answers.view).await?,
+            (false, false) => {
+                // Both in one round trip: a data-modifying `WITH` runs whether or not the
+                // statement reads it.
+                let sql = format!(
+                    "WITH viewed AS ({}) {}",
+                    saga_view::insert_sql(outbox::COLUMNS + 1),
+                    outbox::insert_sql(1)
+                );
+                let mut values = outbox::columns(answers.outbox);
+                values.extend(saga_view::columns(answers.view));
+                tx.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    sql,
+                    values,
+                ))
+                .await?;
+            }
+        }
         Ok(published)
     }
 

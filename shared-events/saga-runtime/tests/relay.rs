@@ -299,3 +299,41 @@ async fn only_the_relays_connection_commits_asynchronously() -> TestResult {
     assert_eq!(setting(relay).await?, "off");
     Ok(())
 }
+
+/// Rows are inserted with one array per column; a missing saga ID and trace context come back
+/// as NULL, the payload as written, and the IDs rise in the order given.
+#[tokio::test]
+async fn a_batch_of_outbox_rows_keeps_its_order_and_its_missing_columns() -> TestResult {
+    let db = outbox_database().await?;
+    let with_saga = event(Uuid::now_v7());
+    let without_saga = Envelope::new(
+        "orders-svc",
+        None,
+        SagaEvent::InventoryReserved(InventoryReserved {
+            order_id: Uuid::now_v7(),
+        }),
+    );
+    let events = [&with_saga, &without_saga, &event(Uuid::now_v7())];
+    let entries = events
+        .iter()
+        .map(|event| outbox::OutboxEntry::new(event))
+        .collect::<Result<Vec<_>, _>>()?;
+    outbox::enqueue_all(&db, entries).await?;
+
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT event_id, saga_id, traceparent, payload::text AS payload FROM outbox ORDER BY id",
+        ))
+        .await?;
+    assert_eq!(rows.len(), events.len());
+    for (row, event) in rows.iter().zip(events) {
+        assert_eq!(row.try_get::<Uuid>("", "event_id")?, event.id);
+        assert_eq!(row.try_get::<Option<Uuid>>("", "saga_id")?, event.sagaid);
+        assert_eq!(row.try_get::<Option<String>>("", "traceparent")?, None);
+        let payload: serde_json::Value =
+            serde_json::from_str(&row.try_get::<String>("", "payload")?)?;
+        assert_eq!(payload, serde_json::to_value(event)?);
+    }
+    Ok(())
+}
