@@ -2,7 +2,7 @@
 //! inside the transaction that makes the change, commits, then calls [`OutboxSignal::notify`]
 //! so the relay publishes at once instead of at its next poll.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use shared_events::Envelope;
@@ -115,12 +115,15 @@ pub async fn enqueue_all<C: ConnectionTrait>(
     }
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        insert_sql(1),
+        INSERT.as_str(),
         columns(entries),
     ))
     .await?;
     Ok(())
 }
+
+/// [`insert_sql`] bound from `$1`, written once.
+static INSERT: LazyLock<String> = LazyLock::new(|| insert_sql(1));
 
 /// How many placeholders [`insert_sql`] takes: one array per column.
 pub(crate) const COLUMNS: usize = 7;

@@ -43,23 +43,10 @@ impl ViewRow {
     }
 }
 
-/// Adds `rows` in one statement; a row already there (a redelivered event) is left as it is.
-pub async fn record_all<C: ConnectionTrait>(db: &C, rows: Vec<ViewRow>) -> Result<(), DbErr> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    db.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        insert_sql(1),
-        columns(rows),
-    ))
-    .await?;
-    Ok(())
-}
-
 /// The statement that inserts the rows [`columns`] gives, bound from placeholder `$first` on;
-/// the same text for any number of rows, as [`crate::outbox::insert_sql`]. An empty terminal
-/// status stands for none.
+/// the same text for any number of rows, as [`crate::outbox::insert_sql`]. A row already there
+/// (a redelivered event) is left as it is; an empty terminal status stands for none. The unit
+/// of work runs it inside its outbox statement.
 pub(crate) fn insert_sql(first: usize) -> String {
     let [
         event_id,

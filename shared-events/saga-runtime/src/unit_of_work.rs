@@ -15,6 +15,7 @@
 //! on, which cannot be committed, rolled back or moved out. So only this module commits.
 
 use std::future::Future;
+use std::sync::LazyLock;
 
 use tracing::{Instrument, Span};
 
@@ -32,6 +33,16 @@ use crate::metrics;
 use crate::outbox::{self, OutboxEntry, OutboxError, OutboxSignal};
 use crate::parking::{self, BEHIND_PARKED, Origin};
 use crate::saga_view::{self, ViewRow};
+
+/// The outbox rows and the saga view's rows of one transaction, in one round trip: a
+/// data-modifying `WITH` runs whether or not the statement reads it.
+static OUTBOX_AND_VIEW: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH viewed AS ({}) {}",
+        saga_view::insert_sql(outbox::COLUMNS + 1),
+        outbox::insert_sql(1)
+    )
+});
 
 /// An open transaction as handlers and commands see it: statements only. Repository
 /// functions take it as any other `ConnectionTrait`.
@@ -592,26 +603,19 @@ impl UnitOfWork {
     /// whether anything was published (so the relay must be woken).
     async fn write_answers(&self, tx: &Tx, answers: Answers) -> Result<bool, OutboxError> {
         let published = !answers.outbox.is_empty();
-        match (answers.outbox.is_empty(), answers.view.is_empty()) {
-            (_, true) => outbox::enqueue_all(tx, answers.outbox).await?,
-            (true, false) => saga_view::record_all(tx, answers.view).await?,
-            (false, false) => {
-                // Both in one round trip: a data-modifying `WITH` runs whether or not the
-                // statement reads it.
-                let sql = format!(
-                    "WITH viewed AS ({}) {}",
-                    saga_view::insert_sql(outbox::COLUMNS + 1),
-                    outbox::insert_sql(1)
-                );
-                let mut values = outbox::columns(answers.outbox);
-                values.extend(saga_view::columns(answers.view));
-                tx.execute_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    sql,
-                    values,
-                ))
-                .await?;
-            }
+        if answers.view.is_empty() {
+            outbox::enqueue_all(tx, answers.outbox).await?;
+        } else {
+            // An empty outbox array inserts nothing, so one statement serves with or without
+            // answers to publish.
+            let mut values = outbox::columns(answers.outbox);
+            values.extend(saga_view::columns(answers.view));
+            tx.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                OUTBOX_AND_VIEW.as_str(),
+                values,
+            ))
+            .await?;
         }
         Ok(published)
     }
