@@ -15,7 +15,7 @@ use crate::telemetry;
 /// It counts announced commits rather than holding a single wake-up, so that the relay can
 /// tell the commits its last claim already covered from those that came after. A wake-up
 /// kept from a commit whose rows the relay has just published would cost a claim that finds
-/// nothing: three round trips and a transaction, several times a second under load.
+/// nothing: three round trips and a transaction.
 #[derive(Debug, Clone)]
 pub struct OutboxSignal(Arc<watch::Sender<u64>>);
 
