@@ -240,6 +240,37 @@ impl EventLog {
             .collect()
     }
 
+    /// Waits until each of the sagas has at least `count` events in the log, and fails
+    /// naming the ones still short when `within` runs out. Unlike [`EventLog::wait_for`] it
+    /// returns as soon as they have, so that sagas still running can be acted on.
+    pub async fn wait_until_each_has(
+        &self,
+        saga_ids: &[Uuid],
+        count: usize,
+        within: Duration,
+    ) -> TestResult {
+        let deadline = Instant::now() + within;
+        loop {
+            let short: Vec<&Uuid> = saga_ids
+                .iter()
+                .filter(|saga_id| self.events(**saga_id).len() < count)
+                .collect();
+            if short.is_empty() {
+                return Ok(());
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            ensure!(
+                !remaining.is_zero(),
+                "sagas with fewer than {count} events in the log after {within:?}: {short:?}"
+            );
+            let _ = tokio::time::timeout(
+                remaining.min(Duration::from_millis(100)),
+                self.arrived.notified(),
+            )
+            .await;
+        }
+    }
+
     /// Waits until the saga has at least `count` events, then a little longer so that an
     /// unexpected extra event would show up too, and returns the event types.
     pub async fn wait_for(

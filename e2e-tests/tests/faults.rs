@@ -300,6 +300,13 @@ async fn republishing_events_of_running_sagas_changes_nothing(
     let mut ledger = Ledger::default();
     let catalog = Catalog::seed(&world.api, &mut ledger).await?;
     ledger.place_all(&world.api, catalog.orders(20, 31)).await;
+    // Replay starts once every saga's first event is in the log: on a slow machine the
+    // rounds below could otherwise all run before the relays published anything.
+    let saga_ids: Vec<Uuid> = ledger.orders.iter().map(|o| o.placed.saga_id).collect();
+    world
+        .log
+        .wait_until_each_has(&saga_ids, 1, Duration::from_secs(20))
+        .await?;
     let producer = RawProducer::new()?;
     let mut republished = 0;
     for _ in 0..5 {

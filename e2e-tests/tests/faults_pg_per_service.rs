@@ -14,7 +14,7 @@
 //! beside whatever servers the other suites use, and stops them at the end.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e_tests::runner;
 use e2e_tests::{
@@ -111,22 +111,16 @@ async fn database_stopped_under_load(
         _ => 1,
     };
     tokio::time::sleep(OUTAGE).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let short: Vec<&Uuid> = placed_during
-            .iter()
-            .filter(|saga_id| world.log.events(**saga_id).len() < reached)
-            .collect();
-        if short.is_empty() {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "sagas placed during the outage that the healthy services did not move to {}'s step: {short:?}",
-            stopped.binary()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    world
+        .log
+        .wait_until_each_has(&placed_during, reached, Duration::from_secs(10))
+        .await
+        .map_err(|e| {
+            format!(
+                "the healthy services did not move the sagas placed during the outage to {}'s step: {e}",
+                stopped.binary()
+            )
+        })?;
     for saga_id in &placed_during {
         let sources: Vec<String> = world
             .log
