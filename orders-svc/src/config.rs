@@ -37,8 +37,13 @@ pub struct AdmissionSettings {
     /// `ORDERS_MAX_IN_FLIGHT`, default 150: orders past this many unfinished sagas are refused
     /// with 503. The default comes from saga-bench on a 2-core machine (see the README): at
     /// twice the capacity, 150 kept the p99 of accepted orders at 0.81 s and 200 let it reach
-    /// 1.18 s. By Little's law the bound is about capacity × the wait one accepts.
+    /// 1.18 s. By Little's law the bound is about capacity × the wait one accepts. It is the
+    /// ceiling: the bound in force may be lower (`target_wait`).
     pub max_in_flight: u64,
+    /// `ORDERS_ADMISSION_TARGET_WAIT_MS`, default 500 ms; 0 turns it off: while the median
+    /// saga takes longer than this, the bound in force shrinks below `max_in_flight`, so that
+    /// on a slower machine a full house still means about this long a wait.
+    pub target_wait: Option<Duration>,
     /// `ORDERS_RETRY_AFTER_MS`, default 1 s: the `Retry-After` a refused client is given.
     pub retry_after: Duration,
     /// `ORDERS_IN_FLIGHT_RECOUNT_MS`, default 100 ms: how often the count is taken from the
@@ -52,6 +57,11 @@ impl AdmissionSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
             max_in_flight: saga_runtime::config::var("ORDERS_MAX_IN_FLIGHT", 150)?,
+            target_wait: Some(millis(
+                "ORDERS_ADMISSION_TARGET_WAIT_MS",
+                Duration::from_millis(500),
+            )?)
+            .filter(|wait| !wait.is_zero()),
             retry_after: millis("ORDERS_RETRY_AFTER_MS", Duration::from_secs(1))?,
             recount_interval: millis("ORDERS_IN_FLIGHT_RECOUNT_MS", Duration::from_millis(100))?,
         })

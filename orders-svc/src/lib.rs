@@ -47,7 +47,7 @@ pub async fn build(settings: CommonSettings) -> Result<OrdersApplication, Startu
     let retention = infra.settings.retention;
     infra.migrate::<orders_migration::Migrator>().await?;
     let uow = infra.unit_of_work();
-    let in_flight = InFlight::new(admission.max_in_flight);
+    let in_flight = InFlight::with_target_wait(admission.max_in_flight, admission.target_wait);
     let state = http::AppState {
         uow: uow.clone(),
         place_orders: CommandQueue::start(uow.clone(), placement.max_batch, placement.concurrency),
@@ -108,7 +108,8 @@ async fn deadline_job(
 }
 
 /// Every `interval` until `stop`: takes the admission count from the database, where every
-/// instance's orders are (one count over the index of unfinished orders).
+/// instance's orders are (one count over the index of unfinished orders), and moves the
+/// admission limit by the sagas finished since.
 async fn recount_job(
     db: sea_orm::DatabaseConnection,
     in_flight: Arc<InFlight>,
@@ -119,6 +120,8 @@ async fn recount_job(
         match service::count_in_flight(&db).await {
             Ok(counted) => {
                 in_flight.correct(counted);
+                #[allow(clippy::cast_precision_loss)]
+                saga_runtime::metrics::ADMISSION_LIMIT.set_with(in_flight.limit() as f64, &[]);
                 // The one status a saga in flight has; finished sagas are counted by outcome
                 // in `saga_duration_seconds_count`.
                 #[allow(clippy::cast_precision_loss)]

@@ -61,12 +61,14 @@ impl EventHandler for OrdersEventHandler {
 
     async fn handle(&self, tx: &Tx, event: &Envelope) -> Result<Reaction, HandlerError> {
         let finishing = match &event.event {
-            SagaEvent::InventoryReserved(e) => service::on_inventory_reserved(tx, e.order_id).await,
+            SagaEvent::InventoryReserved(e) => {
+                service::on_inventory_reserved(tx, &self.in_flight, e.order_id).await
+            }
             SagaEvent::PaymentFailed(e) => {
-                service::on_payment_failed(tx, e.order_id, &e.reason).await
+                service::on_payment_failed(tx, &self.in_flight, e.order_id, &e.reason).await
             }
             SagaEvent::PaymentRefunded(e) => {
-                service::on_payment_refunded(tx, e.order_id, &e.reason).await
+                service::on_payment_refunded(tx, &self.in_flight, e.order_id, &e.reason).await
             }
             SagaEvent::ProductUpserted(e) => service::on_product_upserted(tx, e, event.time).await,
             // Steps that other services act on; orders-svc waits for their outcome. It takes
@@ -79,13 +81,7 @@ impl EventHandler for OrdersEventHandler {
             | SagaEvent::OrderFailed(_)
             | SagaEvent::OrderCancelled(_) => Ok(Reaction::none()),
         };
-        let reaction = finishing.map_err(HandlerError::new)?;
-        // Only a saga's end is announced from here (`OrderConfirmed` or `OrderFailed`). The
-        // count moves before the commit; if that fails, the next recount corrects it.
-        if !reaction.is_empty() {
-            self.in_flight.finished(1);
-        }
-        Ok(reaction)
+        finishing.map_err(HandlerError::new)
     }
 }
 

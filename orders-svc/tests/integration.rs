@@ -354,6 +354,7 @@ fn admitting(
         in_flight: std::sync::Arc::clone(&in_flight),
         admission: AdmissionSettings {
             max_in_flight,
+            target_wait: None,
             retry_after,
             recount_interval: std::time::Duration::from_millis(100),
         },

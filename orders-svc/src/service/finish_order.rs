@@ -5,29 +5,42 @@ use saga_runtime::unit_of_work::{Reaction, Tx};
 use shared_events::{FailedStatus, OrderConfirmed, OrderFailed, SagaEvent};
 use uuid::Uuid;
 
-use super::ServiceError;
+use super::{InFlight, ServiceError};
 use crate::domain::OrderStatus;
 use crate::repo::orders;
 
 /// `InventoryReserved`: paid and reserved, so the order is `CONFIRMED`.
-pub async fn on_inventory_reserved(tx: &Tx, order_id: Uuid) -> Result<Reaction, ServiceError> {
-    finish_order(tx, order_id, OrderStatus::Confirmed, None, |total_cents| {
-        SagaEvent::OrderConfirmed(OrderConfirmed {
-            order_id,
-            total_cents,
-        })
-    })
+pub async fn on_inventory_reserved(
+    tx: &Tx,
+    in_flight: &InFlight,
+    order_id: Uuid,
+) -> Result<Reaction, ServiceError> {
+    finish_order(
+        tx,
+        in_flight,
+        order_id,
+        OrderStatus::Confirmed,
+        None,
+        |total_cents| {
+            SagaEvent::OrderConfirmed(OrderConfirmed {
+                order_id,
+                total_cents,
+            })
+        },
+    )
     .await
 }
 
 /// `PaymentFailed`: nothing was charged, so the order is `FAILED_PAYMENT` at once.
 pub async fn on_payment_failed(
     tx: &Tx,
+    in_flight: &InFlight,
     order_id: Uuid,
     reason: &str,
 ) -> Result<Reaction, ServiceError> {
     finish_order(
         tx,
+        in_flight,
         order_id,
         OrderStatus::FailedPayment,
         Some(reason),
@@ -40,11 +53,13 @@ pub async fn on_payment_failed(
 /// can now say `FAILED_INVENTORY` with the money already back.
 pub async fn on_payment_refunded(
     tx: &Tx,
+    in_flight: &InFlight,
     order_id: Uuid,
     reason: &str,
 ) -> Result<Reaction, ServiceError> {
     finish_order(
         tx,
+        in_flight,
         order_id,
         OrderStatus::FailedInventory,
         Some(reason),
@@ -60,6 +75,7 @@ pub async fn on_payment_refunded(
 /// it must not block the partition.
 async fn finish_order(
     tx: &Tx,
+    in_flight: &InFlight,
     order_id: Uuid,
     to: OrderStatus,
     reason: Option<&str>,
@@ -68,6 +84,8 @@ async fn finish_order(
     if let Some(finished) = orders::finish(tx, order_id, to, reason).await? {
         tracing::debug!(%order_id, status = %to, "order finished");
         super::observe_saga_duration(to, finished.age);
+        // The place moves before the commit; if that fails, the next recount corrects it.
+        in_flight.saga_finished(finished.age);
         return Ok(Reaction::publish(announce(finished.total_cents)));
     }
     match orders::status(tx, order_id).await? {

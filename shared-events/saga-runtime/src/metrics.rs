@@ -192,7 +192,13 @@ pub static SAGAS: Gauge = Gauge {
     help: "Sagas by status that are still in flight, from the database (orders-svc); finished ones are counted by saga_duration_seconds_count.",
 };
 
-static GAUGES: [&Gauge; 2] = [&CONSUMER_LAG, &SAGAS];
+/// orders-svc only: its admission bound in force, between a floor and `ORDERS_MAX_IN_FLIGHT`.
+pub static ADMISSION_LIMIT: Gauge = Gauge {
+    name: "saga_admission_limit",
+    help: "Sagas in flight past which orders-svc refuses new orders now: ORDERS_MAX_IN_FLIGHT, or less while sagas take longer than ORDERS_ADMISSION_TARGET_WAIT_MS.",
+};
+
+static GAUGES: [&Gauge; 3] = [&CONSUMER_LAG, &SAGAS, &ADMISSION_LIMIT];
 
 /// Buckets for the duration histograms, in seconds: from a millisecond (a handler) to the
 /// saga deadline's order of magnitude (30 s).
