@@ -14,8 +14,8 @@
 //! in force (the *limit*) follows the sagas' own durations. At each recount the median
 //! duration of the sagas finished here since the last one is compared with
 //! `ORDERS_ADMISSION_TARGET_WAIT_MS`: longer while the limit binds, and the limit shrinks in
-//! proportion (by a fifth at most per step); shorter, and it grows back (by a tenth at most
-//! per step) up to `ORDERS_MAX_IN_FLIGHT`. On a machine fast enough for the ceiling the limit stays there; on
+//! proportion (by a tenth at most per step); shorter, and it grows back (by 2% at most per
+//! step) up to `ORDERS_MAX_IN_FLIGHT`. On a machine fast enough for the ceiling the limit stays there; on
 //! a slower one it settles where the sagas take about the target. Every instance sees the
 //! same durations, so their limits agree without talking to each other.
 
@@ -26,11 +26,13 @@ use std::time::Duration;
 /// The lowest the limit goes: enough sagas at once for placement's group commit to fill its
 /// batches, so that a slow stretch does not throttle the stack below what it can do.
 pub const LIMIT_FLOOR: u64 = 16;
-/// The most one adjustment shrinks the limit by, and grows it by: the durations measured
-/// are those of sagas admitted a saga's duration ago, so a step reacts to old news, and
-/// small steps keep the limit from swinging.
-const MOST_SHRUNK: f64 = 0.8;
-const MOST_GROWN: f64 = 1.1;
+/// The most one adjustment shrinks the limit by, and grows it by. The durations measured are
+/// those of sagas admitted a saga's duration ago (several adjustments), so each step reacts
+/// to old news: with steps of a fifth and a tenth, saga-bench saw the limit swing and the
+/// p99 of accepted orders reach 1.45 s against a target of 0.5 s. Growth is the slower, so
+/// that it takes longer than that delay to undo a cut.
+const MOST_SHRUNK: f64 = 0.9;
+const MOST_GROWN: f64 = 1.02;
 
 /// The sagas in flight, as far as this instance knows, and the bound.
 #[derive(Debug)]
@@ -251,9 +253,9 @@ mod tests {
     }
 
     #[test]
-    fn sagas_slower_than_the_target_shrink_the_limit_by_a_fifth_at_most() {
-        assert_eq!(next_limit(150, 150, ms(500), Some(ms(625)), 150), 120);
-        assert_eq!(next_limit(150, 150, ms(500), Some(ms(5_000)), 113), 120);
+    fn sagas_slower_than_the_target_shrink_the_limit_by_a_tenth_at_most() {
+        assert_eq!(next_limit(150, 150, ms(500), Some(ms(520)), 150), 144);
+        assert_eq!(next_limit(150, 150, ms(500), Some(ms(5_000)), 113), 135);
     }
 
     #[test]
@@ -264,8 +266,8 @@ mod tests {
 
     #[test]
     fn sagas_faster_than_the_target_grow_it_back_up_to_the_ceiling() {
-        assert_eq!(next_limit(100, 150, ms(500), Some(ms(50)), 100), 110);
-        assert_eq!(next_limit(145, 150, ms(500), Some(ms(50)), 0), 150);
+        assert_eq!(next_limit(100, 150, ms(500), Some(ms(50)), 100), 102);
+        assert_eq!(next_limit(149, 150, ms(500), Some(ms(50)), 0), 150);
         assert_eq!(next_limit(16, 150, ms(500), Some(ms(499)), 16), 17);
     }
 
@@ -297,6 +299,16 @@ mod tests {
             in_flight.saga_finished(ms(2_000));
         }
         in_flight.correct(17);
+        assert_eq!(in_flight.limit(), 18);
+        in_flight.admit().map(Admission::keep).ok();
+        assert!(
+            in_flight.admit().is_err(),
+            "18 in flight against a limit of 18"
+        );
+        for _ in 0..3 {
+            in_flight.saga_finished(ms(2_000));
+        }
+        in_flight.correct(17);
         assert_eq!(in_flight.limit(), 16);
         assert!(
             in_flight.admit().is_err(),
@@ -304,7 +316,7 @@ mod tests {
         );
         in_flight.saga_finished(ms(40));
         in_flight.correct(10);
-        assert_eq!(in_flight.limit(), 18);
+        assert_eq!(in_flight.limit(), 17);
         assert!(in_flight.admit().is_ok());
     }
 
