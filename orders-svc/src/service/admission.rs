@@ -15,9 +15,9 @@
 //! duration of the sagas finished here since the last one is compared with
 //! `ORDERS_ADMISSION_TARGET_WAIT_MS`: longer while the limit binds, and the limit shrinks in
 //! proportion (by a tenth at most per step); shorter, and it grows back (by 2% at most per
-//! step) up to `ORDERS_MAX_IN_FLIGHT`. On a machine fast enough for the ceiling the limit stays there; on
-//! a slower one it settles where the sagas take about the target. Every instance sees the
-//! same durations, so their limits agree without talking to each other.
+//! step) up to `ORDERS_MAX_IN_FLIGHT`. On a machine fast enough for the ceiling the limit
+//! stays there; on a slower one it settles where the sagas take about the target. Every
+//! instance sees the same durations, so their limits agree without talking to each other.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,10 @@ pub const LIMIT_FLOOR: u64 = 16;
 /// that it takes longer than that delay to undo a cut.
 const MOST_SHRUNK: f64 = 0.9;
 const MOST_GROWN: f64 = 1.02;
+/// The most durations kept between two adjustments. Their median is as good a guide as all
+/// of them, and a recount job that cannot reach the database for a while must not let the
+/// list grow with every saga finished meanwhile.
+const MOST_DURATIONS: usize = 4096;
 
 /// The sagas in flight, as far as this instance knows, and the bound.
 #[derive(Debug)]
@@ -108,6 +112,7 @@ impl InFlight {
         self.finished(1);
         if self.target_wait.is_some()
             && let Ok(mut durations) = self.durations.lock()
+            && durations.len() < MOST_DURATIONS
         {
             durations.push(took);
         }
@@ -182,7 +187,7 @@ fn next_limit(
         clippy::cast_sign_loss
     )]
     let scaled = (limit as f64 * ratio).round() as u64;
-    // Growing, always by one at least: from a small limit a tenth rounds to nothing.
+    // Growing, always by one at least: from a small limit 2% rounds to nothing.
     let next = if ratio > 1.0 {
         scaled.max(limit + 1)
     } else {
@@ -318,6 +323,18 @@ mod tests {
         in_flight.correct(10);
         assert_eq!(in_flight.limit(), 17);
         assert!(in_flight.admit().is_ok());
+    }
+
+    #[test]
+    fn a_window_keeps_a_bounded_number_of_durations() {
+        let in_flight = InFlight::with_target_wait(30, Some(ms(500)));
+        for _ in 0..MOST_DURATIONS + 10 {
+            in_flight.saga_finished(ms(10));
+        }
+        assert_eq!(
+            in_flight.durations.lock().map(|d| d.len()).ok(),
+            Some(MOST_DURATIONS)
+        );
     }
 
     #[test]
