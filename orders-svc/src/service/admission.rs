@@ -16,8 +16,10 @@
 //! `ORDERS_ADMISSION_TARGET_WAIT_MS`: longer while the limit binds, and the limit shrinks in
 //! proportion (by a tenth at most per step); shorter, and it grows back (by 2% at most per
 //! step) up to `ORDERS_MAX_IN_FLIGHT`. On a machine fast enough for the ceiling the limit
-//! stays there; on a slower one it settles where the sagas take about the target. Every
-//! instance sees the same durations, so their limits agree without talking to each other.
+//! stays there; on a slower one it settles where the sagas take about the target. Each
+//! instance moves its own limit against the service-wide count; they need not agree (two
+//! instances under saga-bench settled at 100 and 128), and the higher one is the service's
+//! bound in effect.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
