@@ -57,11 +57,11 @@ impl AdmissionSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
             max_in_flight: saga_runtime::config::var("ORDERS_MAX_IN_FLIGHT", 150)?,
+            // Zero turns it off: `InFlight::with_target_wait` reads it as no target.
             target_wait: Some(millis(
                 "ORDERS_ADMISSION_TARGET_WAIT_MS",
                 Duration::from_millis(500),
-            )?)
-            .filter(|wait| !wait.is_zero()),
+            )?),
             retry_after: millis("ORDERS_RETRY_AFTER_MS", Duration::from_secs(1))?,
             recount_interval: millis("ORDERS_IN_FLIGHT_RECOUNT_MS", Duration::from_millis(100))?,
         })

@@ -143,11 +143,6 @@ impl InFlight {
     pub fn limit(&self) -> u64 {
         self.limit.load(Ordering::Acquire)
     }
-
-    /// The ceiling of the bound, `ORDERS_MAX_IN_FLIGHT`.
-    pub fn max(&self) -> u64 {
-        self.max
-    }
 }
 
 /// The median of `durations`, which it empties; `None` when there are none.
