@@ -107,9 +107,9 @@ async fn deadline_job(
     }
 }
 
-/// Every `interval` until `stop`: takes the admission count from the database, where every
-/// instance's orders are (one count over the index of unfinished orders), and moves the
-/// admission limit by the sagas finished since.
+/// Every `interval` until `stop`: takes the admission count and the service's admission limit
+/// from the database, where every instance's orders are (one count over the index of
+/// unfinished orders), and once a window has passed moves the limit by the sagas finished here.
 async fn recount_job(
     db: sea_orm::DatabaseConnection,
     in_flight: Arc<InFlight>,
@@ -117,9 +117,8 @@ async fn recount_job(
     stop: CancellationToken,
 ) {
     loop {
-        match service::count_in_flight(&db).await {
+        match service::recount_in_flight(&db, &in_flight).await {
             Ok(counted) => {
-                in_flight.correct(counted);
                 #[allow(clippy::cast_precision_loss)]
                 saga_runtime::metrics::ADMISSION_LIMIT.set_with(in_flight.limit() as f64, &[]);
                 // The one status a saga in flight has; finished sagas are counted by outcome

@@ -430,7 +430,45 @@ async fn the_recount_sees_only_orders_whose_saga_is_in_flight() -> TestResult {
             &inventory_reserved(&finished),
         )
         .await?;
-    assert_eq!(service::count_in_flight(&db).await?, 1);
+    assert_eq!(
+        orders_svc::repo::admission::census(&db).await?,
+        orders_svc::repo::admission::Census {
+            in_flight: 1,
+            bound: None
+        }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn instances_share_one_admission_limit_and_step_it_at_most_once_a_window() -> TestResult {
+    use orders_svc::repo::admission;
+    use std::time::Duration;
+    let db = database().await?;
+    placed_order(&db).await?;
+    let target = Some(Duration::from_millis(500));
+    let (first, second) = (
+        InFlight::with_target_wait(64, target),
+        InFlight::with_target_wait(64, target),
+    );
+    // The service's limit, as an earlier step left it; no step since for longer than a window.
+    assert!(admission::step_bound(&db, 20, Duration::ZERO).await?);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    // Both windows have passed, and both saw fast sagas. The first to recount steps up by a
+    // quarter; the second adopts that and its own step is refused.
+    first.saga_finished(Duration::from_millis(10));
+    second.saga_finished(Duration::from_millis(10));
+    assert_eq!(service::recount_in_flight(&db, &first).await?, 1);
+    assert_eq!(first.limit(), 25);
+    assert_eq!(service::recount_in_flight(&db, &second).await?, 1);
+    assert_eq!(second.limit(), 25, "adopted, and not stepped again");
+    assert_eq!(admission::census(&db).await?.bound, Some(25));
+
+    // A recount inside the window only adopts: this instance knows the service's limit.
+    let third = InFlight::with_target_wait(64, target);
+    service::recount_in_flight(&db, &third).await?;
+    assert_eq!((third.current(), third.limit()), (1, 25));
     Ok(())
 }
 

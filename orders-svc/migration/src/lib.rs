@@ -8,6 +8,7 @@ mod m20261128_000003_create_parked_events;
 mod m20261128_000004_index_pending_orders;
 mod m20261129_000005_create_saga_view;
 mod m20261129_000006_replicate_product_attributes;
+mod m20261203_000007_share_the_admission_bound;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000005_create_saga_view::Migration),
             Box::new(saga_schema::CreateIdempotencyKeys),
             Box::new(m20261129_000006_replicate_product_attributes::Migration),
+            Box::new(m20261203_000007_share_the_admission_bound::Migration),
         ]
     }
 }

@@ -6,6 +6,7 @@
 //! is tested through its pure `domain` rules and, with these functions, against a real
 //! database (see ARCHITECTURE.md).
 
+pub mod admission;
 pub mod catalog;
 pub mod entity;
 pub mod orders;

@@ -141,19 +141,6 @@ pub async fn lock_expired<C: ConnectionTrait>(
         .collect()
 }
 
-/// How many orders are still `PENDING_PAYMENT`, i.e. have a saga in flight. An index-only
-/// scan of the partial index `orders_pending_by_age`.
-pub async fn count_pending<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
-    let row = db
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT count(*) AS n FROM orders WHERE status = 'PENDING_PAYMENT'",
-        ))
-        .await?;
-    let n: i64 = row.map_or(Ok(0), |row| row.try_get("", "n"))?;
-    Ok(u64::try_from(n).unwrap_or_default())
-}
-
 /// Writes the order's status and failure reason.
 pub async fn update_status<C: ConnectionTrait>(db: &C, order: &Order) -> Result<(), DbErr> {
     order::Entity::update_many()

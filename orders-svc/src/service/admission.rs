@@ -11,30 +11,39 @@
 //!
 //! The bound is a count, but what a client feels is a wait: by Little's law a count is worth
 //! `count ÷ completion rate` of waiting, and the completion rate is the machine's. So the count
-//! in force (the *limit*) follows the sagas' own durations. At each recount the median
-//! duration of the sagas finished here since the last one is compared with
-//! `ORDERS_ADMISSION_TARGET_WAIT_MS`: longer while the limit binds, and the limit shrinks in
-//! proportion (by a tenth at most per step); shorter, and it grows back (by 2% at most per
-//! step) up to `ORDERS_MAX_IN_FLIGHT`. On a machine fast enough for the ceiling the limit
-//! stays there; on a slower one it settles where the sagas take about the target. Each
-//! instance moves its own limit against the service-wide count; they need not agree (two
-//! instances under saga-bench settled at 100 and 128), and the higher one is the service's
-//! bound in effect.
+//! in force (the *limit*) follows the sagas' own durations. Every two target waits (a
+//! *window*, checked at each recount) the median duration of the sagas finished here in the
+//! window is compared with `ORDERS_ADMISSION_TARGET_WAIT_MS`, and the limit moves by their
+//! ratio: down while the limit binds and the sagas were slower, up to `ORDERS_MAX_IN_FLIGHT`
+//! while they were faster, by half at most down and a quarter at most up per window. On a
+//! machine fast enough for the ceiling the limit stays there; on a slower one it settles where
+//! the median saga takes about the target.
+//!
+//! The limit is the service's, kept in its database (`admission_bound`): every instance adopts
+//! it at each recount, and a step is taken only if no instance took one in the last window,
+//! so N instances step as often as one. With a limit each, they drifted apart (17 and 121 at
+//! the end of one saga-bench run), and an instance whose limit fell below the service's count
+//! refused all its orders, however much room the service had.
 
+use sea_orm::ConnectionTrait;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use super::ServiceError;
+use crate::repo;
 
 /// The lowest the limit goes: enough sagas at once for placement's group commit to fill its
 /// batches, so that a slow stretch does not throttle the stack below what it can do.
 pub const LIMIT_FLOOR: u64 = 16;
-/// The most one adjustment shrinks the limit by, and grows it by. The durations measured are
-/// those of sagas admitted a saga's duration ago (several adjustments), so each step reacts
-/// to old news: with steps of a fifth and a tenth, saga-bench saw the limit swing and the
-/// p99 of accepted orders reach 1.45 s against a target of 0.5 s. Growth is the slower, so
-/// that it takes longer than that delay to undo a cut.
-const MOST_SHRUNK: f64 = 0.9;
-const MOST_GROWN: f64 = 1.02;
+/// The most one window shrinks the limit by, and grows it by. The step is proportional (the
+/// target over the median, as Little's law has it for a fixed completion rate) and these only
+/// bound it, so that one odd window cannot swing the limit far. Up and down are about even
+/// (in ratio, not in count) on purpose: with steps of a tenth down and 2% up every recount, the
+/// noise of 100 ms windows alone pushed the limit down: the median saga settled at 410–450 ms
+/// against a target of 500, and two instances under saga-bench sat at 50–130 for a whole run.
+const MOST_SHRUNK: f64 = 0.5;
+const MOST_GROWN: f64 = 1.25;
 /// The most durations kept between two adjustments. Their median is as good a guide as all
 /// of them, and a recount job that cannot reach the database for a while must not let the
 /// list grow with every saga finished meanwhile.
@@ -48,8 +57,15 @@ pub struct InFlight {
     limit: AtomicU64,
     max: u64,
     target_wait: Option<Duration>,
-    /// How long each saga finished here since the last adjustment took.
-    durations: Mutex<Vec<Duration>>,
+    /// The sagas finished here in the current window.
+    window: Mutex<Window>,
+}
+
+/// One window of adjustment: how long each saga finished here in it took.
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    durations: Vec<Duration>,
 }
 
 /// Refused: the bound is reached.
@@ -73,7 +89,10 @@ impl InFlight {
             limit: AtomicU64::new(max),
             max,
             target_wait: target_wait.filter(|wait| !wait.is_zero()),
-            durations: Mutex::default(),
+            window: Mutex::new(Window {
+                started: Instant::now(),
+                durations: Vec::new(),
+            }),
         })
     }
 
@@ -108,30 +127,69 @@ impl InFlight {
             });
     }
 
-    /// A saga finished here after `took`: its place is free, and its duration counts at the
-    /// next adjustment.
+    /// A saga finished here after `took`: its place is free, and its duration counts in the
+    /// window.
     pub fn saga_finished(&self, took: Duration) {
         self.finished(1);
         if self.target_wait.is_some()
-            && let Ok(mut durations) = self.durations.lock()
-            && durations.len() < MOST_DURATIONS
+            && let Ok(mut window) = self.window.lock()
+            && window.durations.len() < MOST_DURATIONS
         {
-            durations.push(took);
+            window.durations.push(took);
         }
     }
 
-    /// Replaces the count with one taken from the database, and moves the limit by the
-    /// durations of the sagas finished since the last correction.
-    pub fn correct(&self, counted: u64) {
+    /// Replaces the count with one taken from the database, and the limit with the service's
+    /// (within this instance's floor and ceiling), if there is a target and the service has
+    /// one yet.
+    pub fn adopt(&self, counted: u64, service_limit: Option<u64>) {
         self.count.store(counted, Ordering::Release);
-        let Some(target_wait) = self.target_wait else {
-            return;
+        if self.target_wait.is_some()
+            && let Some(limit) = service_limit
+        {
+            self.limit.store(
+                limit.clamp(LIMIT_FLOOR.min(self.max), self.max),
+                Ordering::Release,
+            );
+        }
+    }
+
+    /// Once a window has passed: the limit the sagas finished in it call for, if it differs
+    /// from the one in force. It is proposed, not applied: the caller applies it
+    /// ([`InFlight::set_limit`]) once the service's limit has taken it.
+    pub fn step(&self, now: Instant) -> Option<Step> {
+        let target_wait = self.target_wait?;
+        // A window of two target waits: a step acts on the sagas admitted from then on, which
+        // finish about a target wait later, so each window sees the last step's effect and
+        // its median is taken over enough sagas to be steady.
+        let window_length = target_wait * 2;
+        let (median, sagas) = match self.window.lock() {
+            Ok(mut window) if now.duration_since(window.started) >= window_length => {
+                window.started = now;
+                let sagas = window.durations.len();
+                (median(&mut window.durations), sagas)
+            }
+            _ => return None,
         };
-        let median = match self.durations.lock() {
-            Ok(mut durations) => median(&mut durations),
-            Err(_) => None,
-        };
-        let limit = next_limit(self.limit(), self.max, target_wait, median, counted);
+        let (before, in_flight) = (self.limit(), self.current());
+        let limit = next_limit(before, self.max, target_wait, median, in_flight);
+        tracing::debug!(
+            sagas,
+            median_ms = median.map(|m| m.as_millis()),
+            in_flight,
+            before,
+            limit,
+            "admission window"
+        );
+        // A tenth of slack, for the recount's period and the instances' windows' phases.
+        (limit != before).then(|| Step {
+            limit,
+            not_within: window_length.mul_f64(0.9),
+        })
+    }
+
+    /// Puts `limit` in force here (the service's limit has taken it).
+    pub fn set_limit(&self, limit: u64) {
         self.limit.store(limit, Ordering::Release);
     }
 
@@ -143,6 +201,30 @@ impl InFlight {
     pub fn limit(&self) -> u64 {
         self.limit.load(Ordering::Acquire)
     }
+}
+
+/// A move of the limit, to be taken unless an instance took one within `not_within`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub limit: u64,
+    pub not_within: Duration,
+}
+
+/// Takes the count of sagas in flight and the service's limit from the database and adopts
+/// them; once a window has passed, moves the service's limit by the sagas finished here in it,
+/// unless another instance moved it within the window. The count, for the metrics.
+pub async fn recount_in_flight<C: ConnectionTrait>(
+    db: &C,
+    in_flight: &InFlight,
+) -> Result<u64, ServiceError> {
+    let census = repo::admission::census(db).await?;
+    in_flight.adopt(census.in_flight, census.bound);
+    if let Some(step) = in_flight.step(Instant::now())
+        && repo::admission::step_bound(db, step.limit, step.not_within).await?
+    {
+        in_flight.set_limit(step.limit);
+    }
+    Ok(census.in_flight)
 }
 
 /// The median of `durations`, which it empties; `None` when there are none.
@@ -157,8 +239,8 @@ fn median(durations: &mut Vec<Duration>) -> Option<Duration> {
     Some(median)
 }
 
-/// The limit after `limit`, given the median duration of the sagas finished since the last
-/// step and the count in flight now. With none finished there is nothing to go by, and the
+/// The limit after `limit`, given the median duration of the sagas finished in the last
+/// window and the count in flight now. With none finished there is nothing to go by, and the
 /// limit stays: an idle stack has no reason to move it, and a stalled one (a service down)
 /// must not be offered more. It shrinks only while it binds (the count is within a quarter of
 /// it): sagas that were slow with room to spare were held up by something else than a queue
@@ -184,7 +266,7 @@ fn next_limit(
         clippy::cast_sign_loss
     )]
     let scaled = (limit as f64 * ratio).round() as u64;
-    // Growing, always by one at least: from a small limit 2% rounds to nothing.
+    // Growing, always by one at least: from a small limit a little rounds to nothing.
     let next = if ratio > 1.0 {
         scaled.max(limit + 1)
     } else {
@@ -244,7 +326,7 @@ mod tests {
     #[test]
     fn a_correction_replaces_the_count_and_finishing_never_goes_below_zero() {
         let in_flight = InFlight::new(10);
-        in_flight.correct(7);
+        in_flight.adopt(7, None);
         assert_eq!(in_flight.current(), 7);
         in_flight.finished(9);
         assert_eq!(in_flight.current(), 0);
@@ -254,10 +336,59 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A recount of the only instance at `now`: its steps always land.
+    fn recount_alone(in_flight: &InFlight, counted: u64, now: Instant) {
+        in_flight.adopt(counted, None);
+        if let Some(step) = in_flight.step(now) {
+            in_flight.set_limit(step.limit);
+        }
+    }
+
     #[test]
-    fn sagas_slower_than_the_target_shrink_the_limit_by_a_tenth_at_most() {
+    fn the_services_limit_is_adopted_within_this_instances_floor_and_ceiling() {
+        let in_flight = InFlight::with_target_wait(150, Some(ms(400)));
+        in_flight.adopt(30, Some(90));
+        assert_eq!((in_flight.current(), in_flight.limit()), (30, 90));
+        in_flight.adopt(30, Some(600));
+        assert_eq!(in_flight.limit(), 150, "another instance's higher ceiling");
+        in_flight.adopt(30, Some(3));
+        assert_eq!(in_flight.limit(), LIMIT_FLOOR);
+        in_flight.adopt(30, None);
+        assert_eq!(
+            in_flight.limit(),
+            LIMIT_FLOOR,
+            "no limit read: the last one stays"
+        );
+
+        let fixed = InFlight::new(150);
+        fixed.adopt(30, Some(90));
+        assert_eq!(fixed.limit(), 150, "without a target the bound is fixed");
+    }
+
+    #[test]
+    fn a_step_is_proposed_once_a_window_has_passed_and_only_if_the_limit_moves() {
+        let in_flight = InFlight::with_target_wait(100, Some(ms(400)));
+        let start = Instant::now();
+        in_flight.adopt(100, None);
+        in_flight.saga_finished(ms(800));
+        assert_eq!(in_flight.step(start + ms(700)), None, "inside the window");
+        assert_eq!(
+            in_flight.step(start + ms(800)),
+            Some(Step {
+                limit: 50,
+                not_within: ms(720)
+            })
+        );
+        assert_eq!(in_flight.limit(), 100, "proposed, not applied");
+        in_flight.saga_finished(ms(400));
+        assert_eq!(in_flight.step(start + ms(1_600)), None, "at the target");
+    }
+
+    #[test]
+    fn sagas_slower_than_the_target_shrink_the_limit_in_proportion_by_half_at_most() {
         assert_eq!(next_limit(150, 150, ms(500), Some(ms(520)), 150), 144);
-        assert_eq!(next_limit(150, 150, ms(500), Some(ms(5_000)), 113), 135);
+        assert_eq!(next_limit(150, 150, ms(500), Some(ms(750)), 150), 100);
+        assert_eq!(next_limit(150, 150, ms(500), Some(ms(5_000)), 113), 75);
     }
 
     #[test]
@@ -267,8 +398,9 @@ mod tests {
     }
 
     #[test]
-    fn sagas_faster_than_the_target_grow_it_back_up_to_the_ceiling() {
-        assert_eq!(next_limit(100, 150, ms(500), Some(ms(50)), 100), 102);
+    fn sagas_faster_than_the_target_grow_it_back_by_a_quarter_at_most_up_to_the_ceiling() {
+        assert_eq!(next_limit(100, 150, ms(500), Some(ms(50)), 100), 125);
+        assert_eq!(next_limit(100, 150, ms(500), Some(ms(450)), 100), 111);
         assert_eq!(next_limit(149, 150, ms(500), Some(ms(50)), 0), 150);
         assert_eq!(next_limit(16, 150, ms(500), Some(ms(499)), 16), 17);
     }
@@ -294,32 +426,43 @@ mod tests {
     #[test]
     fn slow_sagas_lower_the_bound_admission_uses_and_fast_ones_restore_it() {
         let in_flight = InFlight::with_target_wait(20, Some(ms(500)));
+        let start = Instant::now();
+        let at = |n: u64| start + ms(n);
         for _ in 0..20 {
             in_flight.admit().map(Admission::keep).ok();
         }
         for _ in 0..3 {
-            in_flight.saga_finished(ms(2_000));
+            in_flight.saga_finished(ms(600));
         }
-        in_flight.correct(17);
-        assert_eq!(in_flight.limit(), 18);
-        in_flight.admit().map(Admission::keep).ok();
+        // Inside the window only the count is corrected.
+        recount_alone(&in_flight, 17, at(500));
+        assert_eq!((in_flight.current(), in_flight.limit()), (17, 20));
+        recount_alone(&in_flight, 17, at(1_000));
+        assert_eq!(in_flight.limit(), 17);
         assert!(
             in_flight.admit().is_err(),
-            "18 in flight against a limit of 18"
+            "17 in flight against a limit of 17"
         );
         for _ in 0..3 {
             in_flight.saga_finished(ms(2_000));
         }
-        in_flight.correct(17);
-        assert_eq!(in_flight.limit(), 16);
-        assert!(
-            in_flight.admit().is_err(),
-            "17 in flight against a limit of 16"
-        );
-        in_flight.saga_finished(ms(40));
-        in_flight.correct(10);
-        assert_eq!(in_flight.limit(), 17);
+        recount_alone(&in_flight, 17, at(2_000));
+        assert_eq!(in_flight.limit(), LIMIT_FLOOR);
+        in_flight.saga_finished(ms(400));
+        recount_alone(&in_flight, 10, at(3_000));
+        assert_eq!(in_flight.limit(), 20);
         assert!(in_flight.admit().is_ok());
+    }
+
+    #[test]
+    fn a_window_with_no_saga_finished_leaves_the_limit_alone() {
+        let in_flight = InFlight::with_target_wait(20, Some(ms(500)));
+        let start = Instant::now();
+        in_flight.saga_finished(ms(5_000));
+        recount_alone(&in_flight, 20, start + ms(1_000));
+        assert_eq!(in_flight.limit(), 16);
+        recount_alone(&in_flight, 20, start + ms(2_000));
+        assert_eq!(in_flight.limit(), 16);
     }
 
     #[test]
@@ -329,7 +472,7 @@ mod tests {
             in_flight.saga_finished(ms(10));
         }
         assert_eq!(
-            in_flight.durations.lock().map(|d| d.len()).ok(),
+            in_flight.window.lock().map(|w| w.durations.len()).ok(),
             Some(MOST_DURATIONS)
         );
     }
@@ -338,7 +481,7 @@ mod tests {
     fn without_a_target_the_bound_is_fixed() {
         let in_flight = InFlight::with_target_wait(30, Some(Duration::ZERO));
         in_flight.saga_finished(ms(60_000));
-        in_flight.correct(0);
+        recount_alone(&in_flight, 0, Instant::now() + ms(60_000));
         assert_eq!(in_flight.limit(), 30);
     }
 }

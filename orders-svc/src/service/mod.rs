@@ -13,14 +13,12 @@ mod on_product_upserted;
 mod place_order;
 mod queries;
 
-pub use admission::{Admission, InFlight, Overloaded};
+pub use admission::{Admission, InFlight, Overloaded, recount_in_flight};
 pub use cancel_expired::{CANCEL_BATCH, CancelExpiredOrders};
 pub use finish_order::{on_inventory_reserved, on_payment_failed, on_payment_refunded};
 pub use on_product_upserted::on_product_upserted;
 pub use place_order::PlaceOrder;
-pub use queries::{
-    SagaDetail, count_in_flight, get_catalog_product, get_order, get_saga, product_attributes,
-};
+pub use queries::{SagaDetail, get_catalog_product, get_order, get_saga, product_attributes};
 
 use saga_runtime::outbox::OutboxError;
 use sea_orm::DbErr;

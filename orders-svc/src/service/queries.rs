@@ -20,11 +20,6 @@ pub async fn get_catalog_product<C: ConnectionTrait>(
         .ok_or(ServiceError::NotFound("product"))
 }
 
-/// The sagas in flight by the database's count, to correct the admission count.
-pub async fn count_in_flight<C: ConnectionTrait>(db: &C) -> Result<u64, ServiceError> {
-    Ok(orders::count_pending(db).await?)
-}
-
 /// A saga as `GET /sagas/{saga_id}` shows it: its order and its timeline from the saga view.
 #[derive(Debug, Clone)]
 pub struct SagaDetail {
