@@ -515,6 +515,16 @@ async fn prometheus_reads_saga_durations(w: &mut TraceWorld) -> TestResult {
         .query_one(&w.api, &format!("count(up == 1) == {instances}"), SETTLE)
         .await
         .map_err(|e| format!("not every service is up in Prometheus: {e}"))?;
+    // The counts as they stood before this scenario's sagas, which are all it may judge: the
+    // histogram holds every saga since the services started, and an earlier scenario's first
+    // saga, on a cold stack, may have been slower than any of these. Every target has been
+    // scraped since the earlier scenarios ended, so the samples at `before` hold their sagas.
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    let since_before = |series: &str| {
+        format!("sum by (le) ({series}) - sum by (le) ({series} @ {before:.3} or {series} * 0)")
+    };
     let product = w.api.product(100, 50).await?;
     let customer = w.api.customer(100_000).await?;
     let mut slowest = Duration::ZERO;
@@ -525,19 +535,24 @@ async fn prometheus_reads_saga_durations(w: &mut TraceWorld) -> TestResult {
         ensure_eq!(done["status"], json!("CONFIRMED"), "the order's status");
         slowest = slowest.max(placed.elapsed());
     }
-    // The histogram's buckets since the services started, as orders-svc exports them.
     // Once a scrape has seen all five.
     prometheus
         .query_one(
             &w.api,
-            "sum(saga_duration_seconds_count{outcome=\"CONFIRMED\"}) >= 5",
+            &format!(
+                "{} >= 5",
+                since_before("saga_duration_seconds_count{outcome=\"CONFIRMED\"}")
+            ),
             SETTLE,
         )
         .await?;
     let p99 = prometheus
         .query_one(
             &w.api,
-            "histogram_quantile(0.99, sum by (le) (saga_duration_seconds_bucket{outcome=\"CONFIRMED\"}))",
+            &format!(
+                "histogram_quantile(0.99, {})",
+                since_before("saga_duration_seconds_bucket{outcome=\"CONFIRMED\"}")
+            ),
             SETTLE,
         )
         .await?;
