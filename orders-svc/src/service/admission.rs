@@ -44,7 +44,7 @@ pub const LIMIT_FLOOR: u64 = 16;
 /// against a target of 500, and two instances under saga-bench sat at 50–130 for a whole run.
 const MOST_SHRUNK: f64 = 0.5;
 const MOST_GROWN: f64 = 1.25;
-/// The most durations kept between two adjustments. Their median is as good a guide as all
+/// The most durations kept in one window. Their median is as good a guide as all
 /// of them, and a recount job that cannot reach the database for a while must not let the
 /// list grow with every saga finished meanwhile.
 const MOST_DURATIONS: usize = 4096;
@@ -142,7 +142,7 @@ impl InFlight {
     /// Replaces the count with one taken from the database, and the limit with the service's
     /// (within this instance's floor and ceiling), if there is a target and the service has
     /// one yet.
-    pub fn adopt(&self, counted: u64, service_limit: Option<u64>) {
+    fn adopt(&self, counted: u64, service_limit: Option<u64>) {
         self.count.store(counted, Ordering::Release);
         if self.target_wait.is_some()
             && let Some(limit) = service_limit
@@ -157,7 +157,7 @@ impl InFlight {
     /// Once a window has passed: the limit the sagas finished in it call for, if it differs
     /// from the one in force. It is proposed, not applied: the caller applies it
     /// ([`InFlight::set_limit`]) once the service's limit has taken it.
-    pub fn step(&self, now: Instant) -> Option<Step> {
+    fn step(&self, now: Instant) -> Option<Step> {
         let target_wait = self.target_wait?;
         // A window of two target waits: a step acts on the sagas admitted from then on, which
         // finish about a target wait later, so each window sees the last step's effect and
@@ -189,7 +189,7 @@ impl InFlight {
     }
 
     /// Puts `limit` in force here (the service's limit has taken it).
-    pub fn set_limit(&self, limit: u64) {
+    fn set_limit(&self, limit: u64) {
         self.limit.store(limit, Ordering::Release);
     }
 
@@ -205,9 +205,9 @@ impl InFlight {
 
 /// A move of the limit, to be taken unless an instance took one within `not_within`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
-    pub limit: u64,
-    pub not_within: Duration,
+struct Step {
+    limit: u64,
+    not_within: Duration,
 }
 
 /// Takes the count of sagas in flight and the service's limit from the database and adopts
