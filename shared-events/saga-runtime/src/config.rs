@@ -124,6 +124,7 @@ impl CommonSettings {
                 acquire_timeout: millis("DB_ACQUIRE_TIMEOUT_MS", Duration::from_secs(3))?,
                 idle_timeout: millis("DB_IDLE_TIMEOUT_MS", Duration::from_secs(300))?,
                 max_lifetime: millis("DB_MAX_LIFETIME_MS", Duration::from_secs(1800))?,
+                ping_if_idle_for: millis("DB_PING_IF_IDLE_MS", Duration::from_secs(1))?,
                 statement_timeout: millis("DB_STATEMENT_TIMEOUT_MS", Duration::from_secs(5))?,
                 migration_lock_timeout: millis(
                     "DB_MIGRATION_LOCK_TIMEOUT_MS",
@@ -224,6 +225,11 @@ pub struct DatabaseSettings {
     pub acquire_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
+    /// A pooled connection idle for this long is pinged before it is lent out, and replaced
+    /// if the server no longer answers on it (after a restart or a failover of PostgreSQL, or
+    /// a proxy that dropped it). A connection in steady use is lent out without the ping's
+    /// round trip.
+    pub ping_if_idle_for: Duration,
     /// PostgreSQL's `statement_timeout`, set on every connection.
     pub statement_timeout: Duration,
     /// How long an instance waits at start-up while another one runs the migrations.

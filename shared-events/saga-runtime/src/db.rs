@@ -118,9 +118,14 @@ fn pool_options(settings: &DatabaseSettings) -> ConnectOptions {
         .max_lifetime(settings.max_lifetime)
         .statement_timeout(settings.statement_timeout)
         // sqlx pings every connection it lends out by default: one more round trip per
-        // transaction. A connection the server dropped fails its first statement instead,
-        // which the caller already treats as the database being unavailable and retries.
-        .test_before_acquire(false)
+        // transaction. Only a connection that sat idle is pinged here, because that is where
+        // a restart of PostgreSQL leaves dead ones: the ping finds each and sqlx opens a new
+        // connection in its place, so the first requests after the restart (and readiness
+        // probes, which borrow one connection each) do not fail one per dead connection.
+        // Under load every connection is back within the threshold and none pays the ping;
+        // one that the server closes while it is in use fails its statement, which callers
+        // treat as the database being unavailable and retry.
+        .test_before_acquire_if_idle_for(settings.ping_if_idle_for)
         .sqlx_logging(false);
     options
 }

@@ -173,6 +173,7 @@ pub fn database_settings(url: String) -> DatabaseSettings {
         acquire_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(60),
         max_lifetime: Duration::from_secs(600),
+        ping_if_idle_for: Duration::from_secs(1),
         statement_timeout: Duration::from_secs(10),
         migration_lock_timeout: Duration::from_secs(30),
     }
