@@ -51,7 +51,7 @@ pub fn test_role() -> String {
 }
 
 /// The test role's connection to the server at `port` (its `postgres` database).
-async fn as_test_role(port: u16) -> Result<DatabaseConnection, DbErr> {
+pub async fn as_test_role(port: u16) -> Result<DatabaseConnection, DbErr> {
     let role = test_role();
     Database::connect(database_url(port, &role, "postgres")).await
 }

@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use saga_runtime::{db, testing};
-use sea_orm::{
-    ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -62,12 +60,7 @@ async fn connections_the_server_closed_while_idle_are_replaced_before_they_are_l
     }
 
     // The server closes every one of them, as a restart would.
-    let admin = Database::connect(testing::database_url(
-        testing::pg_port_of("orders"),
-        &testing::test_role(),
-        "postgres",
-    ))
-    .await?;
+    let admin = testing::as_test_role(testing::pg_port_of("orders")).await?;
     admin
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
