@@ -91,6 +91,12 @@ async fn schemathesis_finds_nothing(w: &mut ContractWorld) -> TestResult {
             "{} panicked during the run",
             service.binary()
         );
+        // Its stderr is a file here, not a terminal: plain text, no colour codes.
+        ensure!(
+            !log.contains('\u{1b}'),
+            "{}'s log file holds terminal escape codes",
+            service.binary()
+        );
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! still travels, and the exported trace still covers the whole saga.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -90,8 +91,12 @@ pub fn init(service_name: &'static str) -> Result<TelemetryGuard, TelemetryError
             .with_filter(log_filter)
             .boxed()
     } else {
+        // Colours only on a terminal: a log file or a container's log would otherwise carry
+        // the escape codes into every search of it.
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(colour)
             .with_filter(log_filter)
             .boxed()
     };
