@@ -11,12 +11,14 @@
 //! | `FAULT_PRODUCER_FATAL` | report the Kafka producer as fatally failed this many times, as librdkafka would |
 //!
 //! A crash is `std::process::abort()`: no destructor runs, nothing is flushed, exactly as if
-//! the process had been killed at that line.
+//! the process had been killed at that line. It leaves no core file, whatever `ulimit -c`
+//! says: the core files CI keeps are for crashes nobody planned.
 
 use std::str::FromStr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use sea_orm::{ConnectionTrait, DbErr};
 
 use super::CrashPoint;
@@ -123,6 +125,14 @@ pub fn crash_point(point: CrashPoint) {
     }
     if faults.crash_hits.fetch_add(1, Ordering::SeqCst) >= faults.crash_after {
         tracing::error!(?point, "fault injection: crashing now");
+        // A crash on purpose needs no core file, and with core files on (as CI has them, to
+        // read real crashes) each would write the whole address space: over a gigabyte for
+        // a debug build, several times a run, slowing the other tests' disks.
+        let no_core = Rlimit {
+            current: Some(0),
+            ..getrlimit(Resource::Core)
+        };
+        let _ = setrlimit(Resource::Core, no_core);
         std::process::abort();
     }
 }
