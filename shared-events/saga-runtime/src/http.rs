@@ -224,22 +224,54 @@ where
 }
 
 /// `Json` whose rejections are [`ApiError`]s: malformed JSON is 400, a body of the wrong
-/// shape 422, a missing `content-type: application/json` 415.
+/// shape 422, a missing `content-type: application/json` 415. The body must be a JSON
+/// object, as every request body's schema in the OpenAPI documents says.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AppJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for AppJson<T>
 where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    Json<ObjectBody<T>>: FromRequest<S, Rejection = JsonRejection>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(AppJson(value)),
+        match Json::<ObjectBody<T>>::from_request(req, state).await {
+            Ok(Json(ObjectBody(value))) => Ok(AppJson(value)),
             Err(rejection) => Err(rejection_to_error(&rejection)),
         }
+    }
+}
+
+/// A `T` read only from a JSON object. serde's derived `Deserialize` of a struct also takes
+/// an array, its fields by position: `[{"schema": …}]` would be read as a body whose first
+/// field is that object, and accepted although the document allows only an object (found by
+/// schemathesis). This asks the JSON deserializer for a map, so an array is refused as a
+/// body of the wrong shape (422) and an object is read exactly as before.
+#[derive(Debug)]
+pub struct ObjectBody<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectBody<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectOnly<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+            type Value = ObjectBody<T>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ObjectBody)
+            }
+        }
+
+        deserializer.deserialize_map(ObjectOnly(std::marker::PhantomData))
     }
 }
 
@@ -883,6 +915,10 @@ mod tests {
             ("POST", json, "{not json", 400, "malformed_json"),
             ("POST", json, r#"{"name":1}"#, 422, "invalid_body"),
             ("POST", json, r#"{"name":"a","x":1}"#, 422, "invalid_body"),
+            // A struct's fields by position, which serde would take, but not an object.
+            ("POST", json, r#"["a"]"#, 422, "invalid_body"),
+            ("POST", json, r#"[{"name":"a"}]"#, 422, "invalid_body"),
+            ("POST", json, r#""a""#, 422, "invalid_body"),
             (
                 "POST",
                 None,
