@@ -158,18 +158,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// The client shares the machine it measures, so it takes as little of it as it can: mimalloc
-/// for its many small allocations (request bodies, decoded events), as in the services, and
-/// one runtime thread (below), which spares the wake-ups between two workers. Measured at
-/// 1,000/s offered, the two cut saga-bench's CPU per saga from 0.151–0.155 ms to
-/// 0.111–0.128 ms. A send that one busy thread delays is still timed from its intended
-/// time, so the delay counts against the stack, never for it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
