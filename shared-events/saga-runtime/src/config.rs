@@ -113,6 +113,7 @@ impl CommonSettings {
                 port: var("HTTP_PORT", defaults.http_port)?,
                 request_timeout: millis("HTTP_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
                 max_body_bytes: var("HTTP_MAX_BODY_BYTES", 64 * 1024)?,
+                max_connections: var("HTTP_MAX_CONNECTIONS", 1024)?,
                 shutdown_timeout: millis("SHUTDOWN_TIMEOUT_MS", Duration::from_secs(20))?,
                 health_stale_after: millis("HEALTH_STALE_AFTER_MS", Duration::from_secs(30))?,
             },
@@ -207,6 +208,9 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Largest request body accepted; a larger one is refused with 413 before it is read.
     pub max_body_bytes: usize,
+    /// Open connections past which the service stops accepting until one closes
+    /// (`crate::listener`).
+    pub max_connections: usize,
     /// How long shutdown waits for in-flight requests, the record in hand and the relay.
     pub shutdown_timeout: Duration,
     /// `/health/live` fails once the consumer or the relay loop has not beaten for this long.

@@ -553,6 +553,7 @@ pub fn metrics_router(service: &'static str, db: DatabaseConnection) -> OpenApiR
         body = String, content_type = "text/plain; version=0.0.4")))]
 async fn metrics(State((service, db)): State<(&'static str, DatabaseConnection)>) -> Response {
     let mut gauges = crate::metrics::pool_gauges(db.get_postgres_connection_pool());
+    gauges.extend(crate::metrics::connection_gauges());
     match scraped_from_database(&db).await {
         Ok(read) => gauges.extend(read),
         Err(error) => {
@@ -603,13 +604,14 @@ pub fn documented(routes: OpenApiRouter) -> (Router, OpenApi) {
 
 /// Serves `router` until `shutdown`, then lets in-flight requests finish. Every request is
 /// bounded by `settings.request_timeout` (503 `timed_out` past it) and `settings.max_body_bytes` (413),
-/// and traced.
+/// and traced; the open connections are bounded by `settings.max_connections`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     settings: &HttpSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let listener = crate::listener::BoundedListener::new(listener, settings.max_connections);
     axum::serve(listener, with_api_layers(router, settings))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -783,6 +785,7 @@ mod tests {
             port: 0,
             request_timeout: std::time::Duration::from_millis(200),
             max_body_bytes: 64,
+            max_connections: 16,
             shutdown_timeout: std::time::Duration::from_secs(1),
             health_stale_after: std::time::Duration::from_secs(1),
         };

@@ -35,6 +35,7 @@ pub mod http;
 pub mod idempotency;
 pub mod inbox;
 pub mod kafka;
+pub mod listener;
 pub mod metrics;
 pub mod outbox;
 pub mod parking;

@@ -319,6 +319,24 @@ pub fn pool_gauges(pool: &sea_orm::sqlx::PgPool) -> Vec<ScrapedGauge> {
     ]
 }
 
+/// The HTTP listener's open connections and its bound (`crate::listener`).
+#[allow(clippy::cast_precision_loss)]
+pub fn connection_gauges() -> Vec<ScrapedGauge> {
+    let (open, bound) = crate::listener::connections();
+    vec![
+        ScrapedGauge::new(
+            "saga_http_connections",
+            "HTTP connections open now; past saga_http_max_connections new ones wait to be accepted.",
+            open as f64,
+        ),
+        ScrapedGauge::new(
+            "saga_http_max_connections",
+            "The HTTP listener's bound on open connections (HTTP_MAX_CONNECTIONS).",
+            bound as f64,
+        ),
+    ]
+}
+
 /// A gauge read when scraped: name, help, labels and value.
 #[derive(Debug, Clone)]
 pub struct ScrapedGauge {
