@@ -6,8 +6,8 @@
 //! connections and 681 MB at twice its capacity. Past the bound the service stops accepting:
 //! new connections wait in the kernel's accept queue, and a client sees a slower connect
 //! instead of the service growing until it is killed. Each connection costs a few tens of
-//! kilobytes (hyper's buffers and its task), so the default of 1,024 bounds them to about
-//! 30 MB.
+//! kilobytes (hyper's buffers and its task): 1,024 idle ones, the default, took orders-svc
+//! from 39 to 78 MiB.
 
 use std::io;
 use std::pin::Pin;
