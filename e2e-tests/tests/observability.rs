@@ -398,8 +398,21 @@ async fn alert_rules_pass_promtool() -> TestResult {
         "promtool check rules failed: {report}"
     );
     ensure!(
-        report.contains("SUCCESS: 5 rules found"),
-        "promtool did not find the five rules: {report}"
+        report.contains("SUCCESS: 6 rules found"),
+        "promtool did not find the six rules: {report}"
+    );
+    // The rules' own unit tests: an alert fires on the series it should, and not before.
+    let tests = deploy_dir().join("prometheus/alerts.test.yml");
+    let output = tokio::process::Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&tests)
+        .output()
+        .await?;
+    ensure!(
+        output.status.success(),
+        "promtool test rules failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
     Ok(())
 }
