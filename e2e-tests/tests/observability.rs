@@ -384,10 +384,22 @@ fn deploy_dir() -> PathBuf {
 }
 
 async fn alert_rules_pass_promtool() -> TestResult {
-    let rules = deploy_dir().join("prometheus/alerts.yml");
+    let report = promtool("check", "prometheus/alerts.yml").await?;
+    ensure!(
+        report.contains("SUCCESS: 6 rules found"),
+        "promtool did not find the six rules: {report}"
+    );
+    // The rules' own unit tests: an alert fires on the series it should, and not before.
+    promtool("test", "prometheus/alerts.test.yml").await?;
+    Ok(())
+}
+
+/// `promtool <verb> rules deploy/<file>`: its output when it succeeds, an error with the
+/// output when it fails.
+async fn promtool(verb: &str, file: &str) -> TestResult<String> {
     let output = tokio::process::Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&rules)
+        .args([verb, "rules"])
+        .arg(deploy_dir().join(file))
         .output()
         .await
         .map_err(|e| format!("cannot run promtool (deploy/stack test installs it): {e}"))?;
@@ -395,26 +407,9 @@ async fn alert_rules_pass_promtool() -> TestResult {
         + &String::from_utf8_lossy(&output.stderr);
     ensure!(
         output.status.success(),
-        "promtool check rules failed: {report}"
+        "promtool {verb} rules {file} failed: {report}"
     );
-    ensure!(
-        report.contains("SUCCESS: 6 rules found"),
-        "promtool did not find the six rules: {report}"
-    );
-    // The rules' own unit tests: an alert fires on the series it should, and not before.
-    let tests = deploy_dir().join("prometheus/alerts.test.yml");
-    let output = tokio::process::Command::new("promtool")
-        .args(["test", "rules"])
-        .arg(&tests)
-        .output()
-        .await?;
-    ensure!(
-        output.status.success(),
-        "promtool test rules failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
+    Ok(report)
 }
 
 /// A Prometheus of the test's own, on a free port, scraping every service of the stack each
