@@ -35,6 +35,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use shared_events::{Envelope, topics};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -84,8 +85,11 @@ struct Args {
     /// Prepended to every topic name, as the services' `KAFKA_TOPIC_PREFIX`.
     #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "")]
     topic_prefix: String,
-    /// Keep-alive connections per service.
-    #[arg(long, default_value_t = 64)]
+    /// Connections to each orders-svc instance, and so the orders in flight to it: a send
+    /// waits for a free one, as in wrk2, and the wait counts in its latency (which starts at
+    /// the send's intended time). A bound keeps a client that falls behind from opening a
+    /// connection per order. Raise it when the report's "waiting for a connection" grows.
+    #[arg(long, default_value_t = 256)]
     connections: usize,
     /// Customers (with plenty of money) the load is spread over.
     #[arg(long, default_value_t = 200)]
@@ -405,6 +409,11 @@ struct Report {
     unfinished: u64,
     completed_per_second: f64,
     outcomes: HashMap<String, u64>,
+    /// Intended send → a free connection, in milliseconds: above a few, the client's
+    /// `--connections` limited the load it offered.
+    waiting_for_connection_ms: Percentiles,
+    /// Intended send → the HTTP answer (202 or 503), in milliseconds.
+    answer_ms: Percentiles,
     /// Send → `OrderConfirmed`, in milliseconds.
     confirmed_ms: Percentiles,
     /// Send → any terminal event, in milliseconds.
@@ -461,9 +470,12 @@ impl Percentiles {
     }
 }
 
-/// An order as sent: when it was meant to go, and what came back.
+/// An order as sent: when it was meant to go, how long it waited for a connection and for
+/// the answer (both from then), and what came back.
 struct Sent {
     intended: DateTime<Utc>,
+    waited_for_connection: Duration,
+    answered: Duration,
     saga_id: Option<Uuid>,
 }
 
@@ -491,16 +503,29 @@ async fn run_rate(
     let memory = MemoryWatch::start();
     let mut rng = Rng::new(rate.to_bits());
     let mut in_flight = JoinSet::new();
+    let connections: Vec<Arc<Semaphore>> = apis
+        .iter()
+        .map(|_| Arc::new(Semaphore::new(args.connections.max(1))))
+        .collect();
     for i in 0..total {
         let offset = Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(start + offset).await;
         let intended = wall_start + chrono::Duration::from_std(offset)?;
         let (customer, product) = world.order(&mut rng, args);
-        let api = apis[i as usize % apis.len()].clone();
+        let instance = i as usize % apis.len();
+        let api = apis[instance].clone();
+        let connection = Arc::clone(&connections[instance]);
+        let scheduled = start + offset;
         in_flight.spawn(async move {
+            // The semaphore is never closed, so the permit always comes; without one the
+            // order still goes, unbounded, rather than being lost from the count.
+            let _permit = connection.acquire_owned().await.ok();
+            let waited_for_connection = scheduled.elapsed();
             let placed = api.place_order(customer, &[(product, 1)]).await;
             Sent {
                 intended,
+                waited_for_connection,
+                answered: scheduled.elapsed(),
                 saga_id: placed.ok().map(|p| p.saga_id),
             }
         });
@@ -651,6 +676,11 @@ fn summarise(
         .map(|(name, h)| (name.clone(), Percentiles::of(h)))
         .collect();
     hops_ms.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(&b.0)));
+    let (mut waiting, mut answer) = (histogram()?, histogram()?);
+    for order in sent {
+        waiting.saturating_record(duration_micros(order.waited_for_connection));
+        answer.saturating_record(duration_micros(order.answered));
+    }
     let sent_count = sent.len() as u64;
     let accepted_count = accepted.len() as u64;
     Ok(Report {
@@ -663,6 +693,8 @@ fn summarise(
         unfinished: accepted_count - completed,
         completed_per_second: completed_in_window as f64 / duration.as_secs_f64(),
         outcomes,
+        waiting_for_connection_ms: Percentiles::of(&waiting),
+        answer_ms: Percentiles::of(&answer),
         confirmed_ms: Percentiles::of(&confirmed),
         terminal_ms: Percentiles::of(&terminal),
         hops_ms,
@@ -690,6 +722,10 @@ fn micros(delta: chrono::Duration) -> u64 {
     u64::try_from(delta.num_microseconds().unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
+fn duration_micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
 fn print_report(report: &Report) {
     println!();
     println!(
@@ -714,6 +750,11 @@ fn print_report(report: &Report) {
             p.count, p.p50, p.p90, p.p99, p.max
         );
     };
+    row(
+        "send → a free client connection",
+        &report.waiting_for_connection_ms,
+    );
+    row("send → HTTP answer", &report.answer_ms);
     row("send → OrderConfirmed", &report.confirmed_ms);
     row("send → any terminal event", &report.terminal_ms);
     for (hop, p) in &report.hops_ms {
