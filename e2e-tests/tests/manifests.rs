@@ -102,15 +102,18 @@ fn each_service_is_a_deployment_with_probes_config_and_secret() -> TestResult {
         let pod = &deployment["spec"]["template"]["spec"];
         let container = &pod["containers"][0];
         assert_eq!(container["ports"][0]["containerPort"], port, "{service}");
-        assert_eq!(
-            container["livenessProbe"]["httpGet"]["path"],
-            "/health/live"
-        );
-        assert_eq!(
-            container["readinessProbe"]["httpGet"]["path"],
-            "/health/ready"
-        );
-        assert_eq!(container["startupProbe"]["httpGet"]["path"], "/health/live");
+        // The probes go to the probe port, which answers while the service port is at its
+        // connection bound.
+        assert_eq!(container["ports"][1]["name"], "probes", "{service}");
+        assert_eq!(container["ports"][1]["containerPort"], 8090, "{service}");
+        for (probe, path) in [
+            ("livenessProbe", "/health/live"),
+            ("readinessProbe", "/health/ready"),
+            ("startupProbe", "/health/live"),
+        ] {
+            assert_eq!(container[probe]["httpGet"]["path"], path, "{service}");
+            assert_eq!(container[probe]["httpGet"]["port"], "probes", "{service}");
+        }
         assert!(
             container["resources"]["requests"]["cpu"].is_string(),
             "{service} requests CPU"
@@ -135,6 +138,7 @@ fn each_service_is_a_deployment_with_probes_config_and_secret() -> TestResult {
         assert_eq!(config, format!("t-{service}"));
         let config_map = named(&objects, "ConfigMap", service)?;
         assert_eq!(config_map["data"]["HTTP_PORT"], port.to_string().as_str());
+        assert_eq!(config_map["data"]["HTTP_PROBE_PORT"], "8090", "{service}");
         assert!(
             config_map["data"].get("DATABASE_URL").is_none(),
             "the database URL is a secret, not configuration"

@@ -48,6 +48,10 @@ fn main() -> ExitCode {
             Box::pin(alert_rules_pass_promtool())
         }),
         scenario(
+            "a_service_at_its_connection_bound_still_answers_probes_and_scrapes_on_its_probe_port",
+            |w: &mut TraceWorld| Box::pin(probes_answer_at_the_connection_bound(w)),
+        ),
+        scenario(
             "the_saga_view_and_the_explorer_page_show_every_step_of_a_compensated_saga",
             |w: &mut TraceWorld| Box::pin(explorer_shows_a_saga(w)),
         ),
@@ -391,6 +395,82 @@ async fn alert_rules_pass_promtool() -> TestResult {
     );
     // The rules' own unit tests: an alert fires on the series it should, and not before.
     promtool("test", "prometheus/alerts.test.yml").await?;
+    Ok(())
+}
+
+/// At its connection bound a service stops accepting on its main port, but its probe port
+/// (`HTTP_PROBE_PORT`) still answers the orchestrator's probes and Prometheus's scrape, and
+/// the scrape counts the connections that hold the bound.
+async fn probes_answer_at_the_connection_bound(w: &mut TraceWorld) -> TestResult {
+    let service = ServiceName::Payments;
+    let probe_port = free_port()?.to_string();
+    w.stack
+        .restart(
+            service,
+            &[
+                ("HTTP_MAX_CONNECTIONS", "2"),
+                ("HTTP_PROBE_PORT", probe_port.as_str()),
+            ],
+        )
+        .await?;
+    let outcome = at_the_bound(&w.stack.url(service), &probe_port).await;
+    // Back to its usual settings, whatever happened, for the scenarios after this one.
+    w.stack.restart(service, &[]).await?;
+    outcome
+}
+
+async fn at_the_bound(main: &str, probe_port: &str) -> TestResult {
+    let address = main.trim_start_matches("http://");
+    // Two idle connections hold the bound of 2...
+    let held = [
+        tokio::net::TcpStream::connect(address).await?,
+        tokio::net::TcpStream::connect(address).await?,
+    ];
+    // ...so a third is left in the kernel's accept queue, its request unanswered.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let live = |base: &str| format!("{base}/health/live");
+    let past_the_bound = client.get(live(main)).send().await;
+    ensure!(
+        past_the_bound.is_err(),
+        "the main port answered past its bound of 2 connections: {past_the_bound:?}"
+    );
+    let probes = format!("http://127.0.0.1:{probe_port}");
+    for path in ["/health/live", "/health/ready", "/health"] {
+        let response = client.get(format!("{probes}{path}")).send().await?;
+        ensure_eq!(response.status().as_u16(), 200, "{path} on the probe port");
+    }
+    let metrics = client
+        .get(format!("{probes}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse::<f64>().ok())
+    };
+    ensure_eq!(
+        gauge("saga_http_connections"),
+        Some(2.0),
+        "the main port's open connections, scraped on the probe port"
+    );
+    ensure_eq!(gauge("saga_http_max_connections"), Some(2.0), "the bound");
+    // Once a held connection closes, the main port serves again.
+    drop(held);
+    let response = client.get(live(main)).send().await?;
+    ensure_eq!(
+        response.status().as_u16(),
+        200,
+        "the main port once the held connections closed"
+    );
     Ok(())
 }
 

@@ -611,6 +611,7 @@ async fn an_order_that_timed_out_but_committed_is_not_placed_again_by_its_retry(
             request_timeout: limit,
             max_body_bytes: 64 * 1024,
             max_connections: 1024,
+            probe_port: None,
             shutdown_timeout: std::time::Duration::from_secs(1),
             health_stale_after: std::time::Duration::from_secs(1),
         },

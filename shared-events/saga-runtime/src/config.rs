@@ -114,6 +114,7 @@ impl CommonSettings {
                 request_timeout: millis("HTTP_REQUEST_TIMEOUT_MS", Duration::from_secs(10))?,
                 max_body_bytes: var("HTTP_MAX_BODY_BYTES", 64 * 1024)?,
                 max_connections: var("HTTP_MAX_CONNECTIONS", 1024)?,
+                probe_port: Some(var("HTTP_PROBE_PORT", 0)?).filter(|port| *port != 0),
                 shutdown_timeout: millis("SHUTDOWN_TIMEOUT_MS", Duration::from_secs(20))?,
                 health_stale_after: millis("HEALTH_STALE_AFTER_MS", Duration::from_secs(30))?,
             },
@@ -211,6 +212,10 @@ pub struct HttpSettings {
     /// Open connections past which the service stops accepting until one closes
     /// (`crate::listener`).
     pub max_connections: usize,
+    /// A second port serving only `/health/*` and `/metrics`, outside that bound, so that a
+    /// service at its bound still answers its orchestrator's probes and Prometheus's scrape
+    /// (they also stay on the main port). None: no second port.
+    pub probe_port: Option<u16>,
     /// How long shutdown waits for in-flight requests, the record in hand and the relay.
     pub shutdown_timeout: Duration,
     /// `/health/live` fails once the consumer or the relay loop has not beaten for this long.

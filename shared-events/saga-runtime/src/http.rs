@@ -617,6 +617,21 @@ pub async fn serve(
         .await
 }
 
+/// Serves `router` (the probes' routes) on `listener` until `shutdown`, with the same layers
+/// as [`serve`] but no bound on connections: this port is for the orchestrator's probes and
+/// Prometheus's scrapes, a few connections on the cluster's network, and it must answer
+/// while the main port is at its bound. Keep it off the public network.
+pub async fn serve_probes(
+    listener: TcpListener,
+    router: Router,
+    settings: HttpSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, with_api_layers(router, &settings))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
 /// `router` as it is served: the error-shaped fallbacks, a caught panic as 500, the body
 /// limit, the request timeout, a span and a count per request.
 pub fn with_api_layers(router: Router, settings: &HttpSettings) -> Router {
@@ -786,6 +801,7 @@ mod tests {
             request_timeout: std::time::Duration::from_millis(200),
             max_body_bytes: 64,
             max_connections: 16,
+            probe_port: None,
             shutdown_timeout: std::time::Duration::from_secs(1),
             health_stale_after: std::time::Duration::from_secs(1),
         };

@@ -105,7 +105,11 @@ impl Infrastructure {
     }
 
     pub async fn listen(&self) -> Result<TcpListener, StartupError> {
-        let address = format!("{}:{}", self.settings.http.host, self.settings.http.port);
+        self.bind(self.settings.http.port).await
+    }
+
+    async fn bind(&self, port: u16) -> Result<TcpListener, StartupError> {
+        let address = format!("{}:{}", self.settings.http.host, port);
         TcpListener::bind(&address)
             .await
             .map_err(|source| StartupError::Bind { address, source })
@@ -157,19 +161,32 @@ impl Infrastructure {
             self.producer.clone(),
             self.health.clone(),
         )?;
-        let routes = routes
-            .merge(http::health_router(HealthProbe {
-                db: self.db.clone(),
-                producer: self.producer.clone(),
-                metadata_timeout: self.settings.kafka.metadata_timeout,
-                health: self.health.clone(),
-                stale_after: self.settings.http.health_stale_after,
-            }))
-            .merge(http::sagas_router(applier))
-            .merge(http::metrics_router(
+        let health = HealthProbe {
+            db: self.db.clone(),
+            producer: self.producer.clone(),
+            metadata_timeout: self.settings.kafka.metadata_timeout,
+            health: self.health.clone(),
+            stale_after: self.settings.http.health_stale_after,
+        };
+        let probe_routes = || {
+            http::health_router(health.clone()).merge(http::metrics_router(
                 self.settings.service_name,
                 self.db.clone(),
-            ));
+            ))
+        };
+        let probes = match self.settings.http.probe_port {
+            Some(port) => {
+                let (router, _) = probe_routes().split_for_parts();
+                Some(Probes {
+                    listener: self.bind(port).await?,
+                    router: router.layer(axum::Extension(self.settings.auth.clone())),
+                })
+            }
+            None => None,
+        };
+        let routes = routes
+            .merge(probe_routes())
+            .merge(http::sagas_router(applier));
         let (router, openapi) = http::documented(routes);
         // Every route's `Caller` is checked by this one authenticator.
         let router = router.layer(axum::Extension(self.settings.auth.clone()));
@@ -187,6 +204,7 @@ impl Infrastructure {
             listener,
             router,
             openapi,
+            probes,
             relay,
             consumer,
             background: vec![inbox_retention, key_retention],
@@ -202,10 +220,19 @@ pub struct Application<H> {
     pub router: Router,
     /// What `router` serves, as `GET /openapi.json` gives it.
     pub openapi: utoipa::openapi::OpenApi,
+    /// The second port for probes and scrapes, with `HTTP_PROBE_PORT` set.
+    pub probes: Option<Probes>,
     pub relay: Relay,
     pub consumer: EventConsumer<H>,
     /// Service-specific periodic jobs (e.g. orders-svc's saga deadline), stopped with the rest.
     pub background: Vec<BackgroundTask>,
+}
+
+/// `/health/*` and `/metrics` on a port of their own, outside the main port's connection bound
+/// ([`http::serve_probes`]).
+pub struct Probes {
+    pub listener: TcpListener,
+    pub router: Router,
 }
 
 /// A job that runs until the token it is given is cancelled.
@@ -219,6 +246,12 @@ impl<H: EventHandler> Application<H> {
             .local_addr()
             .map(|a| a.port())
             .unwrap_or(self.settings.http.port)
+    }
+
+    /// The probe port actually bound, if there is one.
+    pub fn probe_port(&self) -> Option<u16> {
+        let probes = self.probes.as_ref()?;
+        probes.listener.local_addr().ok().map(|a| a.port())
     }
 
     /// Runs until `shutdown`; see [`run`].
@@ -268,7 +301,11 @@ where
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(port = app.port(), "{name} listening");
+    tracing::info!(
+        port = app.port(),
+        probe_port = app.probe_port(),
+        "{name} listening"
+    );
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
@@ -296,6 +333,7 @@ pub async fn run<H: EventHandler>(
         settings,
         listener,
         router,
+        probes,
         relay,
         consumer,
         background,
@@ -310,6 +348,15 @@ pub async fn run<H: EventHandler>(
     let relay_stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
+    if let Some(Probes { listener, router }) = probes {
+        let (settings, shutdown) = (settings.http.clone(), shutdown.clone());
+        jobs.push(tokio::spawn(async move {
+            if let Err(error) = http::serve_probes(listener, router, settings, shutdown).await {
+                // The main port still serves the probes; the service goes on without this one.
+                tracing::error!(%error, "the probe port stopped serving");
+            }
+        }));
+    }
     let http = http::serve(listener, router, &settings.http, shutdown.clone());
     tokio::pin!(http);
     let ended_early = tokio::select! {
