@@ -128,8 +128,9 @@ impl Api {
         Ok((status, response.text().await?))
     }
 
-    /// The value of a counter on a service's `/metrics`, e.g. `saga_parked_events_total`.
-    pub async fn counter(&self, service_url: &str, name: &str) -> TestResult<u64> {
+    /// The value of a counter or a whole-number gauge on a service's `/metrics` (the first
+    /// series of that name), e.g. `saga_parked_events_total`.
+    pub async fn metric(&self, service_url: &str, name: &str) -> TestResult<u64> {
         let (_, metrics) = self.get_text(&format!("{service_url}/metrics")).await?;
         let line = metrics
             .lines()

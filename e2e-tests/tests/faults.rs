@@ -564,7 +564,7 @@ async fn a_fatally_failed_producer_is_replaced_and_loses_nothing(
         .await?;
     let replaced = world
         .api
-        .counter(
+        .metric(
             &world.stack.url(Payments),
             "saga_kafka_producers_replaced_total",
         )

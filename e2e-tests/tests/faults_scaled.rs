@@ -125,7 +125,7 @@ async fn park_a_refund(
         let instance = Payments.instance(index);
         if world
             .api
-            .counter(&world.stack.url(instance), "saga_parked_events_total")
+            .metric(&world.stack.url(instance), "saga_parked_events_total")
             .await?
             > 0
         {

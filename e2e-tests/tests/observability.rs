@@ -413,13 +413,13 @@ async fn probes_answer_at_the_connection_bound(w: &mut TraceWorld) -> TestResult
             ],
         )
         .await?;
-    let outcome = at_the_bound(&w.stack.url(service), &probe_port).await;
+    let outcome = at_the_bound(&w.api, &w.stack.url(service), &probe_port).await;
     // Back to its usual settings, whatever happened, for the scenarios after this one.
     w.stack.restart(service, &[]).await?;
     outcome
 }
 
-async fn at_the_bound(main: &str, probe_port: &str) -> TestResult {
+async fn at_the_bound(api: &Api, main: &str, probe_port: &str) -> TestResult {
     let address = main.trim_start_matches("http://");
     // Two idle connections hold the bound of 2...
     let held = [
@@ -438,31 +438,19 @@ async fn at_the_bound(main: &str, probe_port: &str) -> TestResult {
     );
     let probes = format!("http://127.0.0.1:{probe_port}");
     for path in ["/health/live", "/health/ready", "/health"] {
-        let response = client.get(format!("{probes}{path}")).send().await?;
-        ensure_eq!(response.status().as_u16(), 200, "{path} on the probe port");
+        let (status, body) = api.get_text(&format!("{probes}{path}")).await?;
+        ensure_eq!(status, 200, "{path} on the probe port: {body}");
     }
-    let metrics = client
-        .get(format!("{probes}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let gauge = |name: &str| {
-        metrics
-            .lines()
-            .find(|line| {
-                line.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with([' ', '{']))
-            })
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse::<f64>().ok())
-    };
     ensure_eq!(
-        gauge("saga_http_connections"),
-        Some(2.0),
+        api.metric(&probes, "saga_http_connections").await?,
+        2,
         "the main port's open connections, scraped on the probe port"
     );
-    ensure_eq!(gauge("saga_http_max_connections"), Some(2.0), "the bound");
+    ensure_eq!(
+        api.metric(&probes, "saga_http_max_connections").await?,
+        2,
+        "the bound"
+    );
     // Once a held connection closes, the main port serves again.
     drop(held);
     let response = client.get(live(main)).send().await?;
