@@ -196,6 +196,8 @@ pub enum Replayed {
 enum Stopped {
     /// The event at this index failed; the ones before it did not.
     At(usize, HandlerError),
+    /// Events handled together failed; which one is to blame is for a pass one by one to say.
+    Together(HandlerError),
     /// Beginning, the inbox rows or the commit failed: no event is to blame.
     Whole(HandlerError),
 }
@@ -221,6 +223,14 @@ fn clone_db_error(error: &DbErr) -> DbErr {
         DbErr::Conn(_) => DbErr::Conn(sea_orm::RuntimeErr::Internal(error.to_string())),
         other => DbErr::Custom(other.to_string()),
     }
+}
+
+/// [`EventHandler::handle_together`] broke its contract: one reaction per event.
+#[derive(Debug, thiserror::Error)]
+#[error("{reactions} reactions for {events} events handled together")]
+struct ReactionCount {
+    events: usize,
+    reactions: usize,
 }
 
 /// Opens, fills and commits one service's transactions. Cloning shares the pool and signal.
@@ -280,9 +290,11 @@ impl UnitOfWork {
         handler: &H,
         consumed: Consumed<'_>,
     ) -> Result<Delivery, HandlerError> {
-        match self.apply_together(handler, &[consumed]).await {
+        match self.apply_together(handler, &[consumed], false).await {
             Ok(deliveries) => Ok(deliveries.first().copied().unwrap_or(Delivery::Duplicate)),
-            Err(Stopped::At(_, failure) | Stopped::Whole(failure)) => Err(failure),
+            Err(Stopped::At(_, failure) | Stopped::Together(failure) | Stopped::Whole(failure)) => {
+                Err(failure)
+            }
         }
     }
 
@@ -364,7 +376,13 @@ impl UnitOfWork {
     /// Failures are rare, so this costs less than a savepoint per event: a savepoint that
     /// writes is a subtransaction, with its own ID, `pg_subtrans` entry and WAL.
     ///
-    /// Each event's work runs inside its `span`, so its outbox rows carry its trace. At most
+    /// Consecutive first deliveries that the handler takes together
+    /// ([`EventHandler::handles_together`]) go to [`EventHandler::handle_together`] at once.
+    /// If that fails, the whole batch is applied again with every event on its own, which
+    /// finds the event at fault as above.
+    ///
+    /// Each event's work runs inside its `span`, so its outbox rows carry its trace (the
+    /// statements of events handled together run in the first one's). At most
     /// [`MAX_BATCH_EVENTS`] events are taken; the rest are left to the caller.
     pub async fn apply_batch<H: EventHandler>(
         &self,
@@ -374,8 +392,9 @@ impl UnitOfWork {
         let mut end = events.len().min(MAX_BATCH_EVENTS);
         let mut failure = None;
         let mut deliveries = Vec::new();
+        let mut together = true;
         while end > 0 {
-            match self.apply_together(handler, &events[..end]).await {
+            match self.apply_together(handler, &events[..end], together).await {
                 Ok(committed) => {
                     deliveries = committed;
                     break;
@@ -383,6 +402,10 @@ impl UnitOfWork {
                 Err(Stopped::At(index, error)) => {
                     failure = Some(error);
                     end = index;
+                }
+                Err(Stopped::Together(error)) => {
+                    tracing::debug!(%error, "events handled together failed; applying them one by one");
+                    together = false;
                 }
                 Err(Stopped::Whole(error)) => return Batch::nothing(error),
             }
@@ -396,13 +419,15 @@ impl UnitOfWork {
 
     /// One transaction for `events`: their inbox rows in one statement (which also finds the
     /// events whose saga is blocked by a parked event), then in order the handler for each
-    /// first delivery and a parked row for each blocked event, then their answers to the
-    /// outbox in one statement, then the commit. An event that fails adds no answers, and the
-    /// dropped transaction rolls back everything before it too.
+    /// first delivery (with `together`, runs of them at once where the handler takes them so)
+    /// and a parked row for each blocked event, then their answers to the outbox in one
+    /// statement, then the commit. An event that fails adds no answers, and the dropped
+    /// transaction rolls back everything before it too.
     async fn apply_together<H: EventHandler>(
         &self,
         handler: &H,
         events: &[Consumed<'_>],
+        together: bool,
     ) -> Result<Vec<Delivery>, Stopped> {
         let whole = |error| Stopped::Whole(HandlerError::new(error));
         let tx = Tx(self.begin().await.map_err(whole)?);
@@ -411,7 +436,27 @@ impl UnitOfWork {
             .await
             .map_err(whole)?;
         let mut answers = Answers::default();
-        for (index, (consumed, delivery)) in events.iter().zip(&deliveries).enumerate() {
+        let mut index = 0;
+        while index < events.len() {
+            let run = if together {
+                events[index..]
+                    .iter()
+                    .zip(&deliveries[index..])
+                    .take_while(|(consumed, delivery)| {
+                        **delivery == Delivery::First && handler.handles_together(consumed.event)
+                    })
+                    .count()
+            } else {
+                0
+            };
+            if run >= 2 {
+                self.handle_run(&tx, handler, &events[index..index + run], &mut answers)
+                    .await
+                    .map_err(Stopped::Together)?;
+                index += run;
+                continue;
+            }
+            let (consumed, delivery) = (&events[index], &deliveries[index]);
             let work = async {
                 if *delivery == Delivery::Blocked {
                     parking::park_in(&tx, consumed.event, consumed.origin, BEHIND_PARKED, 0)
@@ -425,6 +470,7 @@ impl UnitOfWork {
             work.instrument(consumed.span.clone())
                 .await
                 .map_err(|failure| Stopped::At(index, failure))?;
+            index += 1;
         }
         self.commit_answers(tx, answers)
             .await
@@ -465,13 +511,68 @@ impl UnitOfWork {
             started.elapsed(),
             &[("event_type", event.event_type().to_owned())],
         );
-        let reaction = reaction?;
+        self.react(answers, event, reaction?)
+            .map_err(HandlerError::new)
+    }
+
+    /// Consecutive first deliveries through [`EventHandler::handle_together`], in the first
+    /// one's span. Each event's fault point and reaction are its own, as with
+    /// [`UnitOfWork::handle`]; the handler's time is shared out evenly in its metric.
+    async fn handle_run<H: EventHandler>(
+        &self,
+        tx: &Tx,
+        handler: &H,
+        run: &[Consumed<'_>],
+        answers: &mut Answers,
+    ) -> Result<(), HandlerError> {
+        let envelopes: Vec<&Envelope> = run.iter().map(|consumed| consumed.event).collect();
+        for event in &envelopes {
+            fault::inject_db_failure(tx, event.event_type())
+                .await
+                .map_err(HandlerError::new)?;
+        }
+        let started = std::time::Instant::now();
+        let handled = handler.handle_together(tx, &envelopes);
+        let reactions = match run.first() {
+            Some(first) => handled.instrument(first.span.clone()).await?,
+            None => handled.await?,
+        };
+        if reactions.len() != run.len() {
+            return Err(HandlerError::new(ReactionCount {
+                events: run.len(),
+                reactions: reactions.len(),
+            }));
+        }
+        let each = started.elapsed() / u32::try_from(run.len()).unwrap_or(u32::MAX);
+        for (consumed, reaction) in run.iter().zip(reactions) {
+            let event = consumed.event;
+            metrics::observe(
+                &metrics::HANDLER_DURATION,
+                each,
+                &[("event_type", event.event_type().to_owned())],
+            );
+            // In the event's own span, so that its outbox rows carry its own trace.
+            consumed
+                .span
+                .in_scope(|| self.react(answers, event, reaction))
+                .map_err(HandlerError::new)?;
+        }
+        Ok(())
+    }
+
+    /// What follows from having handled `event`: its view row, and its reaction put in its
+    /// saga as outbox rows.
+    fn react(
+        &self,
+        answers: &mut Answers,
+        event: &Envelope,
+        reaction: Reaction,
+    ) -> Result<(), OutboxError> {
         if self.saga_view {
             answers.view.extend(ViewRow::of(event));
         }
         for next in reaction.0 {
-            self.answer(answers, Envelope::new(self.source, event.sagaid, next))
-                .map_err(HandlerError::new)?;
+            self.answer(answers, Envelope::new(self.source, event.sagaid, next))?;
         }
         Ok(())
     }

@@ -245,6 +245,165 @@ async fn an_event_twice_in_one_batch_applies_once_and_a_batch_is_capped() -> Tes
     Ok(())
 }
 
+/// A handler that also takes events together: one multi-row statement for the whole run,
+/// which fails if the run holds `CountingHandler::fail_on` or if told to give up. One by one,
+/// it is the `CountingHandler` it wraps.
+#[derive(Default)]
+struct TogetherHandler {
+    one_by_one: CountingHandler,
+    /// The events of each run handled together, including runs that were rolled back.
+    runs: std::sync::Mutex<Vec<Vec<Uuid>>>,
+    /// Fails every run handled together, whatever it holds.
+    give_up: bool,
+    /// Not taken together, so it splits runs.
+    alone: Option<Uuid>,
+}
+
+impl saga_runtime::consumer::EventHandler for TogetherHandler {
+    async fn handle(
+        &self,
+        tx: &Tx,
+        event: &Envelope,
+    ) -> Result<saga_runtime::unit_of_work::Reaction, HandlerError> {
+        self.one_by_one.handle(tx, event).await
+    }
+
+    fn handles_together(&self, event: &Envelope) -> bool {
+        self.alone != Some(event.id)
+    }
+
+    async fn handle_together(
+        &self,
+        tx: &Tx,
+        events: &[&Envelope],
+    ) -> Result<Vec<saga_runtime::unit_of_work::Reaction>, HandlerError> {
+        let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.push(ids.clone());
+        }
+        let values: Vec<String> = ids.iter().map(|id| format!("('{id}')")).collect();
+        tx.execute_unprepared(&format!("INSERT INTO effects VALUES {}", values.join(", ")))
+            .await
+            .map_err(HandlerError::new)?;
+        let holds_failing = ids.iter().any(|id| Some(*id) == self.one_by_one.fail_on);
+        if self.give_up || holds_failing {
+            return Err(HandlerError::new(DbErr::Custom("not together".into())));
+        }
+        Ok(events
+            .iter()
+            .map(|_| {
+                saga_runtime::unit_of_work::Reaction::publish(SagaEvent::InventoryReserved(
+                    InventoryReserved {
+                        order_id: Uuid::now_v7(),
+                    },
+                ))
+            })
+            .collect())
+    }
+}
+
+/// The saga IDs of the outbox rows, in the order they were written.
+async fn outbox_sagas(db: &DatabaseConnection) -> Result<Vec<Uuid>, DbErr> {
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT saga_id FROM outbox ORDER BY id",
+        ))
+        .await?;
+    rows.iter().map(|row| row.try_get("", "saga_id")).collect()
+}
+
+#[tokio::test]
+async fn events_taken_together_go_to_the_handler_at_once_and_each_answers_in_its_saga() -> TestResult
+{
+    let db = database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let events: Vec<Envelope> = (0..5).map(|_| reserved(Uuid::now_v7())).collect();
+    let handler = TogetherHandler {
+        alone: Some(events[2].id),
+        ..TogetherHandler::default()
+    };
+
+    let batch = testing::apply_as_batch(&uow, &handler, &events).await;
+    assert_eq!(batch.applied, 5);
+    assert!(batch.failure.is_none());
+    let runs = handler.runs.lock().map_err(|_| "poisoned")?.clone();
+    assert_eq!(
+        runs,
+        [
+            vec![events[0].id, events[1].id],
+            vec![events[3].id, events[4].id]
+        ],
+        "the event not taken together splits the runs"
+    );
+    assert_eq!(
+        handler
+            .one_by_one
+            .ran
+            .lock()
+            .map_err(|_| "poisoned")?
+            .clone(),
+        [events[2].id],
+        "only the event not taken together went to `handle`"
+    );
+    let sagas: Vec<Uuid> = events.iter().filter_map(|event| event.sagaid).collect();
+    assert_eq!(
+        outbox_sagas(&db).await?,
+        sagas,
+        "one answer per event, in its saga"
+    );
+    for table in ["effects", "inbox"] {
+        assert_eq!(count(&db, table).await?, 5, "{table}");
+    }
+
+    // A single event of a batch is never a run: `handle` takes it.
+    let single = [reserved(Uuid::now_v7())];
+    testing::apply_as_batch(&uow, &handler, &single).await;
+    assert_eq!(handler.runs.lock().map_err(|_| "poisoned")?.len(), 2);
+    assert_eq!(handler.one_by_one.calls.load(Ordering::SeqCst), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn when_events_taken_together_fail_the_batch_is_applied_one_by_one() -> TestResult {
+    let db = database().await?;
+    let uow = UnitOfWork::new(db.clone(), OutboxSignal::default(), "orders-svc");
+    let events: Vec<Envelope> = (0..4).map(|_| reserved(Uuid::now_v7())).collect();
+
+    // Together fails for a reason one by one does not have: every event applies.
+    let giving_up = TogetherHandler {
+        give_up: true,
+        ..TogetherHandler::default()
+    };
+    let batch = testing::apply_as_batch(&uow, &giving_up, &events).await;
+    assert_eq!(batch.applied, 4);
+    assert!(batch.failure.is_none());
+    assert_eq!(giving_up.runs.lock().map_err(|_| "poisoned")?.len(), 1);
+    assert_eq!(giving_up.one_by_one.calls.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        count(&db, "effects").await?,
+        4,
+        "the failed run left nothing"
+    );
+    assert_eq!(count(&db, "outbox").await?, 4);
+
+    // An event that fails alone too is found, as in a batch without runs.
+    let more: Vec<Envelope> = (0..4).map(|_| reserved(Uuid::now_v7())).collect();
+    let failing = TogetherHandler {
+        one_by_one: CountingHandler {
+            fail_on: Some(more[2].id),
+            ..CountingHandler::default()
+        },
+        ..TogetherHandler::default()
+    };
+    let batch = testing::apply_as_batch(&uow, &failing, &more).await;
+    assert_eq!(batch.applied, 2, "the two events before the failing one");
+    assert!(batch.failure.is_some());
+    assert_eq!(count(&db, "effects").await?, 6);
+    assert_eq!(count(&db, "inbox").await?, 6);
+    Ok(())
+}
+
 /// A command for group commit: it records its ID and its transaction's ID, and fails after
 /// writing when told to (its row must then vanish).
 #[derive(Clone)]
