@@ -1,7 +1,7 @@
 //! What payments-svc does with the events it consumes. The consumer loop and the unit of work
 //! are `saga_runtime`'s; this file only routes each event type to its use case.
 
-use saga_runtime::consumer::{EventHandler, HandlerError};
+use saga_runtime::consumer::{self, EventHandler, HandlerError};
 use saga_runtime::unit_of_work::{Reaction, Tx};
 use shared_events::{Envelope, SagaEvent, topics};
 
@@ -44,5 +44,24 @@ impl EventHandler for PaymentsEventHandler {
             | SagaEvent::ProductUpserted(_) => Ok(Reaction::none()),
         };
         outcome.map_err(HandlerError::new)
+    }
+
+    /// Charges: under load a batch holds many `OrderCreated`, charged in three statements.
+    fn handles_together(&self, event: &Envelope) -> bool {
+        matches!(event.event, SagaEvent::OrderCreated(_))
+    }
+
+    async fn handle_together(
+        &self,
+        tx: &Tx,
+        events: &[&Envelope],
+    ) -> Result<Vec<Reaction>, HandlerError> {
+        let orders = consumer::payloads_together(events, |event| match event {
+            SagaEvent::OrderCreated(order) => Some(order),
+            _ => None,
+        })?;
+        service::charge_orders(tx, &orders)
+            .await
+            .map_err(HandlerError::new)
     }
 }

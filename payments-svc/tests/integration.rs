@@ -3,6 +3,7 @@
 use payments_migration::Migrator;
 use payments_svc::messaging::PaymentsEventHandler;
 use payments_svc::service::{self, CreateAccount, ServiceError};
+use saga_runtime::consumer::EventHandler;
 use saga_runtime::inbox::Delivery;
 use saga_runtime::outbox::OutboxSignal;
 use saga_runtime::testing;
@@ -227,6 +228,107 @@ async fn a_cancellation_before_the_charge_leaves_a_tombstone_that_refuses_it() -
 
     assert_eq!(balance(&db, customer).await?, 5_000);
     assert_eq!(testing::outbox_event_types(&db).await?, ["PaymentFailed"]);
+    Ok(())
+}
+
+/// Each saga's answer in the outbox, in the order written: (saga, event type).
+async fn answers(db: &DatabaseConnection) -> Result<Vec<(Uuid, String)>, sea_orm::DbErr> {
+    use sea_orm::ConnectionTrait;
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT saga_id, event_type FROM outbox ORDER BY id",
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("", "saga_id")?, row.try_get("", "event_type")?)))
+        .collect()
+}
+
+#[tokio::test]
+async fn orders_charged_together_are_decided_as_one_by_one() -> TestResult {
+    let (db, uow) = service().await?;
+    let (rich, poor, unknown) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    open_account(&uow, rich, 5_000).await?;
+    open_account(&uow, poor, 1_500).await?;
+    let events: Vec<Envelope> = [
+        (rich, 2_000),
+        (poor, 1_000),
+        // The balance the order before it left does not cover it.
+        (poor, 1_000),
+        (unknown, 10),
+        (rich, 3_000),
+    ]
+    .into_iter()
+    .map(|(customer, total)| order_created(customer, total).0)
+    .collect();
+    assert!(
+        events
+            .iter()
+            .all(|event| PaymentsEventHandler.handles_together(event))
+    );
+
+    let batch = testing::apply_as_batch(&uow, &PaymentsEventHandler, &events).await;
+    assert_eq!(batch.applied, 5);
+    assert!(batch.failure.is_none());
+    assert_eq!(balance(&db, rich).await?, 0);
+    assert_eq!(balance(&db, poor).await?, 500);
+    let expected: Vec<(Uuid, String)> = events
+        .iter()
+        .filter_map(|event| event.sagaid)
+        .zip([
+            "PaymentSucceeded",
+            "PaymentSucceeded",
+            "PaymentFailed",
+            "PaymentFailed",
+            "PaymentSucceeded",
+        ])
+        .map(|(saga, event_type)| (saga, event_type.to_owned()))
+        .collect();
+    assert_eq!(answers(&db).await?, expected);
+    for event in &events {
+        let SagaEvent::OrderCreated(order) = &event.event else {
+            return Err("not an OrderCreated".into());
+        };
+        let payment = service::get_payment_of_order(&db, order.order_id)
+            .await?
+            .ok_or("no payment")?;
+        assert_eq!(payment.amount_cents, order.total_cents);
+        assert_eq!(payment.customer_id, Some(order.customer_id));
+        assert_eq!(payment.saga_id, event.saga_id()?);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_order_decided_before_sends_its_batch_one_by_one_and_is_still_refused() -> TestResult {
+    let (db, uow, customer) = funded_customer(5_000).await?;
+    let (first, _) = order_created(customer, 1_000);
+    let (cancelled_created, cancelled_order) = order_created(customer, 1_000);
+    let (last, _) = order_created(customer, 1_000);
+    let cancellation = Envelope::new(
+        "orders-svc",
+        cancelled_created.sagaid,
+        SagaEvent::OrderCancelled(OrderCancelled {
+            order_id: cancelled_order.order_id,
+            reason: "deadline".into(),
+        }),
+    );
+    uow.apply(&PaymentsEventHandler, &cancellation).await?;
+
+    let batch = testing::apply_as_batch(
+        &uow,
+        &PaymentsEventHandler,
+        &[first, cancelled_created, last],
+    )
+    .await;
+    assert_eq!(batch.applied, 3);
+    assert!(batch.failure.is_none());
+    assert_eq!(balance(&db, customer).await?, 3_000, "two orders charged");
+    assert_eq!(
+        testing::outbox_event_types(&db).await?,
+        ["PaymentSucceeded", "PaymentFailed", "PaymentSucceeded"]
+    );
     Ok(())
 }
 

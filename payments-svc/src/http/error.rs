@@ -24,7 +24,8 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Db(_)
             | ServiceError::Outbox(_)
-            | ServiceError::ChargedWithoutCustomer(_) => ApiError::internal(&error),
+            | ServiceError::ChargedWithoutCustomer(_)
+            | ServiceError::DecidedBefore => ApiError::internal(&error),
         }
     }
 }

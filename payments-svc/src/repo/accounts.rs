@@ -2,8 +2,8 @@
 
 use sea_orm::sea_query::LockType;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    TryInsertResult,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QuerySelect, Statement, TryInsertResult,
 };
 use uuid::Uuid;
 
@@ -43,6 +43,55 @@ pub async fn find_for_update<C: ConnectionTrait>(
         .one(db)
         .await?
         .map(to_domain))
+}
+
+/// Loads the accounts of `customer_ids` that exist and locks them until the transaction ends,
+/// in key order, so that two transactions locking several accounts queue instead of
+/// deadlocking.
+pub async fn find_all_for_update<C: ConnectionTrait>(
+    db: &C,
+    customer_ids: &[Uuid],
+) -> Result<Vec<Account>, DbErr> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT customer_id, balance_cents FROM accounts WHERE customer_id = ANY($1) \
+             ORDER BY customer_id FOR UPDATE",
+            [customer_ids.to_vec().into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Account {
+                customer_id: row.try_get("", "customer_id")?,
+                balance_cents: row.try_get("", "balance_cents")?,
+            })
+        })
+        .collect()
+}
+
+/// Stores the balances of `accounts` in one statement.
+pub async fn update_balances<C: ConnectionTrait>(
+    db: &C,
+    accounts: &[Account],
+) -> Result<(), DbErr> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let customer_ids: Vec<Uuid> = accounts.iter().map(|account| account.customer_id).collect();
+    let balances: Vec<i64> = accounts
+        .iter()
+        .map(|account| account.balance_cents)
+        .collect();
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE accounts SET balance_cents = given.balance_cents, updated_at = now() \
+         FROM unnest($1::uuid[], $2::int8[]) AS given (customer_id, balance_cents) \
+         WHERE accounts.customer_id = given.customer_id",
+        [customer_ids.into(), balances.into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 pub async fn update_balance<C: ConnectionTrait>(db: &C, account: &Account) -> Result<(), DbErr> {

@@ -2,7 +2,8 @@
 
 use sea_orm::sea_query::{LockType, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QuerySelect, Statement,
 };
 use uuid::Uuid;
 
@@ -56,6 +57,54 @@ pub async fn insert_first<C: ConnectionTrait>(db: &C, payment: &Payment) -> Resu
         .exec_without_returning(db)
         .await?;
     Ok(inserted == 1)
+}
+
+/// Inserts each of `charges` that is its order's first, in one statement, and says how many
+/// went in: fewer than given means some order has a payment already (or two are the same
+/// order's), and the caller must not go on as if each were first. Every charge names its
+/// customer; a reason is NULL when empty.
+pub async fn insert_all_first<C: ConnectionTrait>(
+    db: &C,
+    charges: &[&Payment],
+) -> Result<usize, DbErr> {
+    let mut ids = Vec::with_capacity(charges.len());
+    let mut order_ids = Vec::with_capacity(charges.len());
+    let mut saga_ids = Vec::with_capacity(charges.len());
+    let mut customer_ids = Vec::with_capacity(charges.len());
+    let mut amounts = Vec::with_capacity(charges.len());
+    let mut statuses = Vec::with_capacity(charges.len());
+    let mut reasons = Vec::with_capacity(charges.len());
+    for payment in charges {
+        ids.push(payment.id);
+        order_ids.push(payment.order_id);
+        saga_ids.push(payment.saga_id);
+        customer_ids.push(payment.customer_id.unwrap_or_default());
+        amounts.push(payment.amount_cents);
+        statuses.push(payment.status.to_string());
+        reasons.push(payment.reason.clone().unwrap_or_default());
+    }
+    let result = db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO payments \
+                 (id, order_id, saga_id, customer_id, amount_cents, status, reason, created_at, updated_at) \
+             SELECT id, order_id, saga_id, NULLIF(customer_id, '00000000-0000-0000-0000-000000000000'), \
+                    amount_cents, status, NULLIF(reason, ''), now(), now() \
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int8[], $6::text[], $7::text[]) \
+                 AS charge (id, order_id, saga_id, customer_id, amount_cents, status, reason) \
+             ON CONFLICT (order_id) DO NOTHING",
+            [
+                ids.into(),
+                order_ids.into(),
+                saga_ids.into(),
+                customer_ids.into(),
+                amounts.into(),
+                statuses.into(),
+                reasons.into(),
+            ],
+        ))
+        .await?;
+    Ok(usize::try_from(result.rows_affected()).unwrap_or(usize::MAX))
 }
 
 fn active_model(payment: &Payment) -> payment::ActiveModel {

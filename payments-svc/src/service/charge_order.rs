@@ -1,9 +1,11 @@
+use std::collections::HashMap;
+
 use saga_runtime::unit_of_work::{Reaction, Tx};
 use shared_events::{OrderCreated, PaymentFailed, PaymentSucceeded, SagaEvent};
 use uuid::Uuid;
 
 use super::ServiceError;
-use crate::domain::{self, ChargeOutcome, PaymentStatus};
+use crate::domain::{self, Account, ChargeOutcome, Payment, PaymentStatus};
 use crate::repo::{accounts, payments};
 
 /// Saga step 2, on `OrderCreated`: debit the customer if the balance covers the total and
@@ -27,11 +29,68 @@ pub async fn charge_order(
     if !payments::insert_first(tx, outcome.payment()).await? {
         return already_decided(tx, order).await;
     }
-    let next = match &outcome {
+    if let (ChargeOutcome::Charged(_), Some(account)) = (&outcome, &account) {
+        accounts::update_balance(tx, account).await?;
+    }
+    Ok(Reaction::publish(answer(order, &outcome)))
+}
+
+/// Saga step 2 for several orders at once, as [`charge_order`] would one after the other
+/// (a customer's later order sees the balance the earlier one left), in three statements for
+/// all: lock the accounts, insert the payments, store the balances.
+///
+/// Only for orders without a payment yet. If one has one (a repeated or cancelled order),
+/// this fails with [`ServiceError::DecidedBefore`] and the runtime charges them one by one,
+/// where [`charge_order`] decides that case.
+pub async fn charge_orders(
+    tx: &Tx,
+    orders: &[(Uuid, &OrderCreated)],
+) -> Result<Vec<Reaction>, ServiceError> {
+    let mut customer_ids: Vec<Uuid> = orders.iter().map(|(_, order)| order.customer_id).collect();
+    customer_ids.sort_unstable();
+    customer_ids.dedup();
+    let mut accounts: HashMap<Uuid, Account> = accounts::find_all_for_update(tx, &customer_ids)
+        .await?
+        .into_iter()
+        .map(|account| (account.customer_id, account))
+        .collect();
+    let outcomes: Vec<ChargeOutcome> = orders
+        .iter()
+        .map(|(saga_id, order)| {
+            domain::charge(
+                accounts.get_mut(&order.customer_id),
+                order.order_id,
+                *saga_id,
+                order.customer_id,
+                order.total_cents,
+            )
+        })
+        .collect();
+    let payments: Vec<&Payment> = outcomes.iter().map(ChargeOutcome::payment).collect();
+    if payments::insert_all_first(tx, &payments).await? != payments.len() {
+        return Err(ServiceError::DecidedBefore);
+    }
+    let charged: Vec<Account> = customer_ids
+        .iter()
+        .filter(|customer_id| {
+            orders.iter().zip(&outcomes).any(|((_, order), outcome)| {
+                order.customer_id == **customer_id && matches!(outcome, ChargeOutcome::Charged(_))
+            })
+        })
+        .filter_map(|customer_id| accounts.remove(customer_id))
+        .collect();
+    accounts::update_balances(tx, &charged).await?;
+    Ok(orders
+        .iter()
+        .zip(&outcomes)
+        .map(|((_, order), outcome)| Reaction::publish(answer(order, outcome)))
+        .collect())
+}
+
+/// The event that announces `outcome`, the first payment decision on `order`.
+fn answer(order: &OrderCreated, outcome: &ChargeOutcome) -> SagaEvent {
+    match outcome {
         ChargeOutcome::Charged(payment) => {
-            if let Some(account) = &account {
-                accounts::update_balance(tx, account).await?;
-            }
             tracing::debug!(order_id = %payment.order_id, amount_cents = payment.amount_cents, "order charged");
             SagaEvent::PaymentSucceeded(PaymentSucceeded {
                 order_id: order.order_id,
@@ -49,8 +108,7 @@ pub async fn charge_order(
                 reason: reason.clone(),
             })
         }
-    };
-    Ok(Reaction::publish(next))
+    }
 }
 
 /// The order has a payment already. A payment is final: never charge an order twice,

@@ -13,7 +13,7 @@ mod queries;
 mod refund_order;
 
 pub use cancel_order::cancel_order;
-pub use charge_order::charge_order;
+pub use charge_order::{charge_order, charge_orders};
 pub use create_account::CreateAccount;
 pub use queries::{get_account, get_payment_of_order};
 pub use refund_order::refund_order;
@@ -34,6 +34,9 @@ pub enum ServiceError {
     NotFound(&'static str),
     #[error("payment_id={0} is charged but names no customer")]
     ChargedWithoutCustomer(Uuid),
+    /// An order of a set charged together has a payment already: charge them one by one.
+    #[error("an order has a payment already; the orders are charged one by one instead")]
+    DecidedBefore,
     #[error("database: {0}")]
     Db(#[from] DbErr),
     #[error("outbox: {0}")]
