@@ -1,7 +1,7 @@
 //! What inventory-svc does with the events it consumes. The consumer loop and the unit of work
 //! are `saga_runtime`'s; this file only routes each event type to its use case.
 
-use saga_runtime::consumer::{EventHandler, HandlerError};
+use saga_runtime::consumer::{self, EventHandler, HandlerError};
 use saga_runtime::unit_of_work::{Reaction, Tx};
 use shared_events::{Envelope, SagaEvent, topics};
 
@@ -40,5 +40,25 @@ impl EventHandler for InventoryEventHandler {
             | SagaEvent::ProductUpserted(_) => Ok(Reaction::none()),
         };
         outcome.map_err(HandlerError::new)
+    }
+
+    /// Reservations: under load a batch holds many `PaymentSucceeded`, reserved in three
+    /// statements.
+    fn handles_together(&self, event: &Envelope) -> bool {
+        matches!(event.event, SagaEvent::PaymentSucceeded(_))
+    }
+
+    async fn handle_together(
+        &self,
+        tx: &Tx,
+        events: &[&Envelope],
+    ) -> Result<Vec<Reaction>, HandlerError> {
+        let orders = consumer::payloads_together(events, |event| match event {
+            SagaEvent::PaymentSucceeded(paid) => Some(paid),
+            _ => None,
+        })?;
+        service::reserve_orders(tx, &orders)
+            .await
+            .map_err(HandlerError::new)
     }
 }

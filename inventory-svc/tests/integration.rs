@@ -4,6 +4,7 @@ use inventory_migration::Migrator;
 use inventory_svc::domain::{NewProduct, Product};
 use inventory_svc::messaging::InventoryEventHandler;
 use inventory_svc::service::{self, CreateProduct, ServiceError};
+use saga_runtime::consumer::EventHandler;
 use saga_runtime::inbox::Delivery;
 use saga_runtime::outbox::OutboxSignal;
 use saga_runtime::testing;
@@ -162,6 +163,97 @@ async fn concurrent_reservations_never_oversell() -> TestResult {
             .filter(|t| *t == "InventoryReservationFailed")
             .count(),
         15
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn orders_reserved_together_are_decided_as_one_by_one() -> TestResult {
+    let (db, uow) = service().await?;
+    let (a, b) = (product(&uow, 5).await?, product(&uow, 5).await?);
+    let orders = [
+        paid(&[(a.id, 2), (b.id, 1)]),
+        paid(&[(a.id, 2)]),
+        // What the two before it left does not cover it: nothing of it is taken.
+        paid(&[(b.id, 1), (a.id, 2)]),
+        paid(&[(a.id, 1), (b.id, 4)]),
+        paid(&[(Uuid::now_v7(), 1)]),
+    ];
+    let events: Vec<Envelope> = orders.iter().map(|(event, _)| event.clone()).collect();
+    assert!(
+        events
+            .iter()
+            .all(|event| InventoryEventHandler.handles_together(event))
+    );
+
+    let batch = testing::apply_as_batch(&uow, &InventoryEventHandler, &events).await;
+    assert_eq!(batch.applied, 5);
+    assert!(batch.failure.is_none());
+    let (a, b) = (
+        service::get_product(&db, a.id).await?,
+        service::get_product(&db, b.id).await?,
+    );
+    assert_eq!(
+        (a.available, a.reserved, b.available, b.reserved),
+        (0, 5, 0, 5)
+    );
+    let decided = [
+        "InventoryReserved",
+        "InventoryReserved",
+        "InventoryReservationFailed",
+        "InventoryReserved",
+        "InventoryReservationFailed",
+    ];
+    let mut expected = vec!["ProductUpserted", "ProductUpserted"];
+    expected.extend(decided);
+    assert_eq!(testing::outbox_event_types(&db).await?, expected);
+    for ((event, payment), outcome) in orders.iter().zip(decided) {
+        let reservation = service::get_reservation(&db, payment.order_id)
+            .await?
+            .ok_or("no reservation")?;
+        assert_eq!(reservation.saga_id, event.saga_id()?);
+        assert_eq!(reservation.customer_id, Some(payment.customer_id));
+        assert_eq!(reservation.lines, payment.items);
+        assert_eq!(
+            reservation.reason.is_none(),
+            outcome == "InventoryReserved",
+            "a refusal says why"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_order_decided_before_sends_its_batch_one_by_one_and_is_still_refused() -> TestResult {
+    let (db, uow) = service().await?;
+    let stocked = product(&uow, 5).await?;
+    let (first, _) = paid(&[(stocked.id, 1)]);
+    let (cancelled_paid, cancelled_payment) = paid(&[(stocked.id, 1)]);
+    let (last, _) = paid(&[(stocked.id, 1)]);
+    let cancellation = Envelope::new(
+        "orders-svc",
+        cancelled_paid.sagaid,
+        SagaEvent::OrderCancelled(OrderCancelled {
+            order_id: cancelled_payment.order_id,
+            reason: "deadline".into(),
+        }),
+    );
+    uow.apply(&InventoryEventHandler, &cancellation).await?;
+
+    let batch =
+        testing::apply_as_batch(&uow, &InventoryEventHandler, &[first, cancelled_paid, last]).await;
+    assert_eq!(batch.applied, 3);
+    assert!(batch.failure.is_none());
+    let stocked = service::get_product(&db, stocked.id).await?;
+    assert_eq!((stocked.available, stocked.reserved), (3, 2));
+    assert_eq!(
+        testing::outbox_event_types(&db).await?,
+        [
+            "ProductUpserted",
+            "InventoryReserved",
+            "InventoryReservationFailed",
+            "InventoryReserved"
+        ]
     );
     Ok(())
 }

@@ -28,9 +28,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Db(db) if saga_runtime::http::is_unavailable(db) => {
                 ApiError::unavailable(&error)
             }
-            ServiceError::Db(_) | ServiceError::Outbox(_) | ServiceError::StockRace(_) => {
-                ApiError::internal(&error)
-            }
+            ServiceError::Db(_)
+            | ServiceError::Outbox(_)
+            | ServiceError::StockRace(_)
+            | ServiceError::DecidedBefore => ApiError::internal(&error),
         }
     }
 }

@@ -176,6 +176,30 @@ pub async fn reserve<C: ConnectionTrait>(db: &C, id: Uuid, quantity: i64) -> Res
     move_stock(db, RESERVE, id, quantity).await
 }
 
+/// Moves each `(product, quantity)` from available to reserved in one statement, only where
+/// that much is available; says how many products it moved (one row each: give each product
+/// once).
+pub async fn reserve_all<C: ConnectionTrait>(
+    db: &C,
+    quantities: &[(Uuid, i64)],
+) -> Result<usize, DbErr> {
+    if quantities.is_empty() {
+        return Ok(0);
+    }
+    let (ids, amounts): (Vec<Uuid>, Vec<i64>) = quantities.iter().copied().unzip();
+    let result = db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE products SET available = available - given.quantity, \
+                 reserved = reserved + given.quantity, updated_at = now() \
+             FROM unnest($1::uuid[], $2::int8[]) AS given (id, quantity) \
+             WHERE products.id = given.id AND products.available >= given.quantity",
+            [ids.into(), amounts.into()],
+        ))
+        .await?;
+    Ok(usize::try_from(result.rows_affected()).unwrap_or(usize::MAX))
+}
+
 /// Moves `quantity` back from reserved to available, only if that much is reserved.
 pub async fn release<C: ConnectionTrait>(db: &C, id: Uuid, quantity: i64) -> Result<bool, DbErr> {
     move_stock(db, RELEASE, id, quantity).await

@@ -1,7 +1,8 @@
 //! The `reservations` table: the one reservation decision each order has.
 use sea_orm::sea_query::{LockType, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QuerySelect, Statement,
 };
 use uuid::Uuid;
 
@@ -96,6 +97,54 @@ pub async fn insert_first<C: ConnectionTrait>(
         .exec_without_returning(db)
         .await?;
     Ok(inserted == 1)
+}
+
+/// Inserts each of `decisions` that is its order's first, in one statement, and says how many
+/// went in: fewer than given means some order has a decision already (or two are the same
+/// order's), and the caller must not go on as if each were first. A missing customer or
+/// reason is stored as NULL.
+pub async fn insert_all_first<C: ConnectionTrait>(
+    db: &C,
+    decisions: &[Reservation],
+) -> Result<usize, DbErr> {
+    let mut order_ids = Vec::with_capacity(decisions.len());
+    let mut saga_ids = Vec::with_capacity(decisions.len());
+    let mut statuses = Vec::with_capacity(decisions.len());
+    let mut lines = Vec::with_capacity(decisions.len());
+    let mut reasons = Vec::with_capacity(decisions.len());
+    let mut customer_ids = Vec::with_capacity(decisions.len());
+    for reservation in decisions {
+        order_ids.push(reservation.order_id);
+        saga_ids.push(reservation.saga_id);
+        statuses.push(reservation.status.to_string());
+        lines.push(
+            serde_json::to_string(&reservation.lines)
+                .map_err(|e| DbErr::Custom(format!("reservation lines cannot be encoded: {e}")))?,
+        );
+        reasons.push(reservation.reason.clone().unwrap_or_default());
+        customer_ids.push(reservation.customer_id.unwrap_or_default());
+    }
+    let result = db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO reservations \
+                 (order_id, saga_id, status, lines, reason, customer_id, created_at, updated_at) \
+             SELECT order_id, saga_id, status, lines::jsonb, NULLIF(reason, ''), \
+                    NULLIF(customer_id, '00000000-0000-0000-0000-000000000000'), now(), now() \
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[]) \
+                 AS decision (order_id, saga_id, status, lines, reason, customer_id) \
+             ON CONFLICT (order_id) DO NOTHING",
+            [
+                order_ids.into(),
+                saga_ids.into(),
+                statuses.into(),
+                lines.into(),
+                reasons.into(),
+                customer_ids.into(),
+            ],
+        ))
+        .await?;
+    Ok(usize::try_from(result.rows_affected()).unwrap_or(usize::MAX))
 }
 
 fn active_model(reservation: &Reservation) -> Result<reservation::ActiveModel, DbErr> {

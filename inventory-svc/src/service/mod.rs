@@ -21,7 +21,7 @@ pub use update_product::UpdateProduct;
 /// What `GET /products` selects by: its query, as the read takes it.
 pub use crate::repo::products::ProductFilter;
 pub use release_order::release_order;
-pub use reserve_order::reserve_order;
+pub use reserve_order::{reserve_order, reserve_orders};
 
 use saga_runtime::outbox::OutboxError;
 use sea_orm::DbErr;
@@ -38,6 +38,11 @@ pub enum ServiceError {
     NotFound(&'static str),
     #[error("product_id={0} lost stock while locked; the reservation was rolled back")]
     StockRace(uuid::Uuid),
+    /// An order of a set reserved together has a decision already: reserve them one by one.
+    #[error(
+        "an order has a reservation decision already; the orders are reserved one by one instead"
+    )]
+    DecidedBefore,
     #[error("database: {0}")]
     Db(#[from] DbErr),
     #[error("outbox: {0}")]

@@ -1,3 +1,5 @@
+use std::collections::{BTreeMap, HashMap};
+
 use saga_runtime::unit_of_work::{Reaction, Tx};
 use shared_events::{InventoryReservationFailed, InventoryReserved, PaymentSucceeded, SagaEvent};
 use uuid::Uuid;
@@ -16,39 +18,14 @@ pub async fn reserve_order(
 ) -> Result<Reaction, ServiceError> {
     let product_ids: Vec<Uuid> = paid.items.iter().map(|line| line.product_id).collect();
     let available = products::lock_available(tx, &product_ids).await?;
-    let decision = |status, reason| Reservation {
-        order_id: paid.order_id,
-        saga_id,
-        customer_id: Some(paid.customer_id),
-        status,
-        lines: paid.items.clone(),
-        reason,
-    };
-    let plan = plan_reservation(&paid.items, &available);
-    let (reservation, next) = match &plan {
-        Ok(_) => {
-            let reserved = SagaEvent::InventoryReserved(InventoryReserved {
-                order_id: paid.order_id,
-            });
-            (decision(ReservationStatus::Reserved, None), reserved)
-        }
-        Err(shortage) => {
-            let failed = SagaEvent::InventoryReservationFailed(InventoryReservationFailed {
-                order_id: paid.order_id,
-                product_id: Some(shortage.product_id),
-                reason: shortage.to_string(),
-            });
-            let rejected = decision(ReservationStatus::Rejected, Some(shortage.to_string()));
-            (rejected, failed)
-        }
-    };
+    let (reservation, next, plan) = decide(saga_id, paid, &available);
     // The decision goes in first. The primary key on order_id tells a first decision from a
     // repeated or cancelled one without a read before every reservation; stock moves only
     // once the decision is known to be the order's first.
     if !reservations::insert_first(tx, &reservation).await? {
         return already_decided(tx, paid).await;
     }
-    if let Ok(plan) = plan {
+    if let Some(plan) = plan {
         for (product_id, quantity) in plan {
             if !products::reserve(tx, product_id, quantity).await? {
                 // Cannot happen while the rows are locked; failing rolls back, which keeps
@@ -59,6 +36,90 @@ pub async fn reserve_order(
     }
     tracing::debug!(order_id = %paid.order_id, status = %reservation.status, reason = ?reservation.reason, "reservation decided");
     Ok(Reaction::publish(next))
+}
+
+/// Saga step 3 for several orders at once, as [`reserve_order`] would one after the other (a
+/// later order sees the stock the earlier ones left), in three statements for all: lock the
+/// products, insert the decisions, move the stock.
+///
+/// Only for orders without a decision yet. If one has one (a repeated or cancelled order),
+/// this fails with [`ServiceError::DecidedBefore`] and the runtime reserves them one by one,
+/// where [`reserve_order`] decides that case.
+pub async fn reserve_orders(
+    tx: &Tx,
+    orders: &[(Uuid, &PaymentSucceeded)],
+) -> Result<Vec<Reaction>, ServiceError> {
+    let mut product_ids: Vec<Uuid> = orders
+        .iter()
+        .flat_map(|(_, paid)| paid.items.iter().map(|line| line.product_id))
+        .collect();
+    product_ids.sort_unstable();
+    product_ids.dedup();
+    let mut available = products::lock_available(tx, &product_ids).await?;
+    let mut decisions = Vec::with_capacity(orders.len());
+    let mut reactions = Vec::with_capacity(orders.len());
+    let mut taken: BTreeMap<Uuid, i64> = BTreeMap::new();
+    for (saga_id, paid) in orders {
+        let (reservation, next, plan) = decide(*saga_id, paid, &available);
+        for (product_id, quantity) in plan.unwrap_or_default() {
+            *taken.entry(product_id).or_default() += quantity;
+            if let Some(left) = available.get_mut(&product_id) {
+                *left -= quantity;
+            }
+        }
+        tracing::debug!(order_id = %paid.order_id, status = %reservation.status, reason = ?reservation.reason, "reservation decided");
+        decisions.push(reservation);
+        reactions.push(Reaction::publish(next));
+    }
+    if reservations::insert_all_first(tx, &decisions).await? != decisions.len() {
+        return Err(ServiceError::DecidedBefore);
+    }
+    let taken: Vec<(Uuid, i64)> = taken.into_iter().collect();
+    if products::reserve_all(tx, &taken).await? != taken.len() {
+        // Cannot happen while the rows are locked; failing rolls every reservation back.
+        return Err(ServiceError::StockRace(
+            taken.first().map(|(id, _)| *id).unwrap_or_default(),
+        ));
+    }
+    Ok(reactions)
+}
+
+/// The decision on `paid` against `available` stock, the event that announces it, and the
+/// quantities to take per product if it reserves.
+fn decide(
+    saga_id: Uuid,
+    paid: &PaymentSucceeded,
+    available: &HashMap<Uuid, i64>,
+) -> (Reservation, SagaEvent, Option<Vec<(Uuid, i64)>>) {
+    let decision = |status, reason| Reservation {
+        order_id: paid.order_id,
+        saga_id,
+        customer_id: Some(paid.customer_id),
+        status,
+        lines: paid.items.clone(),
+        reason,
+    };
+    match plan_reservation(&paid.items, available) {
+        Ok(plan) => {
+            let reserved = SagaEvent::InventoryReserved(InventoryReserved {
+                order_id: paid.order_id,
+            });
+            (
+                decision(ReservationStatus::Reserved, None),
+                reserved,
+                Some(plan),
+            )
+        }
+        Err(shortage) => {
+            let failed = SagaEvent::InventoryReservationFailed(InventoryReservationFailed {
+                order_id: paid.order_id,
+                product_id: Some(shortage.product_id),
+                reason: shortage.to_string(),
+            });
+            let rejected = decision(ReservationStatus::Rejected, Some(shortage.to_string()));
+            (rejected, failed, None)
+        }
+    }
 }
 
 /// The order has a reservation decision already; it is final.
