@@ -7,7 +7,7 @@ use saga_runtime::consumer::{EventHandler, HandlerError};
 use saga_runtime::unit_of_work::{Reaction, Tx};
 use shared_events::{Envelope, SagaEvent, topics};
 
-use crate::service::{self, InFlight};
+use crate::service::{self, Finish, InFlight};
 
 /// The topics orders-svc consumes.
 pub const TOPICS: [&str; 3] = [
@@ -60,16 +60,12 @@ impl EventHandler for OrdersEventHandler {
     }
 
     async fn handle(&self, tx: &Tx, event: &Envelope) -> Result<Reaction, HandlerError> {
-        let finishing = match &event.event {
-            SagaEvent::InventoryReserved(e) => {
-                service::on_inventory_reserved(tx, &self.in_flight, e.order_id).await
-            }
-            SagaEvent::PaymentFailed(e) => {
-                service::on_payment_failed(tx, &self.in_flight, e.order_id, &e.reason).await
-            }
-            SagaEvent::PaymentRefunded(e) => {
-                service::on_payment_refunded(tx, &self.in_flight, e.order_id, &e.reason).await
-            }
+        if let Some(finish) = Finish::of(&event.event) {
+            return service::finish_order(tx, &self.in_flight, finish)
+                .await
+                .map_err(HandlerError::new);
+        }
+        let noted = match &event.event {
             SagaEvent::ProductUpserted(e) => service::on_product_upserted(tx, e, event.time).await,
             // Steps that other services act on; orders-svc waits for their outcome. It takes
             // the two that reach its topics anyway, in a transaction that does nothing but
@@ -79,9 +75,42 @@ impl EventHandler for OrdersEventHandler {
             | SagaEvent::OrderCreated(_)
             | SagaEvent::OrderConfirmed(_)
             | SagaEvent::OrderFailed(_)
-            | SagaEvent::OrderCancelled(_) => Ok(Reaction::none()),
+            | SagaEvent::OrderCancelled(_)
+            // Finishes, handled above.
+            | SagaEvent::InventoryReserved(_)
+            | SagaEvent::PaymentFailed(_)
+            | SagaEvent::PaymentRefunded(_) => Ok(Reaction::none()),
         };
-        finishing.map_err(HandlerError::new)
+        noted.map_err(HandlerError::new)
+    }
+
+    /// Saga outcomes, and the steps only recorded between them: under load a batch holds
+    /// many, and their orders finish in one statement.
+    fn handles_together(&self, event: &Envelope) -> bool {
+        Finish::of(&event.event).is_some() || self.only_records(event.event_type())
+    }
+
+    async fn handle_together(
+        &self,
+        tx: &Tx,
+        events: &[&Envelope],
+    ) -> Result<Vec<Reaction>, HandlerError> {
+        let finishes: Vec<Finish<'_>> = events
+            .iter()
+            .filter_map(|event| Finish::of(&event.event))
+            .collect();
+        let mut reactions = service::finish_orders(tx, &self.in_flight, &finishes)
+            .await
+            .map_err(HandlerError::new)?
+            .into_iter();
+        // The steps only recorded have nothing to publish; each finish has its reaction.
+        Ok(events
+            .iter()
+            .map(|event| match Finish::of(&event.event) {
+                Some(_) => reactions.next().unwrap_or_default(),
+                None => Reaction::none(),
+            })
+            .collect())
     }
 }
 

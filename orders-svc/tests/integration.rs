@@ -8,6 +8,7 @@ use orders_svc::http::{AppState, router};
 use orders_svc::messaging::OrdersEventHandler;
 use orders_svc::repo::{CatalogProduct, catalog, orders};
 use orders_svc::service::{self, InFlight, PlaceOrder, ServiceError};
+use saga_runtime::consumer::EventHandler;
 use saga_runtime::group_commit::CommandQueue;
 use saga_runtime::inbox::Delivery;
 use saga_runtime::outbox::{self, OutboxSignal};
@@ -15,7 +16,8 @@ use saga_runtime::testing;
 use saga_runtime::unit_of_work::UnitOfWork;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use shared_events::{
-    Envelope, InventoryReserved, OrderCreated, PaymentFailed, ProductUpserted, SagaEvent,
+    Envelope, InventoryReserved, OrderCreated, PaymentFailed, PaymentRefunded, PaymentSucceeded,
+    ProductUpserted, SagaEvent,
 };
 use uuid::Uuid;
 
@@ -248,6 +250,137 @@ async fn a_declined_payment_fails_the_order_and_a_late_confirmation_is_ignored()
         .map(|(t, _)| t)
         .collect();
     assert_eq!(types, ["OrderCreated", "OrderFailed"]);
+    Ok(())
+}
+
+fn payment_event(order: &Order, event: SagaEvent) -> Envelope {
+    Envelope::new("payments-svc", Some(order.saga_id), event)
+}
+
+/// payments-svc's step orders-svc only records: it charged `order`.
+fn payment_succeeded(order: &Order) -> Envelope {
+    payment_event(
+        order,
+        SagaEvent::PaymentSucceeded(PaymentSucceeded {
+            order_id: order.id,
+            customer_id: order.customer_id,
+            payment_id: Uuid::now_v7(),
+            amount_cents: order.total_cents,
+            items: Vec::new(),
+        }),
+    )
+}
+
+/// payments-svc's compensation: it refunded `order`, whose stock was short.
+fn payment_refunded(order: &Order) -> Envelope {
+    payment_event(
+        order,
+        SagaEvent::PaymentRefunded(PaymentRefunded {
+            order_id: order.id,
+            customer_id: order.customer_id,
+            payment_id: Uuid::now_v7(),
+            amount_cents: order.total_cents,
+            reason: "out of stock".into(),
+        }),
+    )
+}
+
+async fn status_of(
+    db: &DatabaseConnection,
+    order: &Order,
+) -> Result<Order, Box<dyn std::error::Error>> {
+    Ok(orders::find(db, order.id).await?.ok_or("order missing")?)
+}
+
+/// The event types of the outbox rows after the orders' `OrderCreated`.
+async fn answers(db: &DatabaseConnection) -> Result<Vec<String>, sea_orm::DbErr> {
+    Ok(outbox_rows(db)
+        .await?
+        .into_iter()
+        .map(|(event_type, _)| event_type)
+        .filter(|event_type| event_type != "OrderCreated")
+        .collect())
+}
+
+#[tokio::test]
+async fn orders_finished_together_end_as_one_by_one() -> TestResult {
+    let db = database().await?;
+    let mut placed = Vec::new();
+    for _ in 0..4 {
+        placed.push(placed_order(&db).await?);
+    }
+    let events = [
+        payment_succeeded(&placed[0]),
+        inventory_reserved(&placed[0]),
+        payment_failed(&placed[1]),
+        payment_refunded(&placed[2]),
+        payment_succeeded(&placed[3]),
+        inventory_reserved(&placed[3]),
+    ];
+    let handler = OrdersEventHandler::default();
+    assert!(events.iter().all(|event| handler.handles_together(event)));
+
+    let batch = testing::apply_as_batch(&uow(&db), &handler, &events).await;
+    assert_eq!(batch.applied, 6);
+    assert!(batch.failure.is_none());
+    let mut ended = Vec::new();
+    for order in &placed {
+        let stored = status_of(&db, order).await?;
+        ended.push((stored.status, stored.failure_reason));
+    }
+    assert_eq!(
+        ended,
+        [
+            (OrderStatus::Confirmed, None),
+            (
+                OrderStatus::FailedPayment,
+                Some("insufficient funds".into())
+            ),
+            (OrderStatus::FailedInventory, Some("out of stock".into())),
+            (OrderStatus::Confirmed, None),
+        ]
+    );
+    let rows = outbox_rows(&db).await?;
+    let confirmed: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|(event_type, _)| event_type == "OrderConfirmed")
+        .map(|(_, payload)| payload)
+        .collect();
+    assert_eq!(confirmed.len(), 2);
+    for payload in confirmed {
+        assert_eq!(payload["data"]["total_cents"], 700, "{payload}");
+    }
+    assert_eq!(
+        answers(&db).await?,
+        [
+            "OrderConfirmed",
+            "OrderFailed",
+            "OrderFailed",
+            "OrderConfirmed"
+        ]
+    );
+    assert_eq!(count(&db, "inbox").await?, 6);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_order_finished_before_sends_its_batch_one_by_one_and_stays_as_it_was() -> TestResult {
+    let db = database().await?;
+    let (finished, open) = (placed_order(&db).await?, placed_order(&db).await?);
+    let handler = OrdersEventHandler::default();
+    uow(&db).apply(&handler, &payment_failed(&finished)).await?;
+
+    let late = inventory_reserved(&finished);
+    let batch =
+        testing::apply_as_batch(&uow(&db), &handler, &[late, inventory_reserved(&open)]).await;
+    assert_eq!(batch.applied, 2);
+    assert!(batch.failure.is_none());
+    assert_eq!(
+        status_of(&db, &finished).await?.status,
+        OrderStatus::FailedPayment
+    );
+    assert_eq!(status_of(&db, &open).await?.status, OrderStatus::Confirmed);
+    assert_eq!(answers(&db).await?, ["OrderFailed", "OrderConfirmed"]);
     Ok(())
 }
 

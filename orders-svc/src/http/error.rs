@@ -15,9 +15,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Db(db) if saga_runtime::http::is_unavailable(db) => {
                 ApiError::unavailable(&error)
             }
-            ServiceError::Db(_) | ServiceError::Outbox(_) | ServiceError::Raced(_) => {
-                ApiError::internal(&error)
-            }
+            ServiceError::Db(_)
+            | ServiceError::Outbox(_)
+            | ServiceError::Raced(_)
+            | ServiceError::NotAllOpen => ApiError::internal(&error),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, Statement,
+    QueryOrder, QueryResult, Statement,
 };
 use std::time::Duration;
 
@@ -89,13 +89,57 @@ pub async fn finish<C: ConnectionTrait>(
             ],
         ))
         .await?;
-    row.map(|row| {
-        Ok(Finished {
-            total_cents: row.try_get("", "total_cents")?,
-            age: Duration::try_from_secs_f64(row.try_get("", "age_seconds")?).unwrap_or_default(),
-        })
+    row.as_ref().map(finished_of).transpose()
+}
+
+fn finished_of(row: &QueryResult) -> Result<Finished, DbErr> {
+    Ok(Finished {
+        total_cents: row.try_get("", "total_cents")?,
+        age: Duration::try_from_secs_f64(row.try_get("", "age_seconds")?).unwrap_or_default(),
     })
-    .transpose()
+}
+
+/// [`finish`] for several orders in one statement: moves each `(id, to, reason)` whose order
+/// is open, and returns what it reports of each it moved, by order ID. Name each order once:
+/// PostgreSQL moves a row at most once per statement.
+pub async fn finish_all<C: ConnectionTrait>(
+    db: &C,
+    moves: &[(Uuid, OrderStatus, Option<&str>)],
+) -> Result<Vec<(Uuid, Finished)>, DbErr> {
+    let open: &'static str = OrderStatus::OPEN.into();
+    let mut ids = Vec::with_capacity(moves.len());
+    let mut statuses = Vec::with_capacity(moves.len());
+    let mut has_reasons = Vec::with_capacity(moves.len());
+    let mut reasons = Vec::with_capacity(moves.len());
+    for (id, to, reason) in moves {
+        let to: &'static str = (*to).into();
+        ids.push(*id);
+        statuses.push(to.to_owned());
+        has_reasons.push(reason.is_some());
+        reasons.push(reason.unwrap_or_default().to_owned());
+    }
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE orders SET status = given.status, \
+                 failure_reason = CASE WHEN given.has_reason THEN given.reason END, updated_at = now() \
+             FROM unnest($1::uuid[], $2::text[], $3::bool[], $4::text[]) \
+                 AS given (id, status, has_reason, reason) \
+             WHERE orders.id = given.id AND orders.status = $5 \
+             RETURNING orders.id, orders.total_cents, \
+                 EXTRACT(EPOCH FROM now() - orders.created_at)::float8 AS age_seconds",
+            [
+                ids.into(),
+                statuses.into(),
+                has_reasons.into(),
+                reasons.into(),
+                open.into(),
+            ],
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("", "id")?, finished_of(row)?)))
+        .collect()
 }
 
 /// What [`finish`] reports of the order it finished.

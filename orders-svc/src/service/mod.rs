@@ -15,7 +15,7 @@ mod queries;
 
 pub use admission::{Admission, InFlight, Overloaded, recount_in_flight};
 pub use cancel_expired::{CANCEL_BATCH, CancelExpiredOrders};
-pub use finish_order::{on_inventory_reserved, on_payment_failed, on_payment_refunded};
+pub use finish_order::{Finish, finish_order, finish_orders};
 pub use on_product_upserted::on_product_upserted;
 pub use place_order::PlaceOrder;
 pub use queries::{SagaDetail, get_catalog_product, get_order, get_saga, product_attributes};
@@ -41,6 +41,10 @@ pub enum ServiceError {
     /// rolled back. Applying the event again will succeed.
     #[error("order_id={0} changed status while the saga's outcome was applied")]
     Raced(uuid::Uuid),
+    /// An order of a set finished together was not open, or was named twice: finish them one
+    /// by one.
+    #[error("an order is not open or is named twice; the orders are finished one by one instead")]
+    NotAllOpen,
 }
 
 /// Records how long a saga took, by its outcome, in `saga_duration_seconds`. Called inside
