@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use saga_runtime::unit_of_work::{Reaction, Tx};
 use shared_events::{OrderCreated, PaymentFailed, PaymentSucceeded, SagaEvent};
@@ -70,13 +70,16 @@ pub async fn charge_orders(
     if payments::insert_all_first(tx, &payments).await? != payments.len() {
         return Err(ServiceError::DecidedBefore);
     }
-    let charged: Vec<Account> = customer_ids
+    // Only the accounts a charge debited have a new balance to store.
+    let debited: BTreeSet<Uuid> = outcomes
         .iter()
-        .filter(|customer_id| {
-            orders.iter().zip(&outcomes).any(|((_, order), outcome)| {
-                order.customer_id == **customer_id && matches!(outcome, ChargeOutcome::Charged(_))
-            })
+        .filter_map(|outcome| match outcome {
+            ChargeOutcome::Charged(payment) => payment.customer_id,
+            ChargeOutcome::Declined { .. } => None,
         })
+        .collect();
+    let charged: Vec<Account> = debited
+        .iter()
         .filter_map(|customer_id| accounts.remove(customer_id))
         .collect();
     accounts::update_balances(tx, &charged).await?;
